@@ -1,0 +1,19 @@
+"""Closed-form FLOP counts of the scan ops (the convention the visual-SSM papers report).
+
+The selective scan is counted as the VMamba paper counts it (the rule Albert Gu gives in
+state-spaces/mamba#110): 9 FLOPs per element per state (discretisation, state update, output
+contraction), plus one per element for the D skip and one for the z gate. Multiply-adds elsewhere
+in a model are counted once by fvcore, so these numbers add up with fvcore's.
+"""
+from __future__ import annotations
+
+
+def selective_scan_flops(batch: int, length: int, channels: int, d_state: int,
+                         with_D: bool = True, with_z: bool = False) -> int:
+    """FLOPs of one selective scan over (batch, channels, length) with ``d_state`` states."""
+    flops = 9 * batch * length * channels * d_state
+    if with_D:
+        flops += batch * channels * length
+    if with_z:
+        flops += batch * channels * length
+    return flops

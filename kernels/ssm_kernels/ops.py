@@ -1,0 +1,167 @@
+"""Public scan ops: argument checks, backend choice, and one autograd node per op.
+
+Each op runs as a single ``torch.autograd.Function`` whatever the backend, so that a traced graph
+(fvcore's FLOP counter, ``torch.jit.trace``) sees one node per scan (``SelectiveScanFn``) with its
+inputs, and a FLOP handle can count it in closed form.
+
+Backend choice: the ``backend=`` argument, else the ``SSM_KERNELS_BACKEND`` environment variable
+(``reference`` or ``triton``), else Triton for CUDA tensors when it is available, else the reference.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+
+from . import reference_backend
+from .paths import ScanPaths
+from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
+
+__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "resolve_backend", "BACKEND_ENV"]
+
+BACKEND_ENV = "SSM_KERNELS_BACKEND"
+_BACKENDS = {"reference": reference_backend}
+
+
+def available_backends() -> Sequence[str]:
+    return tuple(_BACKENDS)
+
+
+def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
+    """The backend that runs an op on ``tensor``: argument, then environment, then by device."""
+    name = backend or os.environ.get(BACKEND_ENV) or ("triton" if tensor.is_cuda and "triton" in _BACKENDS else "reference")
+    if name not in ("reference", "triton"):
+        raise ValueError(f"unknown scan backend {name!r}: use 'reference' or 'triton' (argument or ${BACKEND_ENV})")
+    if name not in _BACKENDS:
+        raise RuntimeError(f"the {name!r} scan backend is not available here (is triton installed?)")
+    return name
+
+
+class SelectiveScanFn(torch.autograd.Function):
+    """One graph node for the selective scan; the backend does the work."""
+
+    @staticmethod
+    def forward(ctx, backend, flags, u, delta, A, B, C, D, z, delta_bias):
+        impl = _BACKENDS[backend]
+        outputs, saved = impl.selective_scan_fwd((u, delta, A, B, C, D, z, delta_bias), flags)
+        ctx.backend, ctx.flags = backend, flags
+        ctx.save_for_backward(*saved)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        impl = _BACKENDS[ctx.backend]
+        grads = impl.selective_scan_bwd(ctx.saved_tensors, grad_outputs, ctx.flags, ctx.needs_input_grad[2:])
+        return (None, None, *grads)
+
+
+def _shape(t):
+    return tuple(t.shape)
+
+
+def _check_selective_scan(u, delta, A, B, C, D, z, delta_bias):
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must be (batch, channels, length), got shape {_shape(u)}")
+    batch, channels, length = u.shape
+    if length == 0 or channels == 0:
+        raise ValueError(f"selective_scan: empty input of shape {_shape(u)}")
+    if _shape(delta) != _shape(u):
+        raise ValueError(f"selective_scan: delta must have u's shape {_shape(u)}, got {_shape(delta)}")
+    if A.dim() != 2 or A.shape[0] != channels:
+        raise ValueError(f"selective_scan: A must be (channels={channels}, d_state), got {_shape(A)}")
+    n_state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        ok = (t.dim() == 3 and _shape(t) == (batch, n_state, length)) or (
+            t.dim() == 4 and t.shape[0] == batch and t.shape[2:] == (n_state, length))
+        if not ok:
+            raise ValueError(f"selective_scan: {name} must be (batch={batch}, groups, d_state={n_state}, "
+                             f"length={length}) or (batch, d_state, length), got {_shape(t)}")
+    if _shape(B) != _shape(C):
+        raise ValueError(f"selective_scan: B and C must have the same shape, got {_shape(B)} and {_shape(C)}")
+    groups = B.shape[1] if B.dim() == 4 else 1
+    if channels % groups:
+        raise ValueError(f"selective_scan: {channels} channels do not split into {groups} groups of B/C")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and _shape(t) != (channels,):
+            raise ValueError(f"selective_scan: {name} must be ({channels},), got {_shape(t)}")
+    if z is not None and _shape(z) != _shape(u):
+        raise ValueError(f"selective_scan: z must have u's shape {_shape(u)}, got {_shape(z)}")
+    if not A.is_floating_point() or not u.is_floating_point():
+        raise ValueError("selective_scan: inputs must be floating point")
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    return_states: bool = False,
+    backend: Optional[str] = None,
+):
+    """Mamba-1 selective scan over (batch, K*D, L) with B/C per direction group.
+
+    h_t = exp(delta_t * A) h_{t-1} + delta_t * B_t * u_t,  y_t = C_t . h_t + D * u_t,  out = y * silu(z).
+    ``delta`` gets ``delta_bias`` added and then softplus if ``delta_softplus``. Returns ``out`` (dtype
+    of u), then the last state (batch, K*D, N) if ``return_last_state``, then all states
+    (batch, K*D, N, L) if ``return_states``; states are float32.
+    """
+    _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
+    name = resolve_backend(u, backend)
+    flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
+    return SelectiveScanFn.apply(name, flags, u, delta, A, B, C, D, z, delta_bias)
+
+
+def _check_map(x: torch.Tensor, paths: ScanPaths, what: str, per_direction_ok: bool):
+    dims = (4, 5) if per_direction_ok else (4,)
+    if x.dim() not in dims or _shape(x)[1:3] != (paths.height, paths.width):
+        want = "(batch, H, W, C)" + (" or (batch, H, W, K, C)" if per_direction_ok else "")
+        raise ValueError(f"{what}: expected a {want} map with H x W = {paths.height} x {paths.width} "
+                         f"(the scan paths' map), got shape {_shape(x)}")
+    if x.dim() == 5 and x.shape[3] != paths.num_directions:
+        raise ValueError(f"{what}: a per-direction map needs K = {paths.num_directions} maps, got {x.shape[3]}")
+    if x.dim() == 4 and paths.split_channels and x.shape[-1] % paths.num_directions:
+        raise ValueError(f"{what}: {x.shape[-1]} channels do not split into {paths.num_directions} groups")
+
+
+def cross_scan(x: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
+    """Map -> K sequences: (b, H, W, C), or one map per direction (b, H, W, K, C), -> (b, K, C', L)."""
+    _check_map(x, paths, "cross_scan", per_direction_ok=True)
+    return cross_scan_ref(x, paths)
+
+
+def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
+    """K sequences -> map: (b, K, C, L) -> (b, H, W, C), summing directions (concatenating if split)."""
+    if y.dim() != 4 or y.shape[1] != paths.num_directions or y.shape[3] != paths.length:
+        raise ValueError(f"cross_merge: expected (batch, K={paths.num_directions}, C, L={paths.length}), "
+                         f"got shape {_shape(y)}")
+    return cross_merge_ref(y, paths)
+
+
+def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: bool = True,
+           backend: Optional[str] = None) -> torch.Tensor:
+    """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
+
+    u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction; B, C: (b, H, W, K, N);
+    A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in u's dtype.
+    """
+    _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
+    K = paths.num_directions
+    batch, height, width, channels = u.shape
+    if _shape(delta) != (batch, height, width, K, channels):
+        raise ValueError(f"scan2d: delta must be {(batch, height, width, K, channels)}, got {_shape(delta)}")
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K):
+            raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
+    name = resolve_backend(u, backend)
+
+    def scan_fn(*args):
+        return selective_scan(*args, backend=name)
+
+    return scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn)

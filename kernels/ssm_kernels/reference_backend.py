@@ -1,0 +1,96 @@
+"""The reference backend: the plain-PyTorch scan with memory bounded for long sequences.
+
+Autograd straight through :func:`selective_scan_ref` would keep every doubling step of every chunk
+alive until backward (tens of state-sized tensors). Instead the forward runs without a graph and keeps
+only the state at each chunk boundary; the backward walks the chunks in reverse, recomputes one chunk
+with autograd from its saved boundary state and passes the state gradient on to the previous chunk.
+Peak memory is the inputs, the boundary states and one chunk's graph.
+
+Inputs are always the tuple (u, delta, A, B, C, D, z, delta_bias); flags are
+(delta_softplus, return_last_state, return_states).
+"""
+from __future__ import annotations
+
+import torch
+
+from .reference import DEFAULT_CHUNK, selective_scan_ref
+
+_SEQUENCE_INPUTS = (0, 1, 3, 4, 6)  # u, delta, B, C, z: cut along L; A, D, delta_bias are shared
+
+
+def _slices(length):
+    return [slice(s, min(length, s + DEFAULT_CHUNK)) for s in range(0, length, DEFAULT_CHUNK)]
+
+
+def _run(inputs, h0, flags):
+    delta_softplus, _, return_states = flags
+    return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=True,
+                              return_states=return_states, initial_state=h0, chunk_size=DEFAULT_CHUNK)
+
+
+def _cut(inputs, sl):
+    return [t[..., sl] if i in _SEQUENCE_INPUTS and t is not None else t for i, t in enumerate(inputs)]
+
+
+def selective_scan_fwd(inputs, flags):
+    """Returns (outputs, tensors to save for :func:`selective_scan_bwd`)."""
+    _, return_last_state, return_states = flags
+    h, boundaries, outs, states = None, [], [], []
+    with torch.no_grad():
+        for sl in _slices(inputs[0].shape[-1]):
+            boundaries.append(h)
+            out, h, *st = _run(_cut(inputs, sl), h, flags)
+            outs.append(out)
+            states += st
+    outputs = (torch.cat(outs, dim=-1),)
+    if return_last_state:
+        outputs += (h,)
+    if return_states:
+        outputs += (torch.cat(states, dim=-1),)
+    boundaries[0] = torch.zeros_like(h)
+    return outputs, tuple(inputs) + (torch.stack(boundaries),)
+
+
+def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
+    """Gradients of the 8 inputs (None where not needed) from the gradients of the outputs."""
+    *inputs, boundaries = saved
+    _, return_last_state, return_states = flags
+    grad_outputs = list(grad_outputs)
+    d_out = grad_outputs.pop(0)
+    d_last = grad_outputs.pop(0) if return_last_state else None
+    d_states = grad_outputs.pop(0) if return_states else None
+
+    wanted = [i for i, t in enumerate(inputs) if t is not None and needs_grad[i]]
+    shared = {i: inputs[i].detach().requires_grad_() for i in wanted if i not in _SEQUENCE_INPUTS}
+    grads = [None] * len(inputs)
+    pieces = {i: [] for i in wanted if i in _SEQUENCE_INPUTS}
+    d_h = d_last
+    slices = _slices(inputs[0].shape[-1])
+    for k in reversed(range(len(slices))):
+        sl = slices[k]
+        chunk = [t.detach() if t is not None else None for t in _cut(inputs, sl)]
+        for i in wanted:
+            chunk[i] = shared[i] if i in shared else chunk[i].requires_grad_()
+        h0 = boundaries[k].detach().requires_grad_() if k > 0 else None
+        with torch.enable_grad():
+            out, last, *st = _run(chunk, h0, flags)
+        outs, gouts = [out], [d_out[..., sl]]
+        if d_h is not None:
+            outs.append(last)
+            gouts.append(d_h)
+        if d_states is not None:
+            outs.append(st[0])
+            gouts.append(d_states[..., sl])
+        targets = [chunk[i] for i in wanted] + ([h0] if h0 is not None else [])
+        got = torch.autograd.grad(outs, targets, gouts, allow_unused=True)
+        for i, g in zip(wanted, got):
+            if g is None:
+                g = torch.zeros_like(chunk[i])
+            if i in pieces:
+                pieces[i].append(g)
+            else:
+                grads[i] = g if grads[i] is None else grads[i] + g
+        d_h = got[-1] if h0 is not None else None
+    for i, parts in pieces.items():
+        grads[i] = torch.cat(parts[::-1], dim=-1)
+    return grads

@@ -1,0 +1,78 @@
+"""Loading official checkpoints: unwrap, rename keys by rules, reshape, and report every mismatch."""
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Iterable, Mapping, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+#: a rule is (pattern, replacement): a regex replacement string, or a function of the match
+Rule = Tuple[str, Union[str, Callable[[re.Match], str]]]
+
+_CLASSIFIER = ("head.fc.weight", "head.fc.bias")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not match the model; the message lists them all."""
+
+    def __init__(self, model_name: str, missing: Sequence[str], unexpected: Sequence[str],
+                 mis_shaped: Sequence[str]):
+        self.missing, self.unexpected, self.mis_shaped = list(missing), list(unexpected), list(mis_shaped)
+        lines = [f"checkpoint does not match {model_name}:"]
+        for title, keys in (("missing keys (in the model, not in the checkpoint)", missing),
+                            ("unexpected keys (in the checkpoint, not in the model)", unexpected),
+                            ("shape mismatches", mis_shaped)):
+            if keys:
+                lines.append(f"  {title} [{len(keys)}]:")
+                lines += [f"    {k}" for k in keys[:40]]
+                if len(keys) > 40:
+                    lines.append(f"    ... and {len(keys) - 40} more")
+        super().__init__("\n".join(lines))
+
+
+def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint ('model', 'state_dict', 'module.' prefixes)."""
+    for key in ("model", "state_dict", "model_ema"):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+            break
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
+
+
+def _rename(key: str, rules: Iterable[Rule]) -> str:
+    for pattern, replacement in rules:
+        new, count = re.subn(pattern, replacement, key)
+        if count:
+            return new
+    return key
+
+
+def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, rules: Sequence[Rule],
+                     native_key: str) -> Dict[str, torch.Tensor]:
+    """Map an official-format state dict onto ``model``'s keys and shapes.
+
+    Keys are renamed by the first matching rule; a tensor whose shape differs from the model's but has
+    as many elements is reshaped (official checkpoints store some projections in other layouts). The
+    classifier is left alone (timm drops it when the class count differs). A state dict that already
+    holds ``native_key`` is taken as ours and only checked. Raises :class:`CheckpointMismatchError`
+    listing every missing, unexpected and mis-shaped key.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    own = model.state_dict()
+    if native_key not in state_dict:
+        state_dict = {_rename(k, rules): v for k, v in state_dict.items()}
+    out, mis_shaped = {}, []
+    for key, value in state_dict.items():
+        target = own.get(key)
+        if target is not None and value.shape != target.shape and key not in _CLASSIFIER:
+            if value.numel() == target.numel():
+                value = value.reshape(target.shape)
+            else:
+                mis_shaped.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}")
+        out[key] = value
+    missing = [k for k in own if k not in out and k not in _CLASSIFIER]
+    unexpected = [k for k in out if k not in own and k not in _CLASSIFIER]
+    if missing or unexpected or mis_shaped:
+        raise CheckpointMismatchError(type(model).__name__, missing, unexpected, mis_shaped)
+    return out

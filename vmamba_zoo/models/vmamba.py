@@ -1,0 +1,163 @@
+"""VMamba: Visual State Space Model (Liu et al., 2024), the released v2 models.
+
+A convolutional stem, four stages of VSS blocks (SS2D mixer over four cross-scan directions, then an
+MLP) with overlapping-conv downsampling between them, and a LayerNorm + pool + linear head. Official
+code: github.com/MzeroMiko/VMamba (``vmamba.py``); our ``vmamba_tiny`` is their ``vmamba_tiny_s1l8``,
+``vmamba_small`` / ``vmamba_base`` their ``s2l15`` models.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ssm_kernels import CROSS
+
+from ..layers import SS2D, ConvDownsample, ConvStem, MixerBlock, Stage
+from ._checkpoint import remap_checkpoint
+from ._hierarchical import HierarchicalSSM
+
+__all__ = ["VMamba", "checkpoint_filter_fn"]
+
+
+class VMamba(HierarchicalSSM):
+    """VMamba (v2 architecture).
+
+    Args:
+        in_chans: image channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: 'avg', 'max', ... or '' (no pooling).
+        dims: channels of the four stages.
+        depths: blocks per stage.
+        d_state, ssm_ratio, dt_rank, d_conv, conv_bias: SS2D mixer settings (see :class:`SS2D`).
+        mlp_ratio: MLP hidden size / dim.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (2, 2, 8, 2),
+        d_state: int = 1,
+        ssm_ratio: float = 1.0,
+        dt_rank="auto",
+        d_conv: int = 3,
+        conv_bias: bool = False,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if len(dims) != len(depths):
+            raise ValueError(f"dims {tuple(dims)} and depths {tuple(depths)} must have one entry per stage")
+        self.in_chans = in_chans
+        self.stem = ConvStem(in_chans, dims[0])
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, self.feature_info = [], []
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            blocks = [
+                MixerBlock(dim, SS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, d_conv=d_conv,
+                                     conv_bias=conv_bias, scan=CROSS),
+                           mlp_ratio=mlp_ratio, drop_path=rates.pop(0))
+                for _ in range(depth)
+            ]
+            downsample = ConvDownsample(dims[i - 1], dim) if i > 0 else None
+            stages.append(Stage(blocks, downsample))
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self._init_head(dims[-1], num_classes, global_pool, drop_rate)
+        self.apply(_init_linear)
+
+
+def _init_linear(m: nn.Module):
+    """The official initialisation of every linear layer (the MLPs and the classifier included)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# Official key -> our key. The official model keeps the downsample at the end of stage i; ours opens
+# stage i + 1. Older official checkpoints store x_proj / dt_projs as stacked (K, ...) tensors.
+_BLOCK = r"^layers\.(\d+)\.blocks\.(\d+)\."
+_RULES = [
+    (r"^patch_embed\.0\.", "stem.conv1."),
+    (r"^patch_embed\.2\.", "stem.norm1."),
+    (r"^patch_embed\.5\.", "stem.conv2."),
+    (r"^patch_embed\.7\.", "stem.norm2."),
+    (_BLOCK + r"norm\.", r"stages.\1.blocks.\2.norm1."),
+    (_BLOCK + r"op\.conv2d\.", r"stages.\1.blocks.\2.mixer.conv."),
+    (_BLOCK + r"op\.x_proj(_weight|\.weight)$", r"stages.\1.blocks.\2.mixer.x_proj.weight"),
+    (_BLOCK + r"op\.dt_projs(_weight|\.weight)$", r"stages.\1.blocks.\2.mixer.dt_proj_weight"),
+    (_BLOCK + r"op\.dt_projs_bias$", r"stages.\1.blocks.\2.mixer.dt_bias"),
+    (_BLOCK + r"op\.A_logs$", r"stages.\1.blocks.\2.mixer.A_log"),
+    (_BLOCK + r"op\.Ds$", r"stages.\1.blocks.\2.mixer.D"),
+    (_BLOCK + r"op\.", r"stages.\1.blocks.\2.mixer."),
+    (_BLOCK, r"stages.\1.blocks.\2."),
+    (r"^layers\.(\d+)\.downsample\.1\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.conv."),
+    (r"^layers\.(\d+)\.downsample\.3\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.norm."),
+    (r"^(classifier\.)?norm\.", "norm_pre."),
+    (r"^(classifier\.)?head\.", "head.fc."),
+]
+
+
+def checkpoint_filter_fn(state_dict, model: VMamba):
+    """Official VMamba checkpoint (or ours) -> our state dict; raises listing any key mismatch."""
+    return remap_checkpoint(state_dict, model, _RULES, native_key="stem.conv1.weight")
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
+    return build_model_with_cfg(
+        VMamba, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = "", **kwargs):
+    return {
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.conv1", "classifier": "head.fc", "license": "mit",
+        "paper_ids": "arXiv:2401.10166", "origin_url": "https://github.com/MzeroMiko/VMamba", **kwargs,
+    }
+
+
+_RELEASES = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
+default_cfgs = generate_default_cfgs({
+    "vmamba_tiny.in1k": _cfg(_RELEASES + "vssm1_tiny_0230s_ckpt_epoch_264.pth"),
+    "vmamba_small.in1k": _cfg(_RELEASES + "vssm_small_0229_ckpt_epoch_222.pth"),
+    "vmamba_base.in1k": _cfg(_RELEASES + "vssm_base_0229_ckpt_epoch_237.pth"),
+})
+
+
+@register_model
+def vmamba_tiny(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-T (official ``vmamba_tiny_s1l8``): 30.2M params, 4.9 GFLOPs, 82.6% ImageNet top-1."""
+    args = dict(dims=(96, 192, 384, 768), depths=(2, 2, 8, 2), d_state=1, ssm_ratio=1.0, dt_rank="auto",
+                d_conv=3, conv_bias=False, mlp_ratio=4.0, drop_path_rate=0.2)
+    return _create("vmamba_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vmamba_small(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-S (official ``vmamba_small_s2l15``): 50.1M params, 8.7 GFLOPs, 83.6% ImageNet top-1."""
+    args = dict(dims=(96, 192, 384, 768), depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, dt_rank="auto",
+                d_conv=3, conv_bias=False, mlp_ratio=4.0, drop_path_rate=0.3)
+    return _create("vmamba_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vmamba_base(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-B (official ``vmamba_base_s2l15``): 88.6M params, 15.4 GFLOPs, 83.9% ImageNet top-1."""
+    args = dict(dims=(128, 256, 512, 1024), depths=(2, 2, 15, 2), d_state=1, ssm_ratio=2.0, dt_rank="auto",
+                d_conv=3, conv_bias=False, mlp_ratio=4.0, drop_path_rate=0.6)
+    return _create("vmamba_base", pretrained, **dict(args, **kwargs))
