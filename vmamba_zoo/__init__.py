@@ -16,10 +16,12 @@ __version__ = "0.1.0"
 
 
 def list_models(pattern: str = "") -> List[str]:
-    """Names of the zoo's models (optionally filtered by a wildcard ``pattern``), family by family."""
+    """Names of the zoo's models (optionally filtered by a wildcard ``pattern``), family by family,
+    smallest first within a family."""
     names = []
     for family in models.FAMILIES:
-        names += timm.list_models(pattern or "*", module=family)
+        found = timm.list_models(pattern or "*", module=family)
+        names += sorted(found, key=lambda n: models.PUBLISHED.get(n, {}).get("official_params", 0))
     return names
 
 

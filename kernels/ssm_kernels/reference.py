@@ -6,7 +6,9 @@ Shapes follow the official kernels: ``u`` and ``delta`` are (batch, K*D, L); ``A
 
 :func:`selective_scan_ref` never loops over the L positions one at a time: the sequence is cut into
 chunks, each chunk is scanned in log2(chunk) doubling steps over whole tensors, and the state is
-carried from chunk to chunk. :func:`selective_scan_naive` is the step-by-step loop, kept as the
+carried from chunk to chunk. The chunk is sized so that a chunk's state tensor stays around 2 MiB:
+long chunks for small states (VMamba, N = 1), short ones when batch x channels x N is large, where
+the doubling steps would otherwise stream state-sized tensors through memory many times. :func:`selective_scan_naive` is the step-by-step loop, kept as the
 oracle of the oracle and as the baseline of ``tools/bench_reference.py``.
 """
 from __future__ import annotations
@@ -20,10 +22,18 @@ from .paths import ScanPaths
 
 __all__ = [
     "selective_scan_ref", "selective_scan_naive", "cross_scan_ref", "cross_merge_ref", "scan2d_ref",
-    "DEFAULT_CHUNK",
+    "auto_chunk_size",
 ]
 
-DEFAULT_CHUNK = 256
+_CHUNK_ELEMENTS = 2 ** 19
+
+
+def auto_chunk_size(batch: int, channels: int, d_state: int) -> int:
+    """Power-of-two chunk length in [4, 256] keeping a chunk's states near 2**19 elements."""
+    size = 256
+    while size > 4 and batch * channels * d_state * size > _CHUNK_ELEMENTS:
+        size //= 2
+    return size
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -49,14 +59,14 @@ def _grouped(u, delta, A, B, C, delta_bias, delta_softplus):
 
 
 def _scan_chunk(log_a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """All states h_t = a_t * h_{t-1} + x_t of one chunk (last dim), by recursive doubling."""
+    """All states h_t = a_t * h_{t-1} + x_t of one chunk (time on dim 0), by recursive doubling."""
     a = log_a.exp()
-    x = torch.cat([a[..., :1] * h0.unsqueeze(-1) + x[..., :1], x[..., 1:]], dim=-1)
-    step, length = 1, x.shape[-1]
+    x = torch.cat([a[:1] * h0 + x[:1], x[1:]])
+    step, length = 1, x.shape[0]
     while step < length:
-        x = torch.cat([x[..., :step], a[..., step:] * x[..., :-step] + x[..., step:]], dim=-1)
+        x = torch.cat([x[:step], a[step:] * x[:-step] + x[step:]])
         if 2 * step < length:  # the decay products are not needed after the last step
-            a = torch.cat([a[..., :step], a[..., step:] * a[..., :-step]], dim=-1)
+            a = torch.cat([a[:step], a[step:] * a[:-step]])
         step *= 2
     return x
 
@@ -74,7 +84,7 @@ def selective_scan_ref(
     return_last_state: bool = False,
     return_states: bool = False,
     initial_state: Optional[torch.Tensor] = None,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: Optional[int] = None,
 ):
     """Mamba-1 selective scan, y_t = C_t h_t with h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t.
 
@@ -86,22 +96,24 @@ def selective_scan_ref(
     out_dtype = u.dtype
     ug, dg, Ag, Bg, Cg = _grouped(u, delta, A, B, C, delta_bias, delta_softplus)
     groups, per_group, n_state = Ag.shape
+    # time first inside: every doubling step then works on large contiguous blocks
+    ut, dt_all = ug.permute(3, 0, 1, 2), dg.permute(3, 0, 1, 2)              # (L, b, G, Dg)
+    Bt, Ct = Bg.permute(3, 0, 1, 2).unsqueeze(3), Cg.permute(3, 0, 1, 2).unsqueeze(3)  # (L, b, G, 1, N)
     if initial_state is None:
         h = ug.new_zeros(batch, groups, per_group, n_state)
     else:
         h = initial_state.to(ug.dtype).view(batch, groups, per_group, n_state)
+    chunk_size = chunk_size or auto_chunk_size(batch, channels, n_state)
     ys, states = [], []
     for start in range(0, length, chunk_size):
         sl = slice(start, min(length, start + chunk_size))
-        dt = dg[..., sl]
-        log_a = dt.unsqueeze(-2) * Ag.unsqueeze(-1)                        # (b, G, Dg, N, t)
-        x = (dt * ug[..., sl]).unsqueeze(-2) * Bg[:, :, None, :, sl]       # (b, G, Dg, N, t)
-        hs = _scan_chunk(log_a, x, h)
-        ys.append((hs * Cg[:, :, None, :, sl]).sum(-2))
+        dt = dt_all[sl].unsqueeze(-1)                                          # (t, b, G, Dg, 1)
+        hs = _scan_chunk(dt * Ag, dt * ut[sl].unsqueeze(-1) * Bt[sl], h)      # (t, b, G, Dg, N)
+        ys.append((hs * Ct[sl]).sum(-1))
         if return_states:
             states.append(hs)
-        h = hs[..., -1]
-    y = torch.cat(ys, dim=-1).reshape(batch, channels, length)
+        h = hs[-1]
+    y = torch.cat(ys).permute(1, 2, 3, 0).reshape(batch, channels, length)
     if D is not None:
         y = y + D.to(y.dtype)[:, None] * ug.reshape(batch, channels, length)
     if z is not None:
@@ -110,7 +122,7 @@ def selective_scan_ref(
     if return_last_state:
         result += (h.reshape(batch, channels, n_state),)
     if return_states:
-        result += (torch.cat(states, dim=-1).reshape(batch, channels, n_state, length),)
+        result += (torch.cat(states).permute(1, 2, 3, 4, 0).reshape(batch, channels, n_state, length),)
     return result[0] if len(result) == 1 else result
 
 

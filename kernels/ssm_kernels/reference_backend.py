@@ -2,9 +2,9 @@
 
 Autograd straight through :func:`selective_scan_ref` would keep every doubling step of every chunk
 alive until backward (tens of state-sized tensors). Instead the forward runs without a graph and keeps
-only the state at each chunk boundary; the backward walks the chunks in reverse, recomputes one chunk
-with autograd from its saved boundary state and passes the state gradient on to the previous chunk.
-Peak memory is the inputs, the boundary states and one chunk's graph.
+only the state at every RECOMPUTE_BLOCK-th position; the backward walks these blocks in reverse,
+recomputes one block with autograd from its saved boundary state and passes the state gradient on to
+the previous block. Peak memory is the inputs, the boundary states and one block's graph.
 
 Inputs are always the tuple (u, delta, A, B, C, D, z, delta_bias); flags are
 (delta_softplus, return_last_state, return_states).
@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import torch
 
-from .reference import DEFAULT_CHUNK, selective_scan_ref
+from .reference import selective_scan_ref
 
+#: positions recomputed together in backward (the scan inside picks its own chunk size)
+RECOMPUTE_BLOCK = 256
 _SEQUENCE_INPUTS = (0, 1, 3, 4, 6)  # u, delta, B, C, z: cut along L; A, D, delta_bias are shared
 
 
 def _slices(length):
-    return [slice(s, min(length, s + DEFAULT_CHUNK)) for s in range(0, length, DEFAULT_CHUNK)]
+    return [slice(s, min(length, s + RECOMPUTE_BLOCK)) for s in range(0, length, RECOMPUTE_BLOCK)]
 
 
 def _run(inputs, h0, flags):
     delta_softplus, _, return_states = flags
     return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=True,
-                              return_states=return_states, initial_state=h0, chunk_size=DEFAULT_CHUNK)
+                              return_states=return_states, initial_state=h0)
 
 
 def _cut(inputs, sl):

@@ -1,7 +1,10 @@
 """Loading official checkpoints: unwrap, rename keys by rules, reshape, and report every mismatch."""
 from __future__ import annotations
 
+import collections
+import pickle
 import re
+from pathlib import Path
 from typing import Callable, Dict, Iterable, Mapping, Sequence, Tuple, Union
 
 import torch
@@ -31,6 +34,36 @@ class CheckpointMismatchError(ValueError):
         super().__init__("\n".join(lines))
 
 
+def _inert(*args, **kwargs):
+    return None
+
+
+def load_checkpoint_file(path: Union[str, Path]) -> Mapping:
+    """Read a checkpoint file safely (weights-only unpickling; ``.safetensors`` too).
+
+    Official training checkpoints also pickle their training configuration (yacs ``CfgNode``,
+    argparse ``Namespace``, ...). Such objects are read as plain ``OrderedDict``s (functions as
+    no-ops) instead of failing, and no code from the file is ever run.
+    """
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(path)
+    stand_ins = []
+    for _ in range(32):
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            if not found:
+                raise
+            name = found[1]
+            stand_in = collections.OrderedDict if name.rpartition(".")[2][:1].isupper() else _inert
+            stand_ins.append((stand_in, name))
+    raise RuntimeError(f"{path}: too many unknown objects in the checkpoint")
+
+
 def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
     """The state dict inside a training checkpoint ('model', 'state_dict', 'module.' prefixes)."""
     for key in ("model", "state_dict", "model_ema"):
@@ -54,7 +87,8 @@ def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, r
 
     Keys are renamed by the first matching rule; a tensor whose shape differs from the model's but has
     as many elements is reshaped (official checkpoints store some projections in other layouts). The
-    classifier is left alone (timm drops it when the class count differs). A state dict that already
+    classifier and the first conv are left alone (timm adapts them to other class counts and input
+    channels). A state dict that already
     holds ``native_key`` is taken as ours and only checked. Raises :class:`CheckpointMismatchError`
     listing every missing, unexpected and mis-shaped key.
     """
@@ -62,10 +96,13 @@ def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, r
     own = model.state_dict()
     if native_key not in state_dict:
         state_dict = {_rename(k, rules): v for k, v in state_dict.items()}
+    # timm adapts these to the model's class count and input channels after filtering
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    adaptable = set(_CLASSIFIER) | ({f"{first_conv}.weight"} if first_conv else set())
     out, mis_shaped = {}, []
     for key, value in state_dict.items():
         target = own.get(key)
-        if target is not None and value.shape != target.shape and key not in _CLASSIFIER:
+        if target is not None and value.shape != target.shape and key not in adaptable:
             if value.numel() == target.numel():
                 value = value.reshape(target.shape)
             else:

@@ -1,8 +1,9 @@
 """The timm model interface shared by every four-stage (hierarchical) visual SSM of the zoo.
 
 A family builds ``stem``, ``stages`` (an ``nn.Sequential`` of :class:`~vmamba_zoo.layers.Stage`),
-``norm_pre`` and ``head``, all on channels-last maps, and sets ``feature_info``; this base class
-gives it the rest of the timm API: ``forward_features``, ``forward_head``, ``forward_intermediates``,
+``norm_pre`` and ``head``, all on channels-last maps, sets ``in_chans`` and ``feature_info``, and
+implements ``filter_checkpoint`` (official keys -> ours); this base class gives it the rest of the
+timm API (``load_pretrained`` included, which timm calls for ``pretrained=True``): ``forward_features``, ``forward_head``, ``forward_intermediates``,
 ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``group_matcher``, ``reset_classifier``,
 ``no_weight_decay``, and the checks that reject bad input with a clear message.
 """
@@ -13,7 +14,10 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import nn
 from timm.layers import ClassifierHead
+from timm.models import adapt_input_conv
 from timm.models._features import feature_take_indices
+
+from ._checkpoint import load_checkpoint_file
 
 
 class HierarchicalSSM(nn.Module):
@@ -44,6 +48,29 @@ class HierarchicalSSM(nn.Module):
         if height % self.input_divisor or width % self.input_divisor:
             raise ValueError(f"{type(self).__name__} needs height and width divisible by {self.input_divisor}, "
                              f"got {height}x{width}; resize or pad the input")
+
+    def filter_checkpoint(self, state_dict):
+        """Official (or zoo) state dict -> this model's keys; raise listing mismatches."""
+        raise NotImplementedError
+
+    @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str):
+        """Load an official or zoo checkpoint file (timm calls this for ``pretrained=True``).
+
+        The classifier is kept only if its class count matches; a stem for other than 3 input
+        channels is adapted as timm does.
+        """
+        state_dict = self.filter_checkpoint(load_checkpoint_file(checkpoint_path))
+        own = self.state_dict()
+        for key in ("head.fc.weight", "head.fc.bias"):
+            if key in state_dict and (key not in own or own[key].shape != state_dict[key].shape):
+                del state_dict[key]
+        first_conv = getattr(self, "pretrained_cfg", {}).get("first_conv")
+        weight = state_dict.get(f"{first_conv}.weight")
+        if weight is not None and weight.shape[1] != self.in_chans:
+            state_dict[f"{first_conv}.weight"] = adapt_input_conv(self.in_chans, weight)
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        assert not unexpected and all(k.startswith("head.fc.") for k in missing), (missing, unexpected)
 
     # ---- timm interface -------------------------------------------------------------------------
     @torch.jit.ignore

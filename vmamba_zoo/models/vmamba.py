@@ -75,6 +75,9 @@ class VMamba(HierarchicalSSM):
         self._init_head(dims[-1], num_classes, global_pool, drop_rate)
         self.apply(_init_linear)
 
+    def filter_checkpoint(self, state_dict):
+        return checkpoint_filter_fn(state_dict, self)
+
 
 def _init_linear(m: nn.Module):
     """The official initialisation of every linear layer (the MLPs and the classifier included)."""
@@ -127,9 +130,19 @@ def _cfg(url: str = "", **kwargs):
         "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
         "first_conv": "stem.conv1", "classifier": "head.fc", "license": "mit",
-        "paper_ids": "arXiv:2401.10166", "origin_url": "https://github.com/MzeroMiko/VMamba", **kwargs,
+        "paper_ids": "arXiv:2401.10166", "origin_url": "https://github.com/MzeroMiko/VMamba",
+        "custom_load": True,  # official files also pickle their yacs config: see load_checkpoint_file
+        **kwargs,
     }
 
+
+#: Published numbers (official README; throughput on an A100, batch 128, 224x224) and the exact parameter
+#: counts of the official models, for the tests, the zoo table and the model cards.
+PUBLISHED = {
+    "vmamba_tiny": dict(official_params=30_249_064, params_m=30, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571),
+    "vmamba_small": dict(official_params=50_147_752, params_m=50, gflops=8.7, top1=83.6, img_s=877, train_img_s=314),
+    "vmamba_base": dict(official_params=88_557_800, params_m=89, gflops=15.4, top1=83.9, img_s=646, train_img_s=247),
+}
 
 _RELEASES = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
 default_cfgs = generate_default_cfgs({

@@ -7,7 +7,8 @@ With these rules our GFLOPs equal what the official repositories' own fvcore set
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import warnings
+from typing import Dict, Sequence, Tuple
 
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -94,7 +95,8 @@ def count_flops(model: nn.Module, input_size: Tuple[int, int, int] = (3, 224, 22
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.*")  # fvcore traces with torch.jit
             return int(flop_analysis(model, inputs, input_size).total())
     finally:
         model.train(was_training)

@@ -1,0 +1,18 @@
+"""vmamba_zoo (the models) and ssm_kernels (the scan-kernel package), installed together."""
+from setuptools import find_packages, setup
+
+setup(
+    name="vmamba_zoo",
+    version="0.1.0",
+    description="Visual state-space backbones (VMamba and friends) as timm models, on shared scan kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["vmamba_zoo", "vmamba_zoo.*"]) + find_packages("kernels"),
+    package_dir={"ssm_kernels": "kernels/ssm_kernels"},
+    package_data={"ssm_kernels": ["*.md"]},
+    # tested with torch 2.14.1 + torchvision 0.29.1 (the pair the README installs)
+    install_requires=["torch>=2.4", "torchvision", "timm>=1.0.15", "fvcore", "triton", "tqdm"],
+    extras_require={"test": ["pytest", "safetensors"]},
+)

@@ -1,0 +1,152 @@
+"""Every registered model through the timm interface, on CPU with the reference scan."""
+import pytest
+import timm
+import timm.optim
+import torch
+
+import vmamba_zoo
+from vmamba_zoo.models import PUBLISHED
+from vmamba_zoo.profiling import count_flops, count_params
+
+MODELS = vmamba_zoo.list_models()
+
+# fvcore counts of the official models (their own selective-scan handle), at 224x224, batch 1
+OFFICIAL_FLOPS = {"vmamba_tiny": 4_905_609_984, "vmamba_small": 8_715_774_720, "vmamba_base": 15_358_944_256}
+
+
+def test_registry():
+    assert MODELS == ["vmamba_tiny", "vmamba_small", "vmamba_base"]
+    for name in MODELS:
+        assert name in timm.list_models(), "timm must know the model after `import vmamba_zoo`"
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.interpolation == "bicubic" and cfg.crop_pct == 0.875 and cfg.classifier == "head.fc"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_params_match_official_and_paper(name):
+    params = count_params(timm.create_model(name))
+    assert params == PUBLISHED[name]["official_params"]
+    assert abs(params / 1e6 - PUBLISHED[name]["params_m"]) <= 0.01 * PUBLISHED[name]["params_m"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gflops_match_official_and_paper(name):
+    flops = count_flops(timm.create_model(name), (3, 224, 224))
+    assert flops == OFFICIAL_FLOPS[name]
+    assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= 0.02 * PUBLISHED[name]["gflops"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_non_square(name):
+    model = timm.create_model(name, num_classes=7)
+    x = torch.randn(2, 3, 64, 96)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(-1).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_features_only(name):
+    model = timm.create_model(name, features_only=True)
+    dims = [info["num_chs"] for info in model.feature_info.info]
+    assert model.feature_info.channels() == dims
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    feats = model(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(1, c, 64 // r, 96 // r) for c, r in zip(dims, [4, 8, 16, 32])]
+    subset = timm.create_model(name, features_only=True, out_indices=(1, 3))
+    assert subset.feature_info.reduction() == [8, 32]
+    assert [f.shape[1] for f in subset(torch.randn(1, 3, 64, 64))] == [dims[1], dims[3]]
+
+
+def test_non_square_224x160():
+    model = timm.create_model("vmamba_tiny").eval()
+    x = torch.randn(1, 3, 224, 160)
+    final, feats = model.forward_intermediates(x)
+    assert [tuple(f.shape[2:]) for f in feats] == [(56, 40), (28, 20), (14, 10), (7, 5)]
+    assert final.shape == (1, 7, 5, 768)
+    with torch.no_grad():
+        assert model(x).shape == (1, 1000)
+
+
+def test_forward_intermediates_options():
+    model = timm.create_model("vmamba_tiny").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x)
+        assert len(feats) == 4 and final.shape == (1, 2, 2, 768)
+        torch.testing.assert_close(final, model.forward_features(x))
+        last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [f.shape[1] for f in last_two] == [384, 768]
+        nhwc = model.forward_intermediates(x, indices=[0], output_fmt="NHWC", intermediates_only=True)
+        assert nhwc[0].shape == (1, 16, 16, 96)
+        normed = model.forward_intermediates(x, indices=[3], norm=True, intermediates_only=True)[0]
+        torch.testing.assert_close(normed, final.permute(0, 3, 1, 2))
+        early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], feats[1])
+    kept = model.prune_intermediate_layers(indices=[1])
+    assert kept == [1] and len(model.stages) == 2 and model.num_classes == 0
+
+
+def test_head_and_classifier_api():
+    model = timm.create_model("vmamba_tiny", num_classes=0).eval()
+    x = torch.randn(2, 3, 32, 64)
+    with torch.no_grad():
+        assert model(x).shape == (2, 768)
+        feats = model.forward_features(x)
+        assert model.forward_head(feats, pre_logits=True).shape == (2, 768)
+    model.reset_classifier(5)
+    assert model.get_classifier().out_features == 5
+    with torch.no_grad():
+        assert model(x).shape == (2, 5)
+
+
+def test_grad_checkpointing_gives_same_output_and_grads():
+    model = timm.create_model("vmamba_tiny", num_classes=3, drop_path_rate=0.0)
+    x = torch.randn(1, 3, 64, 64)
+    model(x).sum().backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters()}
+    out = model(x)
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out_ckpt = model(x)
+    out_ckpt.sum().backward()
+    torch.testing.assert_close(out_ckpt, out)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, reference[n], rtol=1e-4, atol=1e-6)
+
+
+def test_optimizer_groups_follow_the_official_recipe():
+    model = timm.create_model("vmamba_tiny")
+    optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05)
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    mixer = model.stages[0].blocks[0].mixer
+    assert id(mixer.D) in no_decay and id(mixer.out_norm.weight) in no_decay
+    assert id(mixer.A_log) not in no_decay and id(mixer.dt_bias) not in no_decay
+    layered = timm.optim.create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.9)
+    assert len(layered.param_groups) > 4
+
+
+def test_eval_is_deterministic_and_dropout_free():
+    model = timm.create_model("vmamba_tiny").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.randn(2, 4, 64, 64), "expects 3 input channels, got 4"),
+    (torch.randn(2, 64, 64, 3), "expects 3 input channels, got 64"),
+    (torch.randn(2, 3, 64, 80), "divisible by 32, got 64x80"),
+    (torch.randn(3, 64, 64), "4-D image batch"),
+])
+def test_bad_input_raises_clear_error(bad, message):
+    model = timm.create_model("vmamba_tiny", features_only=False)
+    with pytest.raises(ValueError, match=message):
+        model(bad)
+    with pytest.raises(ValueError, match=message):
+        model.forward_intermediates(bad)
+    features = timm.create_model("vmamba_tiny", features_only=True)
+    with pytest.raises(ValueError, match=message):
+        features(bad)
