@@ -5,7 +5,7 @@ import timm.optim
 import torch
 
 import vmamba_zoo
-from vmamba_zoo.models import PUBLISHED
+from vmamba_zoo.models import PUBLISHED, VMamba
 from vmamba_zoo.profiling import count_flops, count_params
 
 MODELS = vmamba_zoo.list_models()
@@ -34,6 +34,16 @@ def test_gflops_match_official_and_paper(name):
     flops = count_flops(timm.create_model(name), (3, 224, 224))
     assert flops == OFFICIAL_FLOPS[name]
     assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= 0.02 * PUBLISHED[name]["gflops"]
+
+
+def test_gflops_do_not_depend_on_the_backend(monkeypatch):
+    """The fused Triton node is counted as the unfused ops it replaces."""
+    model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1))
+    counts = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("SSM_KERNELS_BACKEND", backend)
+        counts[backend] = count_flops(model, (3, 32, 32))
+    assert counts["triton"] == counts["reference"]
 
 
 @pytest.mark.parametrize("name", MODELS)

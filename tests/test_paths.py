@@ -77,6 +77,8 @@ def test_pattern_and_orders():
     assert CROSS(3, 5) is CROSS(3, 5)
     assert column_major(2, 3).tolist() == [0, 3, 1, 4, 2, 5]
     bad = ScanPattern("bad", 2, lambda h, w: CROSS(h, w))
+    with pytest.raises(ValueError, match="exists already"):
+        ScanPattern("bad", 2, lambda h, w: CROSS(h, w))
     with pytest.raises(ValueError, match="declared 2"):
         bad(2, 2)
 

@@ -6,6 +6,9 @@ inputs, and a FLOP handle can count it in closed form.
 
 Backend choice: the ``backend=`` argument, else the ``SSM_KERNELS_BACKEND`` environment variable
 (``reference`` or ``triton``), else Triton for CUDA tensors when it is available, else the reference.
+
+Under ``torch.compile`` the Triton kernels are custom ops (one graph, no breaks); the reference scan
+runs eagerly between graphs (its backward recomputes with autograd, which the compiler cannot trace).
 """
 from __future__ import annotations
 
@@ -18,10 +21,16 @@ from . import reference_backend
 from .paths import ScanPaths
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
-__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "resolve_backend", "BACKEND_ENV"]
+__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "resolve_backend", "BACKEND_ENV",
+           "SelectiveScanFn", "Scan2dFn"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
 _BACKENDS = {"reference": reference_backend}
+try:
+    from . import triton as triton_backend
+    _BACKENDS["triton"] = triton_backend
+except ImportError:  # no triton installed: the reference serves every device
+    pass
 
 
 def available_backends() -> Sequence[str]:
@@ -35,25 +44,54 @@ def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
         raise ValueError(f"unknown scan backend {name!r}: use 'reference' or 'triton' (argument or ${BACKEND_ENV})")
     if name not in _BACKENDS:
         raise RuntimeError(f"the {name!r} scan backend is not available here (is triton installed?)")
+    if name == "triton" and not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("the triton scan backend runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1 "
+                           "set before import); use backend='reference' for CPU tensors")
     return name
 
 
+def _forward(op, ctx, backend, flags, inputs):
+    outputs, saved = getattr(_BACKENDS[backend], op + "_fwd")(inputs, flags)
+    ctx.backend, ctx.flags = backend, flags
+    ctx.save_for_backward(*saved)
+    return outputs if len(outputs) > 1 else outputs[0]
+
+
+def _backward(op, ctx, grad_outputs):
+    impl = getattr(_BACKENDS[ctx.backend], op + "_bwd")
+    return (None, None, *impl(ctx.saved_tensors, grad_outputs, ctx.flags, ctx.needs_input_grad[2:]))
+
+
+# One graph node per op call: apply(backend, flags, *tensors). The backend's <op>_fwd returns
+# (outputs, tensors to save) and its <op>_bwd the gradients of the tensors.
+
 class SelectiveScanFn(torch.autograd.Function):
-    """One graph node for the selective scan; the backend does the work."""
+    """apply(backend, (delta_softplus, return_last_state, return_states), u, delta, A, B, C, D, z, delta_bias)"""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, z, delta_bias):
-        impl = _BACKENDS[backend]
-        outputs, saved = impl.selective_scan_fwd((u, delta, A, B, C, D, z, delta_bias), flags)
-        ctx.backend, ctx.flags = backend, flags
-        ctx.save_for_backward(*saved)
-        return outputs if len(outputs) > 1 else outputs[0]
+        return _forward("selective_scan", ctx, backend, flags, (u, delta, A, B, C, D, z, delta_bias))
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        impl = _BACKENDS[ctx.backend]
-        grads = impl.selective_scan_bwd(ctx.saved_tensors, grad_outputs, ctx.flags, ctx.needs_input_grad[2:])
-        return (None, None, *grads)
+        return _backward("selective_scan", ctx, grad_outputs)
+
+
+class Scan2dFn(torch.autograd.Function):
+    """apply(backend, (delta_softplus, split_channels), u, delta, A, B, C, D, delta_bias, index, dt_weight)"""
+
+    @staticmethod
+    def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight):
+        return _forward("scan2d", ctx, backend, flags, (u, delta, A, B, C, D, delta_bias, index, dt_weight))
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        return _backward("scan2d", ctx, grad_outputs)
+
+
+@torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
+def _reference_selective_scan(*args):
+    return SelectiveScanFn.apply("reference", *args)
 
 
 def _shape(t):
@@ -115,6 +153,8 @@ def selective_scan(
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(u, backend)
     flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
+    if name == "reference":
+        return _reference_selective_scan(flags, u, delta, A, B, C, D, z, delta_bias)
     return SelectiveScanFn.apply(name, flags, u, delta, A, B, C, D, z, delta_bias)
 
 
@@ -145,21 +185,39 @@ def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
 
 
 def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: bool = True,
-           backend: Optional[str] = None) -> torch.Tensor:
+           backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
 
-    u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction; B, C: (b, H, W, K, N);
-    A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in u's dtype.
+    u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction (C/K channels each with
+    ``paths.split_channels``), or, with ``dt_weight`` (K, C, R), the low-rank step sizes
+    (b, H, W, K, R) with delta[..., k, :] = dt_weight[k] @ delta_low[..., k, :]; B, C: (b, H, W, K, N);
+    A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in float32 (the K
+    directions are summed in float32). With the Triton backend the projection, the gather, the K
+    scans and the merge are one kernel (one more for backward): neither the K gathered copies nor
+    the full step-size map ever exist in memory.
     """
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
     K = paths.num_directions
     batch, height, width, channels = u.shape
-    if _shape(delta) != (batch, height, width, K, channels):
-        raise ValueError(f"scan2d: delta must be {(batch, height, width, K, channels)}, got {_shape(delta)}")
+    per_direction = channels // K if paths.split_channels else channels
+    if dt_weight is not None:
+        if dt_weight.dim() != 3 or _shape(dt_weight)[:2] != (K, per_direction):
+            raise ValueError(f"scan2d: dt_weight must be (K={K}, {per_direction}, rank), got {_shape(dt_weight)}")
+        want = (batch, height, width, K, dt_weight.shape[2])
+    else:
+        want = (batch, height, width, K, per_direction)
+    if _shape(delta) != want:
+        raise ValueError(f"scan2d: delta must be {want}, got {_shape(delta)}")
     for name, t in (("B", B), ("C", C)):
         if t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K):
             raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
     name = resolve_backend(u, backend)
+    if hasattr(_BACKENDS[name], "scan2d_fwd"):
+        index = paths.index.to(u.device)  # a no-op for paths built on u's device (as layers build them)
+        return Scan2dFn.apply(name, (bool(delta_softplus), paths.split_channels), u, delta, A, B, C, D, delta_bias,
+                              index, dt_weight)
+    if dt_weight is not None:
+        delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight)
 
     def scan_fn(*args):
         return selective_scan(*args, backend=name)

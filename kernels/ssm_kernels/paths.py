@@ -16,7 +16,6 @@ callers:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable, Dict
 
 import torch
@@ -48,7 +47,9 @@ class ScanPaths:
     height: int
     width: int
     split_channels: bool = False
-    _on_device: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    #: K, the number of directions, and L, the steps of each (plain fields: torch.compile reads them)
+    num_directions: int = field(init=False)
+    length: int = field(init=False)
 
     def __post_init__(self):
         index = self.index
@@ -58,22 +59,15 @@ class ScanPaths:
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
             raise ValueError(f"ScanPaths.index has positions outside the {self.height}x{self.width} map")
         object.__setattr__(self, "index", index.to(torch.int64).contiguous())
+        # int(): under torch.jit.trace (fvcore's FLOP count) sizes come back as 0-dim tensors
+        object.__setattr__(self, "num_directions", int(index.shape[0]))
+        object.__setattr__(self, "length", int(index.shape[1]))
 
-    @property
-    def num_directions(self) -> int:
-        return self.index.shape[0]
-
-    @property
-    def length(self) -> int:
-        """Number of steps of each direction."""
-        return self.index.shape[1]
-
-    def index_on(self, device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-        """The index tensor on ``device`` (cached, so a model does not copy it every forward)."""
-        key = f"{torch.device(device)}:{dtype}"
-        if key not in self._on_device:
-            self._on_device[key] = self.index.to(device=device, dtype=dtype)
-        return self._on_device[key]
+    def to(self, device) -> "ScanPaths":
+        """The same paths with the index on ``device``."""
+        if self.index.device == torch.device(device):
+            return self
+        return ScanPaths(self.index.to(device), self.height, self.width, self.split_channels)
 
     @classmethod
     def from_orders(cls, orders, height: int, width: int, split_channels: bool = False) -> "ScanPaths":
@@ -85,25 +79,38 @@ class ScanPaths:
 class ScanPattern:
     """A rule that builds the :class:`ScanPaths` of any map size; K is known before any map is seen.
 
-    Calling the pattern with (height, width) returns its (cached) paths for that map size. Layers take a
-    pattern, so that the number of per-direction parameters is fixed at construction.
+    Calling the pattern with (height, width, device) returns its paths for that map size with the index
+    on ``device``, built once and cached. Layers take a pattern, so that the number of per-direction
+    parameters is fixed at construction. Names are unique.
     """
 
     name: str
     num_directions: int
     build: Callable[[int, int], ScanPaths]
 
-    def __call__(self, height: int, width: int) -> ScanPaths:
-        return _build_cached(self, int(height), int(width))
+    def __post_init__(self):
+        if _PATTERNS.setdefault(self.name, self) is not self:
+            raise ValueError(f"a scan pattern named {self.name!r} exists already")
+
+    def __call__(self, height: int, width: int, device="cpu") -> ScanPaths:
+        return _paths_for(self.name, int(height), int(width), str(torch.device(device)))
 
 
-@lru_cache(maxsize=256)
-def _build_cached(pattern: ScanPattern, height: int, width: int) -> ScanPaths:
-    paths = pattern.build(height, width)
-    if paths.num_directions != pattern.num_directions:
-        raise ValueError(f"scan pattern {pattern.name!r} built {paths.num_directions} directions, "
-                         f"declared {pattern.num_directions}")
-    return paths
+_PATTERNS: Dict[str, ScanPattern] = {}
+_PATHS: Dict[tuple, ScanPaths] = {}
+
+
+@torch._dynamo.assume_constant_result  # host-side data, fixed per map size: a constant for torch.compile
+def _paths_for(name: str, height: int, width: int, device: str) -> ScanPaths:
+    key = (name, height, width, device)
+    if key not in _PATHS:
+        pattern = _PATTERNS[name]
+        paths = pattern.build(height, width)
+        if paths.num_directions != pattern.num_directions:
+            raise ValueError(f"scan pattern {name!r} built {paths.num_directions} directions, "
+                             f"declared {pattern.num_directions}")
+        _PATHS[key] = paths.to(device)
+    return _PATHS[key]
 
 
 def _cross(height: int, width: int) -> ScanPaths:

@@ -158,7 +158,7 @@ def cross_scan_ref(x: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     C' is C, or C / K for ``paths.split_channels``.
     """
     K = paths.num_directions
-    index = paths.index_on(x.device)
+    index = paths.index.to(x.device)
     batch = x.shape[0]
     if x.dim() == 4 and paths.split_channels:
         x = x.unflatten(-1, (K, x.shape[-1] // K))
@@ -177,7 +177,7 @@ def cross_merge_ref(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     With ``paths.split_channels`` the K channel groups are concatenated instead: (b, H, W, K*C).
     """
     batch, K, channels, _ = y.shape
-    index = paths.index_on(y.device)
+    index = paths.index.to(y.device)
     seq = y.transpose(2, 3).reshape(batch, -1, channels)                   # (b, K*Lp, C)
     size = paths.height * paths.width
     if paths.split_channels:
@@ -192,7 +192,7 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias:
-    (K*C,). Returns the (b, H, W, C) map. ``scan_fn`` defaults to :func:`selective_scan_ref`.
+    (K*C,). Returns the (b, H, W, C) map in float32. ``scan_fn`` defaults to :func:`selective_scan_ref`.
     """
     scan_fn = scan_fn or selective_scan_ref
     batch = u.shape[0]
@@ -202,4 +202,4 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     Bs = cross_scan_ref(B, paths)
     Cs = cross_scan_ref(C, paths)
     ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus)
-    return cross_merge_ref(ys.view(batch, K, -1, paths.length), paths)
+    return cross_merge_ref(ys.float().view(batch, K, -1, paths.length), paths)

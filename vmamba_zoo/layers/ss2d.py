@@ -68,8 +68,8 @@ class SS2D(nn.Module):
             x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = self.act(x)
         dt, B, C = self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
-        delta = torch.einsum("bhwkr,kdr->bhwkd", dt, self.dt_proj_weight)
         A = -self.A_log.float().exp()
-        y = scan2d(x, delta, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
-                   self.scan(height, width), delta_softplus=True)
+        # the rank-R step-size projection runs inside the scan (fused on GPU)
+        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
+                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
         return self.out_proj(self.out_norm(y))

@@ -1,5 +1,14 @@
-"""Profiling: FLOPs by the papers' conventions (fvcore + scan handles) and speed measurement."""
-from .flops import FLOP_HANDLES, count_flops, count_params, flop_analysis
-from .speed import measure_latency
+"""Profiling: FLOPs by the papers' conventions (fvcore + scan handles) and speed measurement.
 
-__all__ = ["FLOP_HANDLES", "count_flops", "count_params", "flop_analysis", "measure_latency"]
+The FLOP counter needs fvcore; it is imported on first use, so that timing works without it.
+"""
+from .speed import measure_latency, measure_throughput
+
+__all__ = ["FLOP_HANDLES", "count_flops", "count_params", "flop_analysis", "measure_latency", "measure_throughput"]
+
+
+def __getattr__(name):
+    if name in ("FLOP_HANDLES", "count_flops", "count_params", "flop_analysis"):
+        from . import flops
+        return getattr(flops, name)
+    raise AttributeError(name)

@@ -20,6 +20,7 @@ from ssm_kernels import selective_scan_flops
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+_SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight")
 
 
 def _present_inputs(inputs, outputs, names: Sequence[str], skip: int) -> Dict[str, object]:
@@ -47,6 +48,18 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
     return selective_scan_flops(batch, length, channels, d_state, with_D="D" in args, with_z="z" in args)
 
 
+def scan2d_flop_jit(inputs, outputs) -> int:
+    """The fused 2-D scan counts as the K selective scans it performs (gather and merge are free),
+    plus, with a low-rank step size, its projection's multiply-adds (as a separate layer would)."""
+    args = _present_inputs(inputs, outputs, _SCAN2D_ARGS, skip=2)
+    channels, d_state = get_shape(args["A"])
+    batch, length = get_shape(args["u"])[0], get_shape(args["index"])[1]
+    flops = selective_scan_flops(batch, length, channels, d_state, with_D="D" in args)
+    if "dt_weight" in args:
+        flops += batch * length * _numel(get_shape(args["dt_weight"]))
+    return flops
+
+
 def global_mean_flop_jit(inputs, outputs) -> int:
     """A mean used as global pooling: one FLOP per input element, as fvcore counts adaptive_avg_pool2d."""
     return _numel(get_shape(inputs[0]))
@@ -70,6 +83,7 @@ def exact_einsum_flop_jit(inputs, outputs) -> int:
 
 FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
+    "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,
 }

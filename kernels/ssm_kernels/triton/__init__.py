@@ -1,0 +1,66 @@
+"""The Triton backend: selective scan and fused 2-D scan, forward and backward.
+
+Implements the backend protocol of :mod:`ssm_kernels.ops` (``selective_scan_fwd/bwd``,
+``scan2d_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors, and on CPU tensors
+under ``TRITON_INTERPRET=1`` (set before importing this package), which is how CI tests it.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import ops as _ops  # registers the torch.library custom ops
+
+__all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd"]
+
+
+def _c(t):
+    return None if t is None else t.contiguous()
+
+
+def selective_scan_fwd(inputs, flags):
+    u, delta, A, B, C, D, z, bias = inputs
+    delta_softplus, return_last_state, return_states = flags
+    B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
+    out, last, states, ckpt = torch.ops.ssm_kernels.selective_scan_fwd(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
+        delta_softplus, return_last_state, return_states)
+    outputs = (out,) + ((last,) if return_last_state else ()) + ((states,) if return_states else ())
+    return outputs, (u, delta, A, B, C, D, z, bias, ckpt)
+
+
+def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
+    u, delta, A, B, C, D, z, bias, ckpt = saved
+    delta_softplus, return_last_state, return_states = flags
+    grad_outputs = list(grad_outputs)
+    dout = grad_outputs.pop(0)
+    dlast = grad_outputs.pop(0) if return_last_state else None
+    dstates = grad_outputs.pop(0) if return_states else None
+    B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
+    du, ddelta, dA, dB, dC, dD, dz, dbias = torch.ops.ssm_kernels.selective_scan_bwd(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
+        ckpt, dout.contiguous(), _c(dlast), _c(dstates), delta_softplus)
+    grads = [du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype), dC.view(C.shape).to(C.dtype),
+             None if D is None else dD.to(D.dtype), None if z is None else dz,
+             None if bias is None else dbias.to(bias.dtype)]
+    return [g if need else None for g, need in zip(grads, needs_grad)]
+
+
+def scan2d_fwd(inputs, flags):
+    u, delta, A, B, C, D, bias, index, dt_weight = inputs
+    delta_softplus, split_channels = flags
+    out, ckpt = torch.ops.ssm_kernels.scan2d_fwd(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), _c(D), _c(bias),
+        index, _c(dt_weight), delta_softplus, split_channels)
+    return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, ckpt)
+
+
+def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
+    u, delta, A, B, C, D, bias, index, dt_weight, ckpt = saved
+    delta_softplus, split_channels = flags
+    du, ddelta, dA, dB, dC, dD, dbias, ddtw = torch.ops.ssm_kernels.scan2d_bwd(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), _c(D), _c(bias),
+        index, _c(dt_weight), ckpt, grad_outputs[0].contiguous(), delta_softplus, split_channels)
+    grads = [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+             None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,
+             None if dt_weight is None else ddtw.to(dt_weight.dtype)]
+    return [g if need else None for g, need in zip(grads, needs_grad)]

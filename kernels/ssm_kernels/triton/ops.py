@@ -1,0 +1,294 @@
+"""Launchers of the Triton scan kernels, registered as ``torch.library`` custom ops.
+
+As custom ops they are opaque to ``torch.compile`` (it calls them, it does not trace into them), and
+their fake implementations give it the output shapes. Every op returns fresh tensors; an output that
+a call does not need is an empty tensor.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+import triton
+from torch import Tensor
+
+from .kernels import scan_bwd_kernel, scan_fwd_kernel
+
+_EMPTY = (0,)
+
+
+def _empty(*shape, like: Tensor, dtype=None) -> Tensor:
+    """An output buffer the kernel must fill entirely; NaN-filled when SSM_KERNELS_POISON=1 (tests,
+    tools/check_kernels.py), so that an element a kernel forgets to write cannot pass."""
+    t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
+    if os.environ.get("SSM_KERNELS_POISON") == "1" and t.is_floating_point():
+        t.fill_(float("nan"))
+    return t
+
+
+#: Overrides of the launch heuristics, for tools/bench_kernels.py's sweeps: "BL" (steps per chunk, shared
+#: by forward and backward), and per pass ("fwd", "bwd") a dict of BD, warps, stages.
+TUNING = {}
+
+
+def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: int = 0):
+    """(BD, NP, RP, BL, num_warps, stages): channels per program, padded states, padded rank of the
+    step-size projection (1: none), steps per chunk, warps, software-pipelining stages.
+
+    Chosen by tools/bench_kernels.py --sweep on an H100 (see kernels/NOTES.md). BL depends on the
+    shapes only, not on the pass, so that the backward's chunks are the forward's (whose end states
+    it reads).
+    """
+    NP = triton.next_power_of_2(d_state)
+    RP = triton.next_power_of_2(rank) if rank else 1
+    BL = TUNING.get("BL") or min(32 if NP == 1 else 16, max(16, triton.next_power_of_2(length)))
+    if NP > 1:            # large states: few channels per program
+        fwd, bwd = (4, 2, 1), (2, 2, 1)
+    elif RP >= 32:        # wide step-size projection (VMamba stages 3-4)
+        fwd, bwd = (32, 2, 1), (16, 2, 1)
+    elif RP > 1:
+        fwd, bwd = (16, 2, 1), (16, 4, 3)
+    else:
+        fwd, bwd = (16, 2, 3), (16, 4, 2)
+    BD, warps, stages = bwd if backward else fwd
+    BD = min(BD, triton.next_power_of_2(groups_dim))
+    override = TUNING.get("bwd" if backward else "fwd", {})
+    return (override.get("BD", BD), NP, RP, BL, override.get("warps", warps), override.get("stages", stages))
+
+
+def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
+    return t if t is not None else like  # a pointer the kernel never reads
+
+
+class _Layout:
+    """Strides (per batch, per direction, per channel, per step) of u/out, delta and B/C."""
+
+    def __init__(self, u, delta, bc, batch, K, Dg, N, L, rank=0):
+        self.u, self.delta, self.bc = u, delta, bc
+        self.batch, self.K, self.Dg, self.N, self.L, self.rank = batch, K, Dg, N, L, rank
+
+    @staticmethod
+    def sequences(batch, K, Dg, N, L):
+        """selective_scan: u, delta (batch, K*Dg, L); B, C (batch, K, N, L)."""
+        ul = (K * Dg * L, Dg * L, L, 1)
+        return _Layout(ul, ul, (K * N * L, N * L, L, 1), batch, K, Dg, N, L)
+
+    @staticmethod
+    def maps(batch, K, Dg, N, positions, L, split_channels, rank=0):
+        """scan2d: u (batch, P, C) read by all (or, split, its own group of) directions;
+        delta (batch, P, K, Dg), or its low-rank factor (batch, P, K, rank); B, C (batch, P, K, N)."""
+        C = K * Dg if split_channels else Dg
+        u = (positions * C, Dg if split_channels else 0, 1, C)
+        dc = rank or Dg
+        return _Layout(u, (positions * K * dc, dc, 1, K * dc), (positions * K * N, N, 1, K * N), batch, K, Dg, N, L,
+                       rank)
+
+    def grid(self, BD):
+        return (self.K, triton.cdiv(self.Dg, BD), self.batch)
+
+    def strides(self):
+        return (*self.u, *self.delta, *self.bc)
+
+
+def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
+                store_last, store_states):
+    """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last, states, ckpt)."""
+    BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
+    n_chunks = triton.cdiv(layout.L, BL)
+    f32 = dict(like=u, dtype=torch.float32)
+    ckpt = _empty(layout.batch, layout.K, layout.Dg, NP, n_chunks, **f32)
+    if NP > layout.N:  # padded states are never written
+        ckpt[:, :, :, layout.N:].zero_()
+    last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else u.new_empty(_EMPTY, dtype=torch.float32)
+    states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
+              else u.new_empty(_EMPTY, dtype=torch.float32))
+    scan_fwd_kernel[layout.grid(BD)](
+        u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
+        out, last, states, ckpt,
+        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
+        HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, STORE_STATES=store_states,
+        STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+    )
+    return last, states, ckpt
+
+
+def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
+                softplus, partial_paths=False):
+    """Backward, du into ``du`` like the forward's output; returns the other gradients."""
+    BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
+    n_chunks = triton.cdiv(layout.L, BL)
+    assert ckpt.shape[-1] == n_chunks, "chunk-boundary states from another chunk length"
+    f32 = dict(device=u.device, dtype=torch.float32)
+    # The step-size gradient. Low-rank step size with few channel blocks: reduced through the
+    # projection in the kernel (atomic adds); low-rank otherwise: the full gradient as (K, b, P, Dg)
+    # for two batched matmuls; else in delta's layout. Positions a direction never visits (paths over
+    # a sub-grid) get nothing written, hence zeros for partial paths.
+    reduce_in_kernel = dtw is not None and triton.cdiv(layout.Dg, BD) * layout.rank <= 64
+    if reduce_in_kernel:
+        ddelta, g_strides = torch.zeros(delta.shape, **f32), (0, 0, 0, 0)
+    else:
+        if dtw is not None:
+            shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg)
+            g_strides = (shape[2] * layout.Dg, layout.batch * shape[2] * layout.Dg, 1, layout.Dg)
+        else:
+            shape, g_strides = delta.shape, layout.delta
+        ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
+    ddtw = torch.zeros(dtw.shape, **f32) if reduce_in_kernel else None
+    dA = torch.zeros(A.shape, **f32)
+    dB = torch.zeros(B.shape, **f32)
+    dC = torch.zeros(C.shape, **f32)
+    dD = torch.zeros(A.shape[0], **f32)
+    dbias = torch.zeros(A.shape[0], **f32)
+    dz = _empty(z.shape, like=z) if z is not None else None
+    scan_bwd_kernel[layout.grid(BD)](
+        u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
+        dout, _maybe(dlast, A), _maybe(dstates, A),
+        du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u), _maybe(ddtw, A),
+        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir, *g_strides,
+        HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, REDUCE_DT_PROJ=reduce_in_kernel,
+        HAS_DSTATES=dstates is not None,
+        HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+    )
+    empty = u.new_empty(_EMPTY)
+    if reduce_in_kernel:
+        ddelta = ddelta.to(delta.dtype)
+    elif dtw is not None:  # through delta[k] = dtw[k] @ low[k], as batched matmuls
+        ddelta, ddtw = _projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw)
+    return ddelta, dA, dB, dC, dD, dbias, (dz if dz is not None else empty), (ddtw if ddtw is not None else empty)
+
+
+def _projection_grads(g, low, dtw):
+    """Gradients of low (b, H, W, K, R) and dtw (K, Dg, R) from g = d/d(delta) as (K, b*P, Dg).
+
+    The rank is zero-padded to a multiple of 8: cuBLAS then uses its tensor-core kernels (at R = 6 it
+    fell back to a slow path)."""
+    K, _, R = dtw.shape
+    Rp = -(-R // 8) * 8
+    w = torch.zeros(K, dtw.shape[1], Rp, dtype=g.dtype, device=g.device)
+    w[..., :R] = dtw
+    lowk = torch.zeros(K, g.shape[1], Rp, dtype=g.dtype, device=g.device)
+    lowk[..., :R] = low.reshape(-1, K, R).transpose(0, 1)
+    d_low = torch.bmm(g, w)[..., :R].transpose(0, 1).reshape(low.shape).contiguous()
+    d_w = torch.bmm(g.transpose(1, 2), lowk)[..., :R].float().contiguous()
+    return d_low, d_w
+
+
+# ---- selective_scan --------------------------------------------------------------------------
+
+def _seq_layout(u, A, B):
+    batch, channels, L = u.shape
+    K = B.shape[1]
+    return _Layout.sequences(batch, K, channels // K, A.shape[1], L)
+
+
+@torch.library.custom_op("ssm_kernels::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                       return_last_state: bool, return_states: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(out, last state or empty, all states or empty, chunk-boundary states). B, C: (batch, K, N, L)."""
+    out = _empty(u.shape, like=u)
+    last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
+                                     delta_softplus, return_last_state, return_states)
+    return out, last, states, ckpt
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states):
+    batch, channels, L = u.shape
+    N = A.shape[1]
+    _, NP, _, BL, *_ = _blocks(channels // B.shape[1], N, L, False)
+    f32 = dict(dtype=torch.float32, device=u.device)
+    last = u.new_empty((batch, channels, N) if return_last_state else _EMPTY, dtype=torch.float32)
+    states = u.new_empty((batch, channels, N, L) if return_states else _EMPTY, dtype=torch.float32)
+    ckpt = torch.empty(batch, B.shape[1], channels // B.shape[1], NP, triton.cdiv(L, BL), **f32)
+    return torch.empty_like(u), last, states, ckpt
+
+
+@torch.library.custom_op("ssm_kernels::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, dout: Tensor,
+                       dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); float32 for A, B, C, D, delta_bias."""
+    du = _empty(u.shape, like=u)
+    ddelta, dA, dB, dC, dD, dbias, dz, _ = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z,
+                                                       None, None, ckpt, dout, dlast, dstates, du, 0, delta_softplus)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+@selective_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus):
+    f32 = dict(dtype=torch.float32, device=u.device)
+    dz = torch.empty_like(z) if z is not None else u.new_empty(_EMPTY)
+    return (torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
+            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), dz, torch.empty(A.shape[0], **f32))
+
+
+# ---- scan2d (fused gather + scan + merge) ----------------------------------------------------
+
+def _direction_buffer(u, index, split_channels):
+    """Where the K directions write (output, or du): one slice each, or u's own layout when each
+    direction owns a channel group. Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
+    partial = index.shape[1] < u.shape[1] * u.shape[2]
+    shape = u.shape if split_channels else (index.shape[0], *u.shape)
+    buf = torch.zeros(shape, dtype=u.dtype, device=u.device) if partial else _empty(shape, like=u)
+    return buf, (0 if split_channels else u.numel())
+
+
+def _merge(buf, split_channels):
+    return buf.float() if split_channels else buf.sum(0, dtype=torch.float32)
+
+
+def _map_layout(u, delta, B, index, split_channels, dt_weight):
+    batch, positions = u.shape[0], u.shape[1] * u.shape[2]
+    K, L = index.shape
+    Dg = dt_weight.shape[1] if dt_weight is not None else delta.shape[-1]
+    rank = dt_weight.shape[2] if dt_weight is not None else 0
+    return _Layout.maps(batch, K, Dg, B.shape[-1], positions, L, split_channels, rank)
+
+
+@torch.library.custom_op("ssm_kernels::scan2d_fwd", mutates_args=())
+def scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], delta_softplus: bool,
+               split_channels: bool) -> Tuple[Tensor, Tensor]:
+    """(float32 output map, chunk-boundary states). u (b, H, W, C); delta (b, H, W, K, Dg), or with
+    ``dt_weight`` (K, Dg, R) its low-rank factor (b, H, W, K, R); B, C (b, H, W, K, N); index (K, L)."""
+    out, s_dir = _direction_buffer(u, index, split_channels)
+    _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
+                             delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
+    return _merge(out, split_channels), ckpt
+
+
+@scan2d_fwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, delta_softplus, split_channels):
+    layout = _map_layout(u, delta, B, index, split_channels, dt_weight)
+    _, NP, _, BL, *_ = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
+    ckpt = u.new_empty((u.shape[0], layout.K, layout.Dg, NP, triton.cdiv(layout.L, BL)), dtype=torch.float32)
+    return u.new_empty(u.shape, dtype=torch.float32), ckpt
+
+
+@torch.library.custom_op("ssm_kernels::scan2d_bwd", mutates_args=())
+def scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], ckpt: Tensor, dout: Tensor,
+               delta_softplus: bool, split_channels: bool
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, ddt_weight or empty); ddelta in delta's dtype, the
+    rest float32."""
+    du, s_dir = _direction_buffer(u, index, split_channels)
+    partial = index.shape[1] < u.shape[1] * u.shape[2]
+    grads = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D, delta_bias,
+                        None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, partial)
+    ddelta, dA, dB, dC, dD, dbias, _, ddtw = grads
+    return _merge(du, split_channels), ddelta, dA, dB, dC, dD, dbias, ddtw
+
+
+@scan2d_bwd.register_fake
+def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, ckpt, dout, delta_softplus, split_channels):
+    f32 = dict(dtype=torch.float32, device=u.device)
+    ddelta = torch.empty_like(delta)
+    ddtw = torch.empty(dt_weight.shape, **f32) if dt_weight is not None else u.new_empty(_EMPTY)
+    return (torch.empty(u.shape, **f32), ddelta, torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
+            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), torch.empty(A.shape[0], **f32), ddtw)

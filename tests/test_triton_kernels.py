@@ -1,0 +1,184 @@
+"""The Triton kernels against the reference (CI: Triton's interpreter on CPU, small sizes).
+
+tools/check_kernels.py runs the same comparisons at full VMamba sizes on a GPU.
+"""
+import pytest
+import torch
+
+import ssm_kernels
+from ssm_kernels import CROSS, ScanPaths, row_major, scan2d, selective_scan
+from ssm_kernels.reference import selective_scan_naive
+from vmamba_zoo.models.vmamba import VMamba
+
+pytestmark = pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def scan_inputs(batch, K, Dg, N, L, dtype, with_z=True, grouped=True):
+    mk = lambda *s: torch.randn(*s).to(dtype).requires_grad_()
+    bc = (batch, K, N, L) if grouped else (batch, N, L)
+    return dict(u=mk(batch, K * Dg, L), delta=mk(batch, K * Dg, L),
+                A=(-torch.rand(K * Dg, N) * 2 - 0.05).requires_grad_(), B=mk(*bc), C=mk(*bc), D=mk(K * Dg),
+                z=mk(batch, K * Dg, L) if with_z else None, delta_bias=mk(K * Dg))
+
+
+FP32, BF16 = (torch.float32, (2e-6, 2e-5)), (torch.bfloat16, (1e-2, 1e-2))
+CASES = [  # batch, K, channels per direction, N, L, z, (dtype, tolerances)
+    (2, 4, 3, 1, 129, False, FP32),   # L one past a 128-step chunk
+    (1, 1, 33, 1, 260, True, FP32),   # two channel blocks, three chunks
+    (1, 2, 3, 16, 37, True, FP32),    # N = 16 (32-step chunks)
+    (1, 2, 3, 1, 1, True, FP32),      # a single step
+    (1, 4, 2, 3, 70, False, FP32),    # odd N
+    (2, 2, 4, 1, 131, True, BF16),
+    (1, 2, 3, 16, 37, False, BF16),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}k{}d{}n{}l{}z{:d}-".format(*c[:6]) + str(c[6][0])[6:])
+def test_selective_scan_matches_reference(case):
+    *shape, with_z, (dtype, tol) = case
+    x = scan_inputs(*shape, dtype, with_z)
+    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
+    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
+    got = selective_scan(**x, **kw, backend="triton")
+    ref = selective_scan_naive(**exact, **kw)
+    assert got[0].dtype == dtype and all(torch.isfinite(t).all() for t in got)
+    for g, r in zip(got, ref):
+        assert rel(g, r) < tol[0]
+    grads_out = [torch.randn_like(r) for r in ref]
+    names = [k for k, v in x.items() if v is not None]
+    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.to(t.dtype) for g, t in zip(grads_out, got)])
+    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
+    for name, a, b in zip(names, g_got, g_ref):
+        assert a.dtype == x[name].dtype and torch.isfinite(a).all(), name
+        assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
+
+
+def test_selective_scan_ungrouped_bc_without_options():
+    x = scan_inputs(2, 1, 6, 4, 50, torch.float32, with_z=False, grouped=False)
+    x.update(D=None, delta_bias=None)
+    got = selective_scan(**x, backend="triton")
+    ref = selective_scan(**x, backend="reference")
+    assert rel(got, ref) < 1e-5
+    g = torch.randn_like(ref)
+    inputs = [x[k] for k in ("u", "delta", "A", "B", "C")]
+    for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert rel(a, b) < 1e-5
+
+
+def map_inputs(batch, H, W, K, Dg, N, dtype, split=False, rank=0):
+    mk = lambda *s: torch.randn(*s).to(dtype).requires_grad_()
+    channels = K * Dg if split else Dg
+    x = dict(u=mk(batch, H, W, channels), delta=mk(batch, H, W, K, rank or Dg),
+             A=(-torch.rand(K * Dg, N) - 0.1).requires_grad_(), B=mk(batch, H, W, K, N), C=mk(batch, H, W, K, N),
+             D=mk(K * Dg), delta_bias=mk(K * Dg))
+    if rank:
+        x["dt_weight"] = (torch.randn(K, Dg, rank) * rank ** -0.5).requires_grad_()
+    return x
+
+
+def check_scan2d(x, paths, tol):
+    got = scan2d(**x, paths=paths, backend="triton")
+    ref = scan2d(**x, paths=paths, backend="reference")
+    assert got.dtype == torch.float32 and rel(got, ref) < tol
+    g = torch.randn_like(ref)
+    names = list(x)
+    for name, a, b in zip(names, torch.autograd.grad(got, list(x.values()), g), torch.autograd.grad(ref, list(x.values()), g)):
+        assert a.dtype == x[name].dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+
+
+@pytest.mark.parametrize("batch,H,W,Dg,N,dtype,tol", [
+    (2, 5, 7, 4, 1, torch.float32, 2e-5),      # non-square map
+    (1, 9, 15, 33, 1, torch.float32, 2e-5),    # 135 steps: two chunks, two channel blocks
+    (1, 4, 4, 3, 16, torch.float32, 2e-5),     # N = 16
+    (1, 6, 5, 8, 1, torch.bfloat16, 1e-2),
+])
+def test_fused_scan2d_matches_unfused_reference(batch, H, W, Dg, N, dtype, tol):
+    check_scan2d(map_inputs(batch, H, W, 4, Dg, N, dtype), CROSS(H, W), tol)
+
+
+@pytest.mark.parametrize("H,W,Dg,rank", [(5, 7, 4, 6), (4, 4, 9, 48), (3, 3, 5, 3), (3, 3, 33, 48)])
+def test_fused_scan2d_with_low_rank_step_size(H, W, Dg, rank):
+    """The step-size projection computed inside the kernel (VMamba's dt_proj), ranks 6..48 and odd;
+    its gradient reduced in the kernel (few channel blocks) or by batched matmuls (the last case)."""
+    check_scan2d(map_inputs(1, H, W, 4, Dg, 1, torch.float32, rank=rank), CROSS(H, W), 2e-5)
+
+
+def test_fused_scan2d_on_strided_subgrids_with_split_channels():
+    """Atrous-style paths (each direction one stride-2 sub-grid) reading per-direction channel groups."""
+    H, W = 6, 4
+    grid = row_major(H, W).view(H, W)
+    orders = [grid[i::2, j::2].reshape(-1) for i in (0, 1) for j in (0, 1)]
+    orders[1], orders[3] = orders[1].flip(0), orders[3].flip(0)
+    paths = ScanPaths.from_orders(orders, H, W, split_channels=True)
+    check_scan2d(map_inputs(2, H, W, 4, 3, 2, torch.float32, split=True), paths, 2e-5)
+
+
+def test_vmamba_block_stack_matches_across_backends():
+    model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
+    x = torch.randn(2, 3, 64, 32)
+    outputs, grads = {}, {}
+    for backend in ("reference", "triton"):
+        model.zero_grad()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SSM_KERNELS_BACKEND", backend)
+            outputs[backend] = model(x)
+            outputs[backend].square().sum().backward()
+        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert rel(outputs["triton"], outputs["reference"]) < 1e-5
+    for name, g in grads["reference"].items():
+        assert rel(grads["triton"][name], g) < 1e-4, name
+
+
+def test_torch_compile_single_graph_matches_eager(monkeypatch):
+    """The Triton ops are custom ops: torch.compile traces the whole model in one graph."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    eager = model(x)
+    eager.sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+    compiled.sum().backward()
+    assert rel(compiled, eager) < 1e-6
+    for name, p in model.named_parameters():
+        assert rel(p.grad, expected[name]) < 1e-5, name
+
+
+def test_torch_compile_with_reference_backend(monkeypatch):
+    """On CPU the reference scan runs eagerly between compiled graphs; results are unchanged."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "reference")
+    torch._dynamo.reset()
+    model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), model(x))
+
+
+def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        ssm_kernels.resolve_backend(torch.randn(2), "triton")
+
+
+def test_custom_ops_pass_opcheck():
+    """Schemas, fake (meta) kernels and strides of the four custom ops agree with the real kernels."""
+    from ssm_kernels.triton import ops as tops
+
+    torch.manual_seed(0)
+    seq = scan_inputs(1, 2, 3, 2, 20, torch.float32)
+    seq = [v.detach() if v is not None else None for v in seq.values()]
+    torch.library.opcheck(tops.selective_scan_fwd, (*seq, True, True, False))
+    out, last, _, ckpt = tops.selective_scan_fwd(*seq, True, True, False)
+    torch.library.opcheck(tops.selective_scan_bwd, (*seq, ckpt, torch.randn_like(out), torch.randn_like(last), None, True))
+    for Dg, rank in [(4, 6), (33, 48), (4, 0)]:  # in-kernel projection gradient, batched matmuls, no projection
+        x = {k: v.detach() for k, v in map_inputs(1, 3, 4, 4, Dg, 1, torch.float32, rank=rank).items()}
+        args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"], CROSS(3, 4).index,
+                x.get("dt_weight"))
+        torch.library.opcheck(tops.scan2d_fwd, (*args, True, False))
+        out, ckpt = tops.scan2d_fwd(*args, True, False)
+        torch.library.opcheck(tops.scan2d_bwd, (*args, ckpt, torch.randn_like(out), True, False))
