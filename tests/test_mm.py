@@ -351,16 +351,28 @@ def test_configs_carry_the_official_recipes(path):
 
 
 def test_convert_an_official_detector_checkpoint_for_load_from(tmp_path):
-    official = _official_detector_state(official_state_dict())
-    cfg = Config.fromfile(ROOT / "configs/mmdet/mask-rcnn_vmamba-t_fpn_1x_coco.py")
+    import convert_checkpoint
+    config = str(ROOT / "configs/mmdet/mask-rcnn_vmamba-t_fpn_1x_coco.py")
+    cfg = Config.fromfile(config)
     init_default_scope("mmdet")
     cfg.model.backbone.init_cfg = None
     detector = MMDET_MODELS.build(cfg.model)
-    converted = convert_dense_state_dict({"state_dict": official}, detector.backbone)
-    backbone_keys = {k for k in detector.state_dict() if k.startswith("backbone.")}
-    assert backbone_keys == {k for k in converted if k.startswith("backbone.")}
-    assert converted["neck.lateral_convs.0.conv.weight"] is official["neck.lateral_convs.0.conv.weight"]
-    torch.testing.assert_close(converted["backbone.model.stages.0.blocks.1.mixer.D"], official["backbone.layers.0.blocks.1.op.Ds"])
+    official = official_state_dict()
+    state = {k: v for k, v in _official_detector_state(official).items() if k.startswith("backbone.")}
+    state.update({k: torch.randn_like(v) for k, v in detector.state_dict().items() if not k.startswith("backbone.")})
+    converted = convert_dense_state_dict({"state_dict": state}, detector.backbone)
+    assert set(converted) == set(detector.state_dict())
+    assert converted["neck.lateral_convs.0.conv.weight"] is state["neck.lateral_convs.0.conv.weight"]
+    torch.testing.assert_close(converted["backbone.model.stages.0.blocks.1.mixer.D"], official["layers.0.blocks.1.op.Ds"])
+    # the tool writes an mmengine checkpoint that loads strictly
+    source, target = tmp_path / "official_mask_rcnn.pth", tmp_path / "converted.pth"
+    torch.save({"meta": {}, "state_dict": state}, source)
+    assert convert_checkpoint.main(["--mm-config", config, "--input", str(source), "--output", str(target)]) == 0
+    detector.load_state_dict(torch.load(target, weights_only=True)["state_dict"], strict=True)
+    torch.testing.assert_close(detector.backbone.outnorm3.bias, state["backbone.outnorm3.bias"])
+    del state["neck.fpn_convs.0.conv.bias"]
+    torch.save({"meta": {}, "state_dict": state}, source)
+    assert convert_checkpoint.main(["--mm-config", config, "--input", str(source), "--output", str(target)]) == 1
 
 
 # ---- tools ---------------------------------------------------------------------------------------

@@ -82,3 +82,6 @@ default_hooks = dict(
     visualization=dict(draw=False))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=4)
+
+# reproducible: the same initial weights and data order on every run
+randomness = dict(seed=0)

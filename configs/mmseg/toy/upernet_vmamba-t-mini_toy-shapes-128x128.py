@@ -13,7 +13,7 @@ data_root = 'data/toy/ade'
 metainfo = dict(classes=('ground', 'circle', 'square', 'triangle'),
                 palette=[[120, 120, 120], [180, 120, 120], [6, 230, 230], [80, 50, 50]])
 crop_size = (128, 128)
-max_iters = 600
+max_iters = 2000
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -65,3 +65,6 @@ default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(by_epoch=False, interval=max_iters),
     visualization=dict(draw=False))
+
+# reproducible: the same initial weights and data order on every run
+randomness = dict(seed=0)
