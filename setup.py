@@ -14,5 +14,13 @@ setup(
     package_data={"ssm_kernels": ["*.md"]},
     # tested with torch 2.14.1 + torchvision 0.29.1 (the pair the README installs)
     install_requires=["torch>=2.4", "torchvision", "timm>=1.0.15", "fvcore", "triton", "tqdm"],
-    extras_require={"test": ["pytest", "safetensors"]},
+    extras_require={
+        "test": ["pytest", "safetensors"],
+        # Detection and segmentation (vmamba_zoo.mm, configs/, tools/train.py): the maintained OpenMMLab
+        # forks, which import as mmengine / mmcv / mmdet / mmseg. PyPI has only mmcv's source; install
+        # its compiled ops first with `bash tools/build_mmcv.sh` (tools/install.sh does), which builds
+        # the wheel once per machine and caches it; pip then finds onedl-mmcv already satisfied.
+        "mm": ["onedl-mmengine==0.10.12", "onedl-mmcv==2.3.6", "onedl-mmdetection==3.5.1",
+               "onedl-mmsegmentation==1.4.2", "pycocotools", "ftfy", "regex"],
+    },
 )

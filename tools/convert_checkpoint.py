@@ -3,6 +3,13 @@
 
     python tools/convert_checkpoint.py --model vmamba_tiny \
         --input vssm1_tiny_0230s_ckpt_epoch_264.pth --output vmamba_tiny.in1k.pth
+    python tools/convert_checkpoint.py --mm-config configs/mmdet/mask-rcnn_vmamba-t_fpn_1x_coco.py \
+        --input official_mask_rcnn_vmamba_tiny.pth --output mask-rcnn_vmamba-t_fpn_1x_coco.pth
+
+With ``--mm-config`` the input is an official detection / segmentation checkpoint (backbone, neck
+and heads): the backbone keys are converted, the rest kept, the result is checked to load strictly
+into the config's model, and written as an mmengine checkpoint for ``tools/test.py CONFIG OUTPUT``
+or ``load_from``.
 
 The output loads with ``model.load_state_dict(torch.load(path))`` or, through timm,
 ``timm.create_model("vmamba_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=path))``
@@ -22,7 +29,9 @@ from vmamba_zoo.models import CheckpointMismatchError, convert_official_state_di
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(vmamba_zoo.list_models())}")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help=f"one of: {', '.join(vmamba_zoo.list_models())}")
+    target.add_argument("--mm-config", help="an mmdet / mmseg config of ours: convert a whole detector / segmentor")
     parser.add_argument("--input", required=True, help="official checkpoint (.pth)")
     parser.add_argument("--output", required=True, help="where to write the converted state dict (.pth or .safetensors)")
     return parser.parse_args(argv)
@@ -39,8 +48,37 @@ def convert(model_name: str, checkpoint) -> dict:
     return model.state_dict()
 
 
+def convert_dense(config: str, checkpoint) -> dict:
+    """The state dict of the model of an mm ``config`` from an official detector / segmentor checkpoint."""
+    import importlib
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from vmamba_zoo.mm import convert_dense_state_dict
+
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(cfg.default_scope)
+    model = importlib.import_module(f"{cfg.default_scope}.registry").MODELS.build(cfg.model)
+    converted = convert_dense_state_dict(checkpoint, model.backbone)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    if missing or unexpected:
+        raise CheckpointMismatchError(config, missing, unexpected, [])
+    return model.state_dict()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mm_config:
+        try:
+            state_dict = convert_dense(args.mm_config, load_checkpoint_file(args.input))
+        except CheckpointMismatchError as err:
+            print(err, file=sys.stderr)
+            return 1
+        torch.save({"state_dict": state_dict, "meta": {"converted_from": args.input}}, args.output)
+        print(f"wrote {len(state_dict)} tensors for {args.mm_config} to {args.output}")
+        return 0
     if args.model not in vmamba_zoo.list_models():
         print(f"unknown model {args.model!r}; the zoo has: {', '.join(vmamba_zoo.list_models())}", file=sys.stderr)
         return 2

@@ -1,0 +1,9 @@
+# UperNet with VMamba-S, 160k iterations on ADE20K, 512x512: the VMamba-T recipe with the small model
+# (official segmentation/configs/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_small.py); drop path 0.3.
+# Paper: mIoU 50.6 (single scale) / 51.2 (multi-scale); 82M params, 1028 GFLOPs.
+_base_ = ['./upernet_vmamba-t_8xb2-160k_ade20k-512x512.py']
+
+pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vssm_small_0229_ckpt_epoch_222.pth'  # noqa
+
+model = dict(
+    backbone=dict(model_name='vmamba_small', init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
