@@ -11,17 +11,21 @@
 #
 # Environment:
 #   MMCV_PACKAGE     the distribution to build (default onedl-mmcv==2.3.6, the maintained fork)
-#   MMCV_CACHE_DIR   where wheels are kept (default ${XDG_CACHE_HOME:-~/.cache}/vmamba_zoo/mmcv)
+#   MMCV_CACHE_DIR   where wheels are kept (default: beside pip's own wheel cache, in
+#                    $(pip cache dir)/vmamba_zoo-mmcv, so it lives as long as pip's cache does)
 #   MMCV_CUDA        1: also compile the CUDA ops (needs nvcc), 0: CPU ops only (default: 1 when
 #                    torch sees a GPU)
 #   TORCH_CUDA_ARCH_LIST   CUDA architectures (default: those of the visible GPUs, e.g. 9.0)
 #   MAX_JOBS         parallel compile jobs (default: number of cores)
 #   MMCV_REBUILD=1   ignore the cached wheel
+#   MMCV_SDIST       a local copy of the sdist (machines without PyPI, e.g. a GPU cluster node)
+#   MMCV_NO_DEPS=1   install the wheel alone (its dependencies are already there or installed by hand)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
 PACKAGE=${MMCV_PACKAGE:-onedl-mmcv==2.3.6}
-CACHE_ROOT=${MMCV_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vmamba_zoo/mmcv}
+pip_cache=$("$PY" -m pip cache dir 2>/dev/null || true)   # empty when pip's cache is disabled
+CACHE_ROOT=${MMCV_CACHE_DIR:-${pip_cache:-${XDG_CACHE_HOME:-$HOME/.cache}}/vmamba_zoo-mmcv}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 
 if [ -z "${MMCV_CUDA:-}" ]; then
@@ -51,7 +55,12 @@ from mmcv.ops import RoIAlign, nms  # noqa: F401  (the compiled ops, not stand-i
 import mmcv._ext as ext
 assert mmcv.__version__ == sys.argv[1], mmcv.__version__
 if sys.argv[2] == "1":
-    assert ext.get_compiling_cuda_version() != "not available", "mmcv was built without CUDA ops"
+    # run a compiled CUDA op for real (mmcv's own get_compiling_cuda_version() segfaults in a CUDA 13
+    # build, while the ops are fine: nms and RoIAlign match their CPU results there)
+    import torch
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0]], device="cuda")
+    _, keep = nms(boxes, torch.tensor([0.9, 0.8], device="cuda"), 0.5)
+    assert keep.tolist() == [0], keep
 EOF
 }
 
@@ -66,8 +75,13 @@ if [ -z "$wheel" ] || [ "${MMCV_REBUILD:-0}" = 1 ]; then
     start=$SECONDS
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    "$PY" -m pip install -q "setuptools>=80" wheel packaging ninja psutil
-    "$PY" -m pip download -q --no-deps --no-binary :all: "$PACKAGE" -d "$work"
+    "$PY" -c "import setuptools, wheel, packaging, ninja, psutil" 2>/dev/null \
+        || "$PY" -m pip install -q "setuptools>=80" wheel packaging ninja psutil
+    if [ -n "${MMCV_SDIST:-}" ]; then
+        cp "$MMCV_SDIST" "$work"/
+    else
+        "$PY" -m pip download -q --no-deps --no-binary :all: "$PACKAGE" -d "$work"
+    fi
     tar -xzf "$work"/*.tar.gz -C "$work"
     src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
     # torch >= 2.10 needs C++20 (ATen's headers say so with an #error); the sdist asks for 14/17
@@ -83,6 +97,6 @@ if [ -z "$wheel" ] || [ "${MMCV_REBUILD:-0}" = 1 ]; then
     echo "built $(basename "$wheel") in $((SECONDS - start)) s; cached in $cache"
 fi
 "$PY" -m pip install -q --force-reinstall --no-deps "$wheel"
-"$PY" -m pip install -q "$wheel"   # its dependencies (mmengine, opencv, ...)
+[ "${MMCV_NO_DEPS:-0}" = 1 ] || "$PY" -m pip install -q "$wheel"   # its dependencies (mmengine, opencv, ...)
 have_ops || { echo "mmcv installed from $wheel but its compiled ops do not import" >&2; exit 1; }
 echo "mmcv $version with compiled ops installed from $wheel"

@@ -11,13 +11,12 @@ The flags are those of mmdet's and mmseg's own tools/test.py (the common part).
 from __future__ import annotations
 
 import argparse
-import os
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
+from mmengine.config import Config
 from mmengine.runner import Runner
+
+from _runner_args import add_common_args, load_config, runner_for
 
 
 def parse_args(argv=None):
@@ -26,25 +25,12 @@ def parse_args(argv=None):
     parser.add_argument("checkpoint", help="checkpoint file (one written by tools/train.py, or converted)")
     parser.add_argument("--work-dir", help="where the evaluation log goes (default ./work_dirs/<config name>)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation from the config's tta_pipeline")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
-                        help="override config entries, key=value")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="job launcher (pytorch for torchrun)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.tta:
         if "tta_model" not in cfg or "tta_pipeline" not in cfg:
@@ -57,8 +43,7 @@ def build_config(args) -> Config:
 
 def build_runner(argv=None) -> Runner:
     """The Runner that ``main`` would run (``runner.test()`` returns the metrics)."""
-    cfg = build_config(parse_args(argv))
-    return Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+    return runner_for(build_config(parse_args(argv)))
 
 
 def main(argv=None) -> int:

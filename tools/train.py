@@ -13,13 +13,11 @@ config's ``custom_imports``.
 from __future__ import annotations
 
 import argparse
-import os
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
+
+from _runner_args import add_common_args, load_config, runner_for
 
 
 def parse_args(argv=None):
@@ -31,26 +29,12 @@ def parse_args(argv=None):
                         help="scale the lr by total batch size / the config's auto_scale_lr.base_batch_size")
     parser.add_argument("--resume", nargs="?", type=str, const="auto",
                         help="resume from this checkpoint, or (no value) from the latest one in the work dir")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
-                        help="override config entries, key=value (e.g. train_cfg.max_iters=300)")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="job launcher (pytorch for torchrun)")
-    # torch.distributed.launch passes --local-rank (older versions --local_rank); torchrun sets LOCAL_RANK
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.amp:
         if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
             print("AMP is already enabled in the config", file=sys.stderr)
@@ -72,8 +56,7 @@ def build_config(args) -> Config:
 
 def main(argv=None) -> int:
     cfg = build_config(parse_args(argv))
-    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    runner_for(cfg).train()
     return 0
 
 
