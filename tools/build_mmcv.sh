@@ -7,7 +7,7 @@
 # -std=c++17 while torch 2.14's headers need C++20. This script downloads the sdist, switches its
 # C++ standard to C++20, compiles every op (CPU; plus CUDA when a GPU is visible or MMCV_CUDA=1),
 # and keeps the wheel in a cache keyed by mmcv, torch, Python and device, so the next install on
-# this machine (any checkout, any venv with the same torch) takes seconds instead of ~20 minutes.
+# this machine (any checkout, any venv with the same torch) takes seconds instead of ~23 minutes.
 #
 # Environment:
 #   MMCV_PACKAGE     the distribution to build (default onedl-mmcv==2.3.6, the maintained fork)
@@ -71,7 +71,7 @@ fi
 
 wheel=$(ls "$cache"/*.whl 2>/dev/null | head -1 || true)
 if [ -z "$wheel" ] || [ "${MMCV_REBUILD:-0}" = 1 ]; then
-    echo "building $PACKAGE with ops ($device, $MAX_JOBS jobs); on 2 cores this takes about 20 minutes"
+    echo "building $PACKAGE with ops ($device, $MAX_JOBS jobs); on 2 cores this takes about 23 minutes"
     start=$SECONDS
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT

@@ -2,7 +2,7 @@
 # Fresh-machine install: a virtual environment in .venv with torch 2.14.1 + torchvision 0.29.1
 # (the tested pair), this repository (vmamba_zoo + ssm_kernels, editable) with its test extras, and
 # the OpenMMLab stack for detection and segmentation (mmengine, mmcv with its compiled ops, mmdet,
-# mmseg: the maintained onedl-* releases). mmcv's ops are compiled once per machine (about 20 minutes
+# mmseg: the maintained onedl-* releases). mmcv's ops are compiled once per machine (about 23 minutes
 # on 2 cores; tools/build_mmcv.sh) and the wheel cached beside pip's wheel cache.
 # Idempotent: re-running it reuses the venv, the mmcv wheel and pip's cache (seconds).
 # INSTALL_MM=0 skips the OpenMMLab stack (the timm models alone).
