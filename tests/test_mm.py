@@ -410,6 +410,13 @@ def test_train_tool_writes_a_checkpoint_that_the_test_tool_loads(config, toy_dat
     assert re.search(r"resumed epoch: \d+, iter: 2", log)
 
 
+def test_build_model_from_config_names_a_foreign_codebase(tmp_path):
+    config = tmp_path / "classifier.py"
+    config.write_text("default_scope = 'mmpretrain'\nmodel = dict(type='ImageClassifier')\n")
+    with pytest.raises(ValueError, match="default_scope 'mmpretrain' is neither mmdet nor mmseg"):
+        vmamba_zoo.mm.build_model_from_config(str(config))
+
+
 def test_flops_tool_counts_a_whole_detector(capsys):
     config = "configs/mmdet/mask-rcnn_vmamba-t_fpn_1x_coco.py"
     options = dict(model=dict(backbone=dict(model_kwargs=MINI), neck=dict(in_channels=list(MINI["dims"]))))

@@ -50,17 +50,9 @@ def convert(model_name: str, checkpoint) -> dict:
 
 def convert_dense(config: str, checkpoint) -> dict:
     """The state dict of the model of an mm ``config`` from an official detector / segmentor checkpoint."""
-    import importlib
+    from vmamba_zoo.mm import build_model_from_config, convert_dense_state_dict
 
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    from vmamba_zoo.mm import convert_dense_state_dict
-
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    init_default_scope(cfg.default_scope)
-    model = importlib.import_module(f"{cfg.default_scope}.registry").MODELS.build(cfg.model)
+    model, _ = build_model_from_config(config)
     converted = convert_dense_state_dict(checkpoint, model.backbone)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:

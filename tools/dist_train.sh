@@ -14,8 +14,4 @@ fi
 CONFIG=$1
 GPUS=$2
 shift 2
-PYTHON=${PYTHON:-$([ -x "$HERE/../.venv/bin/python" ] && echo "$HERE/../.venv/bin/python" || echo python)}
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"
+exec bash "$HERE/_torchrun.sh" "$GPUS" "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"

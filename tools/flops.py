@@ -70,21 +70,13 @@ def config_complexity(config: str, shape=None, cfg_options=None) -> dict:
 
     Returns dict(scope, shape, params, flops, parts={name: (params, flops)}, analysis).
     """
-    import importlib
-
     import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
 
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get("default_scope", "mmdet")
-    if scope not in DEFAULT_SHAPES:
-        raise ValueError(f"{config}: default_scope {scope!r} is neither mmdet nor mmseg")
-    init_default_scope(scope)
+    from vmamba_zoo.mm import build_model_from_config
+
+    model, scope = build_model_from_config(config, cfg_options)
+    model.eval()
     height, width = shape or DEFAULT_SHAPES[scope]
-    model = importlib.import_module(f"{scope}.registry").MODELS.build(cfg.model).eval()
     meta = dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
                 batch_input_shape=(height, width), scale_factor=(1.0, 1.0), padding_size=[0, 0, 0, 0])
     if scope == "mmdet":

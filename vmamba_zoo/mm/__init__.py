@@ -11,10 +11,11 @@ mmseg (whichever of the two is installed; at least one must be). mm configs impo
 import importlib
 
 from .backbone import VisualSSMBackbone, convert_dense_state_dict
+from .config import CODEBASES, build_model_from_config
 
 #: the mm codebases whose MODELS registry holds VisualSSMBackbone
 REGISTERED_IN = []
-for _codebase in ("mmdet", "mmseg"):
+for _codebase in CODEBASES:
     try:
         _registry = importlib.import_module(f"{_codebase}.registry").MODELS
     except ImportError:
@@ -24,4 +25,4 @@ for _codebase in ("mmdet", "mmseg"):
 if not REGISTERED_IN:
     raise ImportError("vmamba_zoo.mm needs mmdet or mmsegmentation (bash tools/install.sh installs both)")
 
-__all__ = ["VisualSSMBackbone", "convert_dense_state_dict", "REGISTERED_IN"]
+__all__ = ["VisualSSMBackbone", "convert_dense_state_dict", "build_model_from_config", "REGISTERED_IN"]

@@ -220,6 +220,7 @@ class VisualSSMBackbone(BaseModule):
         finally:
             self.model.norm_pre = nn.Identity()
 
+
 def _local_file(path: str) -> str:
     """A local path for ``path``; URLs are downloaded once into torch's hub cache."""
     if re.match(r"^https?://", path):
