@@ -27,9 +27,9 @@ def scan_inputs(batch, K, Dg, N, L, dtype, with_z=True, grouped=True):
 
 FP32, BF16 = (torch.float32, (2e-6, 2e-5)), (torch.bfloat16, (1e-2, 1e-2))
 CASES = [  # batch, K, channels per direction, N, L, z, (dtype, tolerances)
-    (2, 4, 3, 1, 129, False, FP32),   # L one past a 128-step chunk
+    (2, 4, 3, 1, 129, False, FP32),   # L one past a chunk boundary
     (1, 1, 33, 1, 260, True, FP32),   # two channel blocks, three chunks
-    (1, 2, 3, 16, 37, True, FP32),    # N = 16 (32-step chunks)
+    (1, 2, 3, 16, 37, True, FP32),    # N = 16 (8-step chunks)
     (1, 2, 3, 1, 1, True, FP32),      # a single step
     (1, 4, 2, 3, 70, False, FP32),    # odd N
     (2, 2, 4, 1, 131, True, BF16),
@@ -100,11 +100,15 @@ def test_fused_scan2d_matches_unfused_reference(batch, H, W, Dg, N, dtype, tol):
     check_scan2d(map_inputs(batch, H, W, 4, Dg, N, dtype), CROSS(H, W), tol)
 
 
-@pytest.mark.parametrize("H,W,Dg,rank", [(5, 7, 4, 6), (4, 4, 9, 48), (3, 3, 5, 3), (3, 3, 33, 48)])
-def test_fused_scan2d_with_low_rank_step_size(H, W, Dg, rank):
-    """The step-size projection computed inside the kernel (VMamba's dt_proj), ranks 6..48 and odd;
-    its gradient reduced in the kernel (few channel blocks) or by batched matmuls (the last case)."""
-    check_scan2d(map_inputs(1, H, W, 4, Dg, 1, torch.float32, rank=rank), CROSS(H, W), 2e-5)
+@pytest.mark.parametrize("H,W,Dg,rank,dtype,tol", [
+    (5, 7, 4, 6, torch.float32, 2e-5), (4, 4, 9, 48, torch.float32, 2e-5), (3, 3, 5, 3, torch.float32, 2e-5),
+    (3, 3, 33, 48, torch.float32, 2e-5), (5, 4, 6, 6, torch.bfloat16, 1e-2)])
+def test_fused_scan2d_with_low_rank_step_size(H, W, Dg, rank, dtype, tol):
+    """The step-size projection computed inside the kernel (VMamba's dt_proj) as a small matrix
+    product, ranks 6..48 and odd (padded to 16), a half-precision factor with a float32 weight as
+    under autocast; its gradient by batched matmuls."""
+    x = map_inputs(1, H, W, 4, Dg, 1, dtype, rank=rank)
+    check_scan2d(x, CROSS(H, W), tol)
 
 
 def test_fused_scan2d_on_strided_subgrids_with_split_channels():

@@ -83,6 +83,12 @@ def scan_rows(batch, device, with_reference):
                     out = selective_scan(*leaves[:5], leaves[5], None, leaves[6], True, backend=backend)
                     torch.autograd.grad(out, leaves, dout)
                 row[f"{backend} fwd+bwd"] = bench(both)
+            # the kernels alone, called like the official kernel below (no autograd, no Python wrapper)
+            from ssm_kernels.triton import ops as tops
+            args = (u, delta, A, B, C, D, None, bias)
+            ckpt = tops.selective_scan_fwd(*args, True, False, False)[3]
+            row["triton ops fwd+bwd"] = bench(lambda: (tops.selective_scan_fwd(*args, True, False, False),
+                                                       tops.selective_scan_bwd(*args, ckpt, dout, None, None, True)))
             if official is not None:
                 fwd, fwd_bwd = official
                 row["official fwd"] = bench(lambda: fwd(u, delta, A, B, C, D, bias))
@@ -172,7 +178,7 @@ def sweep(batch, device, only=""):
         if only not in name:
             continue
         N = args[2].shape[1]
-        BLs = [16, 32, 64, 128] if N == 1 else [16, 32, 64]
+        BLs = [8, 16, 32] if N == 1 else [4, 8, 16]
         tops.TUNING.clear()  # start from the heuristics, not from the previous case's best
         rank = args[8].shape[2] if kind == "map" else 0
         Dg, L = args[2].shape[0] // 4, (args[0].shape[-1] if kind == "seq" else args[7].shape[1])
@@ -183,8 +189,8 @@ def sweep(batch, device, only=""):
         base = run(kind, args, dout)
         print(f"{name}: start {best} fwd {base[0]:.3f} bwd {base[1]:.3f}", flush=True)
         results = {}
-        for key, values in [("BL", BLs), ("BD", [4, 8, 16, 32] if N == 1 else [2, 4, 8, 16]),
-                            ("warps", [2, 4, 8]), ("stages", [1, 2, 3])]:
+        for key, values in [("BL", BLs), ("BD", [16, 32, 64] if N == 1 else [4, 8, 16]),
+                            ("warps", [1, 2, 4]), ("stages", [1, 2, 3])]:
             for pass_ in (["fwd", "bwd"] if key != "BL" else [None]):
                 timings = {}
                 for v in values:

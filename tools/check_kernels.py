@@ -48,6 +48,15 @@ def map_case(batch, H, W, Dg, N, dtype, device):
                 delta_bias=torch.randn(4 * Dg, device=device) * 0.5)
 
 
+def low_rank_case(batch, H, W, Dg, N, dtype, device):
+    """VMamba's use: the step size as its low-rank factor and the float32 projection weight."""
+    rank = -(-Dg // 16)
+    x = map_case(batch, H, W, Dg, N, dtype, device)
+    x["delta"] = torch.randn(batch, H, W, 4, rank, device=device).to(dtype)
+    x["dt_weight"] = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
+    return x
+
+
 def compare(fn, inputs, dtype):
     """(forward error, {input: gradient error}) of the Triton op against the float64 reference."""
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
@@ -82,6 +91,7 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"selective_scan VMamba-T s{stage + 1} @{size}", "seq", (args.batch, 4, dim, 1, side * side)))
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
+            cases.append((f"scan2d + dt projection s{stage + 1} @{size}", "low", (args.batch, side, side, dim, 1)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -98,7 +108,7 @@ def main(argv=None) -> int:
     for name, kind, shape in cases:
         for dtype in (torch.float32, torch.bfloat16):
             start = time.time()
-            inputs = (scan_case if kind == "seq" else map_case)(*shape, dtype, device)
+            inputs = {"seq": scan_case, "map": map_case, "low": low_rank_case}[kind](*shape, dtype, device)
             fwd, grads = compare(seq_fn if kind == "seq" else map_fn, inputs, dtype)
             worst = max(grads, key=lambda k: (grads[k] != grads[k], grads[k]))
             ok = fwd < TOL[dtype] and all(g < TOL[dtype] for g in grads.values())

@@ -217,7 +217,7 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
         return Scan2dFn.apply(name, (bool(delta_softplus), paths.split_channels), u, delta, A, B, C, D, delta_bias,
                               index, dt_weight)
     if dt_weight is not None:
-        delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight)
+        delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight.to(delta.dtype))  # as under autocast
 
     def scan_fn(*args):
         return selective_scan(*args, backend=name)

@@ -36,25 +36,33 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     """(BD, NP, RP, BL, num_warps, stages): channels per program, padded states, padded rank of the
     step-size projection (1: none), steps per chunk, warps, software-pipelining stages.
 
-    Chosen by tools/bench_kernels.py --sweep on an H100 (see kernels/NOTES.md). BL depends on the
-    shapes only, not on the pass, so that the backward's chunks are the forward's (whose end states
-    it reads).
+    The kernels' tiles are (BL, NP, BD) with the lanes over channels (then states) and time inside
+    each thread, so a program's BD * NP should cover its warps' lanes, and BL * NP bounds each
+    thread's registers per tile. Chosen by tools/bench_kernels.py --sweep on an H100 (see
+    kernels/NOTES.md). BL depends on the shapes only, not on the pass, so that the backward's chunks
+    are the forward's (whose end states it reads).
     """
     NP = triton.next_power_of_2(d_state)
-    RP = triton.next_power_of_2(rank) if rank else 1
-    BL = TUNING.get("BL") or min(32 if NP == 1 else 16, max(16, triton.next_power_of_2(length)))
-    if NP > 1:            # large states: few channels per program
-        fwd, bwd = (4, 2, 1), (2, 2, 1)
-    elif RP >= 32:        # wide step-size projection (VMamba stages 3-4)
-        fwd, bwd = (32, 2, 1), (16, 2, 1)
-    elif RP > 1:
-        fwd, bwd = (16, 2, 1), (16, 4, 3)
-    else:
-        fwd, bwd = (16, 2, 3), (16, 4, 2)
+    RP = max(16, triton.next_power_of_2(rank)) if rank else 1           # tl.dot's smallest size
+    BL = TUNING.get("BL") or min(16 if NP == 1 else 8, max(8, triton.next_power_of_2(length)))
+    if rank:
+        BL = max(BL, 16)
+    if NP > 1:            # lanes over 8 channels x 4 states, 4 states per thread
+        fwd, bwd = (8, 1, 3), (8, 1, 3)
+    else:                 # lanes over 16 channels x 2 step groups
+        fwd, bwd = (16, 1, 1), (16, 1, 1)
     BD, warps, stages = bwd if backward else fwd
-    BD = min(BD, triton.next_power_of_2(groups_dim))
+    BD = min(BD, max(8, triton.next_power_of_2(groups_dim)))
     override = TUNING.get("bwd" if backward else "fwd", {})
     return (override.get("BD", BD), NP, RP, BL, override.get("warps", warps), override.get("stages", stages))
+
+
+def _dot_in_float32(delta: Tensor) -> bool:
+    """Whether the kernels' step-size projection multiplies in float32: for a float32 factor, and under
+    Triton's interpreter, whose tl.dot returns garbage for bfloat16 operands (Triton 3.8: ~1e10 errors
+    on a 16x16 product; float16 and float32 are right), so CI checks that path in float32 only."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    return delta.dtype == torch.float32 or (interpreted and delta.dtype == torch.bfloat16)
 
 
 def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -97,9 +105,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     n_chunks = triton.cdiv(layout.L, BL)
     f32 = dict(like=u, dtype=torch.float32)
-    ckpt = _empty(layout.batch, layout.K, layout.Dg, NP, n_chunks, **f32)
-    if NP > layout.N:  # padded states are never written
-        ckpt[:, :, :, layout.N:].zero_()
+    ckpt = _empty(layout.batch, layout.K, n_chunks, NP, layout.Dg, **f32)   # padded states: never read
     last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else u.new_empty(_EMPTY, dtype=torch.float32)
     states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
               else u.new_empty(_EMPTY, dtype=torch.float32))
@@ -108,7 +114,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         out, last, states, ckpt,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, STORE_STATES=store_states,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), STORE_STATES=store_states,
         STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     return last, states, ckpt
@@ -119,23 +125,17 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     """Backward, du into ``du`` like the forward's output; returns the other gradients."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = triton.cdiv(layout.L, BL)
-    assert ckpt.shape[-1] == n_chunks, "chunk-boundary states from another chunk length"
+    assert ckpt.shape[2] == n_chunks, "chunk-boundary states from another chunk length"
     f32 = dict(device=u.device, dtype=torch.float32)
-    # The step-size gradient. Low-rank step size with few channel blocks: reduced through the
-    # projection in the kernel (atomic adds); low-rank otherwise: the full gradient as (K, b, P, Dg)
-    # for two batched matmuls; else in delta's layout. Positions a direction never visits (paths over
-    # a sub-grid) get nothing written, hence zeros for partial paths.
-    reduce_in_kernel = dtw is not None and triton.cdiv(layout.Dg, BD) * layout.rank <= 64
-    if reduce_in_kernel:
-        ddelta, g_strides = torch.zeros(delta.shape, **f32), (0, 0, 0, 0)
+    # The step-size gradient: in delta's layout, or with a low-rank step size as (K, b, P, Dg) for the
+    # two batched matmuls through the projection. Positions a direction never visits (paths over a
+    # sub-grid) get nothing written, hence zeros for partial paths.
+    if dtw is not None:
+        shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg)
+        g_strides = (shape[2] * layout.Dg, layout.batch * shape[2] * layout.Dg, 1, layout.Dg)
     else:
-        if dtw is not None:
-            shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg)
-            g_strides = (shape[2] * layout.Dg, layout.batch * shape[2] * layout.Dg, 1, layout.Dg)
-        else:
-            shape, g_strides = delta.shape, layout.delta
-        ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
-    ddtw = torch.zeros(dtw.shape, **f32) if reduce_in_kernel else None
+        shape, g_strides = delta.shape, layout.delta
+    ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
     dA = torch.zeros(A.shape, **f32)
     dB = torch.zeros(B.shape, **f32)
     dC = torch.zeros(C.shape, **f32)
@@ -145,17 +145,15 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     scan_bwd_kernel[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
         dout, _maybe(dlast, A), _maybe(dstates, A),
-        du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u), _maybe(ddtw, A),
+        du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u),
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir, *g_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, REDUCE_DT_PROJ=reduce_in_kernel,
-        HAS_DSTATES=dstates is not None,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), HAS_DSTATES=dstates is not None,
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     empty = u.new_empty(_EMPTY)
-    if reduce_in_kernel:
-        ddelta = ddelta.to(delta.dtype)
-    elif dtw is not None:  # through delta[k] = dtw[k] @ low[k], as batched matmuls
+    ddtw = None
+    if dtw is not None:  # through delta[k] = dtw[k] @ low[k], as batched matmuls
         ddelta, ddtw = _projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw)
     return ddelta, dA, dB, dC, dD, dbias, (dz if dz is not None else empty), (ddtw if ddtw is not None else empty)
 
@@ -203,7 +201,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, re
     f32 = dict(dtype=torch.float32, device=u.device)
     last = u.new_empty((batch, channels, N) if return_last_state else _EMPTY, dtype=torch.float32)
     states = u.new_empty((batch, channels, N, L) if return_states else _EMPTY, dtype=torch.float32)
-    ckpt = torch.empty(batch, B.shape[1], channels // B.shape[1], NP, triton.cdiv(L, BL), **f32)
+    ckpt = torch.empty(batch, B.shape[1], triton.cdiv(L, BL), NP, channels // B.shape[1], **f32)
     return torch.empty_like(u), last, states, ckpt
 
 
@@ -266,7 +264,7 @@ def scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opt
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, delta_softplus, split_channels):
     layout = _map_layout(u, delta, B, index, split_channels, dt_weight)
     _, NP, _, BL, *_ = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
-    ckpt = u.new_empty((u.shape[0], layout.K, layout.Dg, NP, triton.cdiv(layout.L, BL)), dtype=torch.float32)
+    ckpt = u.new_empty((u.shape[0], layout.K, triton.cdiv(layout.L, BL), NP, layout.Dg), dtype=torch.float32)
     return u.new_empty(u.shape, dtype=torch.float32), ckpt
 
 
