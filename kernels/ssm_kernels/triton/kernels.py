@@ -60,10 +60,9 @@ def _positions(idx_ptr, k, t, tmask, L, HAS_INDEX: tl.constexpr):
 
 
 @triton.jit
-def _step_size(dt_ptr, dtw_ptr, base_dt, d, channel, dmask, tmask, bias, pos, sd_d, sd_l, R,
+def _step_size(dt_ptr, dtw_ptr, base_dt, d, channel, dmask, tmask, m_td, bias, pos, sd_d, sd_l, R,
                HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, RP: tl.constexpr, DOT_F32: tl.constexpr):
     """(pre-softplus step size with bias, step size (0 where masked)), both (BL, BD)."""
-    m_td = tmask[:, None] & dmask[None, :]
     if HAS_DT_PROJ:  # delta[t, d] = sum_r low[t, r] * W[d, r]: a small matrix product (BL, RP >= 16)
         r = tl.arange(0, RP)
         low = tl.load(dt_ptr + base_dt + pos[:, None] * sd_l + r[None, :] * sd_d,
@@ -82,9 +81,12 @@ def _step_size(dt_ptr, dtw_ptr, base_dt, d, channel, dmask, tmask, bias, pos, sd
 
 
 @triton.jit
-def _program_setup(A_ptr, D_ptr, bias_ptr, Dg, N,
+def _program_setup(A_ptr, D_ptr, bias_ptr, Dg, N, n_chunks,
                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """This program's direction k, batch element b, channels d, states n and their parameters."""
     k = tl.program_id(0)
+    K = tl.num_programs(0)
+    b = tl.program_id(2).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     n = tl.arange(0, NP)
     dmask, nmask = d < Dg, n < N
@@ -99,7 +101,35 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, Dg, N,
         Dv = tl.load(D_ptr + channel, mask=dmask, other=0.0).to(tl.float32)
     else:
         Dv = tl.zeros([BD], tl.float32)
-    return k, d, n, dmask, nmask, channel, m_nd, A, bias, Dv
+    # chunk-end states, (batch, K, n_chunks, NP, Dg): one contiguous row of channels per state
+    ckpt_row = ((b * K + k) * n_chunks * NP + n[:, None]) * Dg + d[None, :]
+    return k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, ckpt_row
+
+
+@triton.jit
+def _chunk(c, k, b, d, n, dmask, nmask, channel, A, bias,
+           u_ptr, dt_ptr, dtw_ptr, B_ptr, C_ptr, idx_ptr, L, R,
+           su_b, su_k, su_d, su_l, sd_b, sd_k, sd_d, sd_l, sb_b, sb_k, sb_n, sb_l,
+           HAS_INDEX: tl.constexpr, HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
+           BL: tl.constexpr, RP: tl.constexpr):
+    """Chunk c's inputs, read the same way by the forward and the backward: its steps t and their
+    positions, the masks and offsets of (step, channel) and (step, state) tiles, u, the step size
+    before and after softplus, B, C, and the recurrence's decays a and inputs x, (BL, NP, BD)."""
+    t = c * BL + tl.arange(0, BL)
+    tmask = t < L
+    pos = _positions(idx_ptr, k, t, tmask, L, HAS_INDEX)
+    m_td = tmask[:, None] & dmask[None, :]
+    m_tn = tmask[:, None] & nmask[None, :]
+    u_off = b * su_b + k * su_k + pos[:, None] * su_l + d[None, :] * su_d
+    u = tl.load(u_ptr + u_off, mask=m_td, other=0.0).to(tl.float32)
+    raw, dt = _step_size(dt_ptr, dtw_ptr, b * sd_b + k * sd_k, d, channel, dmask, tmask, m_td, bias, pos, sd_d, sd_l,
+                         R, HAS_DT_PROJ, SOFTPLUS, RP, DOT_F32)
+    bc_off = b * sb_b + k * sb_k + pos[:, None] * sb_l + n[None, :] * sb_n
+    Bv = tl.load(B_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
+    a = tl.exp(dt[:, None, :] * A[None, :, :])
+    x = Bv[:, :, None] * (dt * u)[:, None, :]
+    return t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x
 
 
 @triton.jit
@@ -116,30 +146,15 @@ def scan_fwd_kernel(
     STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
-    k, d, n, dmask, nmask, channel, m_nd, A, bias, Dv = _program_setup(
-        A_ptr, D_ptr, bias_ptr, Dg, N, HAS_D, HAS_BIAS, BD, NP)
-    b = tl.program_id(2).to(tl.int64)
-    K = tl.num_programs(0)
-    base_u, base_dt, base_B = b * su_b + k * su_k, b * sd_b + k * sd_k, b * sb_b + k * sb_k
-    # chunk-end states, (batch, K, n_chunks, NP, Dg): one contiguous row of channels per state
-    ckpt_row = ((b * K + k) * n_chunks * NP + n[:, None]) * Dg + d[None, :]
+    k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, ckpt_row = _program_setup(
+        A_ptr, D_ptr, bias_ptr, Dg, N, n_chunks, HAS_D, HAS_BIAS, BD, NP)
     last_row = tl.arange(0, BL)[:, None, None] == BL - 1
     h = tl.zeros([NP, BD], tl.float32)
     for c in tl.range(0, n_chunks, num_stages=STAGES):
-        t = c * BL + tl.arange(0, BL)
-        tmask = t < L
-        pos = _positions(idx_ptr, k, t, tmask, L, HAS_INDEX)
-        m_td = tmask[:, None] & dmask[None, :]
-        m_tn = tmask[:, None] & nmask[None, :]
-        u_off = base_u + pos[:, None] * su_l + d[None, :] * su_d
-        u = tl.load(u_ptr + u_off, mask=m_td, other=0.0).to(tl.float32)
-        _, dt = _step_size(dt_ptr, dtw_ptr, base_dt, d, channel, dmask, tmask, bias, pos, sd_d, sd_l, R,
-                           HAS_DT_PROJ, SOFTPLUS, RP, DOT_F32)
-        bc_off = base_B + pos[:, None] * sb_l + n[None, :] * sb_n
-        Bv = tl.load(B_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
-        a = tl.exp(dt[:, None, :] * A[None, :, :])                         # (BL, NP, BD)
-        x = Bv[:, :, None] * (dt * u)[:, None, :]
+        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+            c, k, b, d, n, dmask, nmask, channel, A, bias, u_ptr, dt_ptr, dtw_ptr, B_ptr, C_ptr, idx_ptr, L, R,
+            su_b, su_k, su_d, su_l, sd_b, sd_k, sd_d, sd_l, sb_b, sb_k, sb_n, sb_l,
+            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, BL, RP)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
         hs = x_cum + a_cum * h[None, :, :]
         y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
@@ -178,12 +193,8 @@ def scan_bwd_kernel(
     (also with a low-rank step size: the caller takes it through the projection) has strides sg_*.
     dB and dC (float32, B's strides), dA (K*Dg, N), dD and dbias (K*Dg) are accumulated with atomic
     adds."""
-    k, d, n, dmask, nmask, channel, m_nd, A, bias, Dv = _program_setup(
-        A_ptr, D_ptr, bias_ptr, Dg, N, HAS_D, HAS_BIAS, BD, NP)
-    b = tl.program_id(2).to(tl.int64)
-    K = tl.num_programs(0)
-    base_u, base_dt, base_B = b * su_b + k * su_k, b * sd_b + k * sd_k, b * sb_b + k * sb_k
-    ckpt_row = ((b * K + k) * n_chunks * NP + n[:, None]) * Dg + d[None, :]
+    k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, ckpt_row = _program_setup(
+        A_ptr, D_ptr, bias_ptr, Dg, N, n_chunks, HAS_D, HAS_BIAS, BD, NP)
     state_row = (b * K * Dg + channel[None, :]) * N + n[:, None]                # (NP, BD) of (batch, K*Dg, N)
     first_row = tl.arange(0, BL)[:, None, None] == 0
     # sigma: a_{t+1} s_{t+1} entering the chunk from the one after it
@@ -197,20 +208,10 @@ def scan_bwd_kernel(
     dbias_acc = tl.zeros([BD], tl.float32)
     for i in tl.range(0, n_chunks, num_stages=STAGES):
         c = n_chunks - 1 - i
-        t = c * BL + tl.arange(0, BL)
-        tmask = t < L
-        m_td = tmask[:, None] & dmask[None, :]
-        m_tn = tmask[:, None] & nmask[None, :]
-        pos = _positions(idx_ptr, k, t, tmask, L, HAS_INDEX)
-        u_off = base_u + pos[:, None] * su_l + d[None, :] * su_d
-        u = tl.load(u_ptr + u_off, mask=m_td, other=0.0).to(tl.float32)
-        raw, dt = _step_size(dt_ptr, dtw_ptr, base_dt, d, channel, dmask, tmask, bias, pos, sd_d, sd_l, R,
-                           HAS_DT_PROJ, SOFTPLUS, RP, DOT_F32)
-        bc_off = base_B + pos[:, None] * sb_l + n[None, :] * sb_n
-        Bv = tl.load(B_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + bc_off, mask=m_tn, other=0.0).to(tl.float32)
-        a = tl.exp(dt[:, None, :] * A[None, :, :])
-        x = Bv[:, :, None] * (dt * u)[:, None, :]
+        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+            c, k, b, d, n, dmask, nmask, channel, A, bias, u_ptr, dt_ptr, dtw_ptr, B_ptr, C_ptr, idx_ptr, L, R,
+            su_b, su_k, su_d, su_l, sd_b, sd_k, sd_d, sd_l, sb_b, sb_k, sb_n, sb_l,
+            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, BL, RP)
         # this chunk's states, from the state saved at the end of the previous chunk
         h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)

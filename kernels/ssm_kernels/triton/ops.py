@@ -57,12 +57,15 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     return (override.get("BD", BD), NP, RP, BL, override.get("warps", warps), override.get("stages", stages))
 
 
+#: Triton reads this when it decorates the kernels, i.e. at import: so do we.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _dot_in_float32(delta: Tensor) -> bool:
     """Whether the kernels' step-size projection multiplies in float32: for a float32 factor, and under
     Triton's interpreter, whose tl.dot returns garbage for bfloat16 operands (Triton 3.8: ~1e10 errors
     on a 16x16 product; float16 and float32 are right), so CI checks that path in float32 only."""
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-    return delta.dtype == torch.float32 or (interpreted and delta.dtype == torch.bfloat16)
+    return delta.dtype == torch.float32 or (_INTERPRETED and delta.dtype == torch.bfloat16)
 
 
 def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -92,6 +95,11 @@ class _Layout:
         return _Layout(u, (positions * K * dc, dc, 1, K * dc), (positions * K * N, N, 1, K * N), batch, K, Dg, N, L,
                        rank)
 
+    def ckpt_shape(self):
+        """The chunk-end states the forward saves for the backward: (batch, K, chunks, NP, Dg), float32."""
+        _, NP, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
+        return (self.batch, self.K, triton.cdiv(self.L, BL), NP, self.Dg)
+
     def grid(self, BD):
         return (self.K, triton.cdiv(self.Dg, BD), self.batch)
 
@@ -103,9 +111,9 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
                 store_last, store_states):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last, states, ckpt)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
-    n_chunks = triton.cdiv(layout.L, BL)
     f32 = dict(like=u, dtype=torch.float32)
-    ckpt = _empty(layout.batch, layout.K, n_chunks, NP, layout.Dg, **f32)   # padded states: never read
+    ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
+    n_chunks = ckpt.shape[2]
     last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else u.new_empty(_EMPTY, dtype=torch.float32)
     states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
               else u.new_empty(_EMPTY, dtype=torch.float32))
@@ -125,7 +133,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     """Backward, du into ``du`` like the forward's output; returns the other gradients."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = triton.cdiv(layout.L, BL)
-    assert ckpt.shape[2] == n_chunks, "chunk-boundary states from another chunk length"
+    assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
     f32 = dict(device=u.device, dtype=torch.float32)
     # The step-size gradient: in delta's layout, or with a low-rank step size as (K, b, P, Dg) for the
     # two batched matmuls through the projection. Positions a direction never visits (paths over a
@@ -197,11 +205,9 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states):
     batch, channels, L = u.shape
     N = A.shape[1]
-    _, NP, _, BL, *_ = _blocks(channels // B.shape[1], N, L, False)
-    f32 = dict(dtype=torch.float32, device=u.device)
     last = u.new_empty((batch, channels, N) if return_last_state else _EMPTY, dtype=torch.float32)
     states = u.new_empty((batch, channels, N, L) if return_states else _EMPTY, dtype=torch.float32)
-    ckpt = torch.empty(batch, B.shape[1], triton.cdiv(L, BL), NP, channels // B.shape[1], **f32)
+    ckpt = u.new_empty(_seq_layout(u, A, B).ckpt_shape(), dtype=torch.float32)
     return torch.empty_like(u), last, states, ckpt
 
 
@@ -262,9 +268,7 @@ def scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Opt
 
 @scan2d_fwd.register_fake
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, delta_softplus, split_channels):
-    layout = _map_layout(u, delta, B, index, split_channels, dt_weight)
-    _, NP, _, BL, *_ = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
-    ckpt = u.new_empty((u.shape[0], layout.K, triton.cdiv(layout.L, BL), NP, layout.Dg), dtype=torch.float32)
+    ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     return u.new_empty(u.shape, dtype=torch.float32), ckpt
 
 
