@@ -61,6 +61,19 @@ def bench(fn) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def triton_ops(kind, args, dout):
+    """(forward, backward) closures calling the Triton custom ops directly, without autograd: "seq" for
+    selective_scan's arguments (u, delta, A, B, C, D, z, bias), "map" for scan2d's."""
+    from ssm_kernels.triton import ops as tops
+    if kind == "seq":
+        fwd = lambda: tops.selective_scan_fwd(*args, True, False, False)
+        ckpt = fwd()[3]
+        return fwd, lambda: tops.selective_scan_bwd(*args, ckpt, dout, None, None, True)
+    fwd = lambda: tops.scan2d_fwd(*args, True, False)
+    ckpt = fwd()[1]
+    return fwd, lambda: tops.scan2d_bwd(*args, ckpt, dout, True, False)
+
+
 def scan_rows(batch, device, with_reference):
     official = official_scan()
     rows = []
@@ -84,11 +97,8 @@ def scan_rows(batch, device, with_reference):
                     torch.autograd.grad(out, leaves, dout)
                 row[f"{backend} fwd+bwd"] = bench(both)
             # the kernels alone, called like the official kernel below (no autograd, no Python wrapper)
-            from ssm_kernels.triton import ops as tops
-            args = (u, delta, A, B, C, D, None, bias)
-            ckpt = tops.selective_scan_fwd(*args, True, False, False)[3]
-            row["triton ops fwd+bwd"] = bench(lambda: (tops.selective_scan_fwd(*args, True, False, False),
-                                                       tops.selective_scan_bwd(*args, ckpt, dout, None, None, True)))
+            fwd_op, bwd_op = triton_ops("seq", (u, delta, A, B, C, D, None, bias), dout)
+            row["triton ops fwd+bwd"] = bench(lambda: (fwd_op(), bwd_op()))
             if official is not None:
                 fwd, fwd_bwd = official
                 row["official fwd"] = bench(lambda: fwd(u, delta, A, B, C, D, bias))
@@ -164,14 +174,7 @@ def sweep(batch, device, only=""):
                       torch.randn(batch, side, side, Dg, device=device)))
 
     def run(kind, args, dout):
-        if kind == "seq":
-            fwd = lambda: tops.selective_scan_fwd(*args, True, False, False)
-            ckpt = fwd()[3]
-            bwd = lambda: tops.selective_scan_bwd(*args, ckpt, dout, None, None, True)
-        else:
-            fwd = lambda: tops.scan2d_fwd(*args, True, False)
-            ckpt = fwd()[1]
-            bwd = lambda: tops.scan2d_bwd(*args, ckpt, dout, True, False)
+        fwd, bwd = triton_ops(kind, args, dout)
         return bench(fwd), bench(bwd)
 
     for name, kind, args, dout in cases:
