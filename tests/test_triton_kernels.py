@@ -80,14 +80,19 @@ def map_inputs(batch, H, W, K, Dg, N, dtype, split=False, rank=0):
     return x
 
 
-def check_scan2d(x, paths, tol):
-    got = scan2d(**x, paths=paths, backend="triton")
-    ref = scan2d(**x, paths=paths, backend="reference")
-    assert got.dtype == torch.float32 and rel(got, ref) < tol
+def check_scan2d(x, paths, tol, out_norm=None, leaves=None):
+    """Fused (Triton) against unfused reference, output and the gradients of ``leaves`` (default: x)."""
+    leaves = leaves or x
+    got = scan2d(**x, paths=paths, backend="triton", out_norm=out_norm)
+    ref = scan2d(**x, paths=paths, backend="reference", out_norm=out_norm)
+    want_dtype = x["u"].dtype if out_norm is not None else torch.float32
+    assert got.dtype == want_dtype and rel(got, ref) < tol
     g = torch.randn_like(ref)
-    names = list(x)
-    for name, a, b in zip(names, torch.autograd.grad(got, list(x.values()), g), torch.autograd.grad(ref, list(x.values()), g)):
-        assert a.dtype == x[name].dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+    names = list(leaves) + (["norm weight", "norm bias"] if out_norm is not None else [])
+    inputs = list(leaves.values()) + (list(out_norm.parameters()) if out_norm is not None else [])
+    for name, a, b, t in zip(names, torch.autograd.grad(got, inputs, g.to(got.dtype)),
+                             torch.autograd.grad(ref, inputs, g), inputs):
+        assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
 
 
 @pytest.mark.parametrize("batch,H,W,Dg,N,dtype,tol", [
@@ -119,6 +124,45 @@ def test_fused_scan2d_on_strided_subgrids_with_split_channels():
     orders[1], orders[3] = orders[1].flip(0), orders[3].flip(0)
     paths = ScanPaths.from_orders(orders, H, W, split_channels=True)
     check_scan2d(map_inputs(2, H, W, 4, 3, 2, torch.float32, split=True), paths, 2e-5)
+
+
+def _norm(channels):
+    norm = torch.nn.LayerNorm(channels)
+    with torch.no_grad():  # not the identity: the gradients of both must show
+        norm.weight.copy_(torch.rand(channels) + 0.5)
+        norm.bias.copy_(torch.randn(channels))
+    return norm
+
+
+@pytest.mark.parametrize("batch,H,W,Dg,dtype,tol", [
+    (2, 5, 7, 4, torch.float32, 2e-5),       # 70 rows: several row blocks, the last one partial
+    (1, 9, 15, 33, torch.float32, 2e-5),     # 33 channels in a block of 64
+    (1, 6, 5, 8, torch.bfloat16, 1e-2),
+])
+def test_fused_scan2d_with_out_norm(batch, H, W, Dg, dtype, tol):
+    """The merge of the K directions and the LayerNorm after it in one kernel each way; the output in
+    u's dtype (float32 parameters, as under autocast), the gradients of its weight and bias too."""
+    check_scan2d(map_inputs(batch, H, W, 4, Dg, 1, dtype, rank=3), CROSS(H, W), tol, out_norm=_norm(Dg))
+
+
+def test_fused_scan2d_out_norm_with_split_channels():
+    H, W = 6, 4
+    grid = row_major(H, W).view(H, W)
+    paths = ScanPaths.from_orders([grid[i::2, j::2].reshape(-1) for i in (0, 1) for j in (0, 1)], H, W,
+                                  split_channels=True)
+    check_scan2d(map_inputs(2, H, W, 4, 3, 2, torch.float32, split=True), paths, 2e-5, out_norm=_norm(12))
+
+
+def test_fused_scan2d_reads_projection_slices_in_place():
+    """dt, B and C as VMamba makes them: views of one (b, H, W, K, R + 2N) projection, read with their
+    strides (no copies); their gradients reach the projection."""
+    H, W, K, Dg, R, N = 5, 6, 4, 8, 3, 2
+    proj = torch.randn(2, H, W, K, R + 2 * N, requires_grad=True)
+    dt, B, C = proj.split([R, N, N], dim=-1)
+    x = map_inputs(2, H, W, K, Dg, N, torch.float32, rank=R)
+    x.update(delta=dt, B=B, C=C)
+    leaves = {k: v for k, v in x.items() if k not in ("delta", "B", "C")}
+    check_scan2d(x, CROSS(H, W), 2e-5, leaves=dict(leaves, proj=proj))
 
 
 def test_vmamba_block_stack_matches_across_backends():
@@ -179,10 +223,11 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(tops.selective_scan_fwd, (*seq, True, True, False))
     out, last, _, ckpt = tops.selective_scan_fwd(*seq, True, True, False)
     torch.library.opcheck(tops.selective_scan_bwd, (*seq, ckpt, torch.randn_like(out), torch.randn_like(last), None, True))
-    for Dg, rank in [(4, 6), (33, 48), (4, 0)]:  # in-kernel projection gradient, batched matmuls, no projection
+    for Dg, rank, norm in [(4, 6, False), (33, 48, True), (4, 0, False)]:  # with/without projection, norm
         x = {k: v.detach() for k, v in map_inputs(1, 3, 4, 4, Dg, 1, torch.float32, rank=rank).items()}
+        nw, nb = (torch.rand(Dg) + 0.5, torch.randn(Dg)) if norm else (None, None)
         args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["delta_bias"], CROSS(3, 4).index,
-                x.get("dt_weight"))
+                x.get("dt_weight"), nw, nb, 1e-5)
         torch.library.opcheck(tops.scan2d_fwd, (*args, True, False))
-        out, ckpt = tops.scan2d_fwd(*args, True, False)
-        torch.library.opcheck(tops.scan2d_bwd, (*args, ckpt, torch.randn_like(out), True, False))
+        out, ckpt, slices, stats = tops.scan2d_fwd(*args, True, False)
+        torch.library.opcheck(tops.scan2d_bwd, (*args[:10], ckpt, slices, stats, torch.randn_like(out), True, False))

@@ -69,9 +69,11 @@ def triton_ops(kind, args, dout):
         fwd = lambda: tops.selective_scan_fwd(*args, True, False, False)
         ckpt = fwd()[3]
         return fwd, lambda: tops.selective_scan_bwd(*args, ckpt, dout, None, None, True)
-    fwd = lambda: tops.scan2d_fwd(*args, True, False)
+    no_norm = (None, None, 0.0)
+    fwd = lambda: tops.scan2d_fwd(*args, *no_norm, True, False)
     ckpt = fwd()[1]
-    return fwd, lambda: tops.scan2d_bwd(*args, ckpt, dout, True, False)
+    empty = ckpt.new_empty(0)
+    return fwd, lambda: tops.scan2d_bwd(*args, None, ckpt, empty, empty, dout, True, False)
 
 
 def scan_rows(batch, device, with_reference):
@@ -224,6 +226,36 @@ def sweep(batch, device, only=""):
     tops.TUNING.clear()
 
 
+def merge_norm_rows(batch, device, copy_gbs):
+    """The merge of K=4 direction slices + LayerNorm (VMamba's out-norm): PyTorch's three ops under
+    autocast (sum into float32, layer_norm, the cast for the next matmul) against the fused kernels."""
+    from ssm_kernels.triton.merge_norm import merge_norm_bwd, merge_norm_fwd
+    rows = []
+    for stage, (Dg, side) in enumerate([(96, 56), (192, 28), (384, 14), (768, 7)]):
+        slices = torch.randn(4, batch, side, side, Dg, device=device, dtype=torch.float16)
+        norm = torch.nn.LayerNorm(Dg, device=device)
+        dy = torch.randn(batch, side, side, Dg, device=device, dtype=torch.float16)
+
+        def torch_fwd(s):
+            with torch.autocast("cuda", dtype=torch.float16):
+                return norm(s.sum(0, dtype=torch.float32)).half()
+
+        leaf = slices.clone().requires_grad_()
+        params = list(norm.parameters())
+        y, stats = merge_norm_fwd(slices, norm.weight, norm.bias, norm.eps)
+        row = {"shape": f"s{stage + 1} (B={batch}, {side}x{side}, D={Dg})",
+               "pytorch fwd": bench(lambda: torch_fwd(slices)),
+               "pytorch fwd+bwd": bench(lambda: torch.autograd.grad(torch_fwd(leaf), [leaf] + params, dy)),
+               "fused fwd": bench(lambda: merge_norm_fwd(slices, norm.weight, norm.bias, norm.eps)),
+               "fused fwd+bwd": bench(lambda: (merge_norm_fwd(slices, norm.weight, norm.bias, norm.eps),
+                                               merge_norm_bwd(slices, norm.weight, stats, dy)))}
+        # minimal bytes of the forward: read the 4 half slices, write the half map
+        row["% of bound (fwd)"] = 100 * 10 * slices[0].numel() / copy_gbs / 1e6 / row["fused fwd"]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def table(rows, title):
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print(f"\n{title}\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
@@ -251,8 +283,10 @@ def main(argv=None) -> int:
         return 0
     scans = scan_rows(args.batch, device, not args.no_reference)
     fused = scan2d_rows(args.batch, device, copy_gbs, not args.no_reference)
+    norms = merge_norm_rows(args.batch, device, copy_gbs)
     table(scans, "selective_scan (bf16 inputs), ms")
     table(fused, "scan2d with the step-size projection, K=4, N=1 (bf16 inputs, float32 output), ms")
+    table(norms, "merge of 4 directions + LayerNorm (fp16 slices), ms")
     return 0
 
 

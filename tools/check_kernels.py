@@ -2,7 +2,8 @@
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
-the Triton selective scan and the fused 2-D scan in float32 and bfloat16, forward and backward, with
+the Triton selective scan and the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
+read in place from one projection, the out-norm fused) in float32 and bfloat16, forward and backward, with
 every output buffer NaN-poisoned (an unwritten element fails), against the reference backend run in
 float64 on the same inputs. Fresh random inputs per case. Pass: relative error (||x - ref|| / ||ref||)
 under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the gradients of every input.
@@ -20,6 +21,7 @@ import time
 os.environ["SSM_KERNELS_POISON"] = "1"
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import CROSS, scan2d, selective_scan  # noqa: E402
 
@@ -48,13 +50,27 @@ def map_case(batch, H, W, Dg, N, dtype, device):
                 delta_bias=torch.randn(4 * Dg, device=device) * 0.5)
 
 
-def low_rank_case(batch, H, W, Dg, N, dtype, device):
-    """VMamba's use: the step size as its low-rank factor and the float32 projection weight."""
+def vmamba_case(batch, H, W, Dg, N, dtype, device):
+    """VMamba's call: dt (low rank), B and C as views of one projection, the float32 step-size
+    projection weight, the LayerNorm after the merge fused in (its weight and bias are inputs too)."""
     rank = -(-Dg // 16)
     x = map_case(batch, H, W, Dg, N, dtype, device)
-    x["delta"] = torch.randn(batch, H, W, 4, rank, device=device).to(dtype)
+    del x["delta"], x["B"], x["C"]
+    x["proj"] = torch.randn(batch, H, W, 4, rank + 2 * N, device=device).to(dtype)
     x["dt_weight"] = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
+    x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
+    x["norm_bias"] = torch.randn(Dg, device=device)
     return x
+
+
+class _Norm:
+    """A LayerNorm over channels whose weight and bias are given tensors (leaves of the comparison)."""
+
+    def __init__(self, weight, bias):
+        self.weight, self.bias, self.eps, self.normalized_shape = weight, bias, 1e-5, tuple(weight.shape)
+
+    def __call__(self, y):
+        return F.layer_norm(y, self.normalized_shape, self.weight.to(y.dtype), self.bias.to(y.dtype), self.eps)
 
 
 def compare(fn, inputs, dtype):
@@ -91,7 +107,7 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"selective_scan VMamba-T s{stage + 1} @{size}", "seq", (args.batch, 4, dim, 1, side * side)))
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
-            cases.append((f"scan2d + dt projection s{stage + 1} @{size}", "low", (args.batch, side, side, dim, 1)))
+            cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba", (args.batch, side, side, dim, 1)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -100,6 +116,12 @@ def main(argv=None) -> int:
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
 
     def map_fn(x, backend):
+        x = dict(x)
+        if "proj" in x:  # as VMamba calls it
+            rank = x["dt_weight"].shape[2]
+            N = (x["proj"].shape[-1] - rank) // 2
+            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+            x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
@@ -108,7 +130,7 @@ def main(argv=None) -> int:
     for name, kind, shape in cases:
         for dtype in (torch.float32, torch.bfloat16):
             start = time.time()
-            inputs = {"seq": scan_case, "map": map_case, "low": low_rank_case}[kind](*shape, dtype, device)
+            inputs = {"seq": scan_case, "map": map_case, "vmamba": vmamba_case}[kind](*shape, dtype, device)
             fwd, grads = compare(seq_fn if kind == "seq" else map_fn, inputs, dtype)
             worst = max(grads, key=lambda k: (grads[k] != grads[k], grads[k]))
             ok = fwd < TOL[dtype] and all(g < TOL[dtype] for g in grads.values())

@@ -78,11 +78,13 @@ class SelectiveScanFn(torch.autograd.Function):
 
 
 class Scan2dFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, split_channels), u, delta, A, B, C, D, delta_bias, index, dt_weight)"""
+    """apply(backend, (delta_softplus, split_channels, norm_eps), u, delta, A, B, C, D, delta_bias, index,
+    dt_weight, norm_weight, norm_bias)"""
 
     @staticmethod
-    def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight):
-        return _forward("scan2d", ctx, backend, flags, (u, delta, A, B, C, D, delta_bias, index, dt_weight))
+    def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias):
+        return _forward("scan2d", ctx, backend, flags,
+                        (u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias))
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -185,16 +187,20 @@ def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
 
 
 def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: bool = True,
-           backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+           backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None,
+           out_norm: Optional[torch.nn.LayerNorm] = None) -> torch.Tensor:
     """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction (C/K channels each with
     ``paths.split_channels``), or, with ``dt_weight`` (K, C, R), the low-rank step sizes
     (b, H, W, K, R) with delta[..., k, :] = dt_weight[k] @ delta_low[..., k, :]; B, C: (b, H, W, K, N);
     A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in float32 (the K
-    directions are summed in float32). With the Triton backend the projection, the gather, the K
-    scans and the merge are one kernel (one more for backward): neither the K gathered copies nor
-    the full step-size map ever exist in memory.
+    directions are summed in float32), or ``out_norm(map)`` given a LayerNorm over channels.
+
+    With the Triton backend the projection, the gather, the K scans and the merge are one kernel (one
+    more for backward): neither the K gathered copies nor the full step-size map ever exist in
+    memory; ``out_norm`` then runs fused with the merge (one more kernel each way) and returns the
+    normalised map in u's dtype, the dtype the matmul after it reads under autocast.
     """
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
     K = paths.num_directions
@@ -211,15 +217,21 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     for name, t in (("B", B), ("C", C)):
         if t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K):
             raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
+    if out_norm is not None and tuple(out_norm.normalized_shape) != (channels,):
+        raise ValueError(f"scan2d: out_norm must normalise the {channels} channels, got {out_norm}")
     name = resolve_backend(u, backend)
     if hasattr(_BACKENDS[name], "scan2d_fwd"):
         index = paths.index.to(u.device)  # a no-op for paths built on u's device (as layers build them)
-        return Scan2dFn.apply(name, (bool(delta_softplus), paths.split_channels), u, delta, A, B, C, D, delta_bias,
-                              index, dt_weight)
+        fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
+        norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
+        flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0)
+        y = Scan2dFn.apply(name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
+        return y if fused or out_norm is None else out_norm(y)
     if dt_weight is not None:
         delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight.to(delta.dtype))  # as under autocast
 
     def scan_fn(*args):
         return selective_scan(*args, backend=name)
 
-    return scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn)
+    y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn)
+    return y if out_norm is None else out_norm(y)

@@ -69,7 +69,8 @@ class SS2D(nn.Module):
         x = self.act(x)
         dt, B, C = self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
         A = -self.A_log.float().exp()
-        # the rank-R step-size projection runs inside the scan (fused on GPU)
+        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU)
         y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
-                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
-        return self.out_proj(self.out_norm(y))
+                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
+                   out_norm=self.out_norm)
+        return self.out_proj(y)

@@ -20,7 +20,7 @@ from ssm_kernels import selective_scan_flops
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
-_SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight")
+_SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
 
 
 def _present_inputs(inputs, outputs, names: Sequence[str], skip: int) -> Dict[str, object]:
@@ -50,13 +50,16 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
 
 def scan2d_flop_jit(inputs, outputs) -> int:
     """The fused 2-D scan counts as the K selective scans it performs (gather and merge are free),
-    plus, with a low-rank step size, its projection's multiply-adds (as a separate layer would)."""
+    plus, with a low-rank step size, its projection's multiply-adds, and with a fused output norm,
+    the norm's 5 FLOPs per element (both as fvcore counts separate layers)."""
     args = _present_inputs(inputs, outputs, _SCAN2D_ARGS, skip=2)
     channels, d_state = get_shape(args["A"])
     batch, length = get_shape(args["u"])[0], get_shape(args["index"])[1]
     flops = selective_scan_flops(batch, length, channels, d_state, with_D="D" in args)
     if "dt_weight" in args:
         flops += batch * length * _numel(get_shape(args["dt_weight"]))
+    if "norm_weight" in args:
+        flops += 5 * _numel(get_shape(args["u"]))
     return flops
 
 

@@ -17,11 +17,29 @@ def _c(t):
     return None if t is None else t.contiguous()
 
 
+def op(name: str):
+    """The custom op ``name`` under ``torch.compile`` and ``torch.jit.trace`` (they must see one opaque
+    op, and the launchers need concrete shapes); in plain eager mode the op's Python body, called
+    directly: the dispatcher's round trip into Python costs tens of microseconds of host time per
+    call, and an eager training step of a small model is host-bound."""
+    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return getattr(_ops, name if graph else "_" + name)
+
+
+def _in_place(*maps):
+    """The maps as the kernels can read them: as they are when :func:`ops.map_strides` can address
+    them with one set of strides (VMamba's dt, B, C: slices of one projection), else contiguous."""
+    readable = all(_ops.map_strides(t) is not None for t in maps)
+    if readable and len({t.stride() for t in maps}) == 1:
+        return maps
+    return tuple(t.contiguous() for t in maps)
+
+
 def selective_scan_fwd(inputs, flags):
     u, delta, A, B, C, D, z, bias = inputs
     delta_softplus, return_last_state, return_states = flags
     B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
-    out, last, states, ckpt = torch.ops.ssm_kernels.selective_scan_fwd(
+    out, last, states, ckpt = op("selective_scan_fwd")(
         u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
         delta_softplus, return_last_state, return_states)
     outputs = (out,) + ((last,) if return_last_state else ()) + ((states,) if return_states else ())
@@ -36,7 +54,7 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
     dlast = grad_outputs.pop(0) if return_last_state else None
     dstates = grad_outputs.pop(0) if return_states else None
     B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
-    du, ddelta, dA, dB, dC, dD, dz, dbias = torch.ops.ssm_kernels.selective_scan_bwd(
+    du, ddelta, dA, dB, dC, dD, dz, dbias = op("selective_scan_bwd")(
         u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
         ckpt, dout.contiguous(), _c(dlast), _c(dstates), delta_softplus)
     grads = [du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype), dC.view(C.shape).to(C.dtype),
@@ -46,21 +64,24 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
 
 
 def scan2d_fwd(inputs, flags):
-    u, delta, A, B, C, D, bias, index, dt_weight = inputs
-    delta_softplus, split_channels = flags
-    out, ckpt = torch.ops.ssm_kernels.scan2d_fwd(
-        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), _c(D), _c(bias),
-        index, _c(dt_weight), delta_softplus, split_channels)
-    return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, ckpt)
+    u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, norm_bias = inputs
+    delta_softplus, split_channels, norm_eps = flags
+    (delta,), (B, C) = _in_place(delta), _in_place(B, C)
+    out, ckpt, slices, stats = op("scan2d_fwd")(
+        u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight),
+        _c(norm_bias), norm_eps, delta_softplus, split_channels)
+    return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats)
 
 
 def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
-    u, delta, A, B, C, D, bias, index, dt_weight, ckpt = saved
-    delta_softplus, split_channels = flags
-    du, ddelta, dA, dB, dC, dD, dbias, ddtw = torch.ops.ssm_kernels.scan2d_bwd(
-        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), _c(D), _c(bias),
-        index, _c(dt_weight), ckpt, grad_outputs[0].contiguous(), delta_softplus, split_channels)
+    u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats = saved
+    delta_softplus, split_channels, _ = flags
+    du, ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm = op("scan2d_bwd")(
+        u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
+        slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels)
+    dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
     grads = [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,
-             None if dt_weight is None else ddtw.to(dt_weight.dtype)]
+             None if dt_weight is None else ddtw.to(dt_weight.dtype),
+             None if dnorm is None else dnorm[0], None if dnorm is None else dnorm[1]]
     return [g if need else None for g, need in zip(grads, needs_grad)]

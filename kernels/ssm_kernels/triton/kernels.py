@@ -168,7 +168,7 @@ def scan_fwd_kernel(
         if HAS_Z:
             z = tl.load(z_ptr + u_off, mask=m_td, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + k * s_dir + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
+        tl.store(out_ptr + k.to(tl.int64) * s_dir + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
     if STORE_LAST:  # (batch, K*Dg, N)
         tl.store(last_ptr + (b * K * Dg + channel[None, :]) * N + n[:, None], h, mask=m_nd)
 
@@ -182,7 +182,7 @@ def scan_bwd_kernel(
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
-    s_dir, sg_b, sg_k, sg_d, sg_l,
+    s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
     HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr,
@@ -191,8 +191,8 @@ def scan_bwd_kernel(
     """Gradients. dout, z and dz have u's strides; du too, offset by ``k * s_dir`` (one slice per
     direction where directions share a map, summed by the caller); the gradient of the full step size
     (also with a low-rank step size: the caller takes it through the projection) has strides sg_*.
-    dB and dC (float32, B's strides), dA (K*Dg, N), dD and dbias (K*Dg) are accumulated with atomic
-    adds."""
+    dB and dC (float32, strides sdb_*: B itself may be a strided view), dA (K*Dg, N), dD and dbias
+    (K*Dg) are accumulated with atomic adds."""
     k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, ckpt_row = _program_setup(
         A_ptr, D_ptr, bias_ptr, Dg, N, n_chunks, HAS_D, HAS_BIAS, BD, NP)
     state_row = (b * K * Dg + channel[None, :]) * N + n[:, None]                # (NP, BD) of (batch, K*Dg, N)
@@ -251,9 +251,10 @@ def scan_bwd_kernel(
         dbias_acc += tl.sum(ddt, axis=0)
         g_off = b * sg_b + k * sg_k + pos[:, None] * sg_l + d[None, :] * sg_d
         tl.store(ddt_ptr + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
-        tl.store(du_ptr + k * s_dir + u_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
-        tl.atomic_add(dB_ptr + bc_off, dB, mask=m_tn, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_off, dC, mask=m_tn, sem="relaxed")
+        tl.store(du_ptr + k.to(tl.int64) * s_dir + u_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
+        dbc_off = b * sdb_b + k * sdb_k + pos[:, None] * sdb_l + n[None, :] * sdb_n
+        tl.atomic_add(dB_ptr + dbc_off, dB, mask=m_tn, sem="relaxed")
+        tl.atomic_add(dC_ptr + dbc_off, dC, mask=m_tn, sem="relaxed")
     tl.atomic_add(dA_ptr + channel[None, :] * N + n[:, None], dA_acc, mask=m_nd, sem="relaxed")
     if HAS_D:
         tl.atomic_add(dD_ptr + channel, dD_acc, mask=dmask, sem="relaxed")

@@ -2,7 +2,8 @@
 
 As custom ops they are opaque to ``torch.compile`` (it calls them, it does not trace into them), and
 their fake implementations give it the output shapes. Every op returns fresh tensors; an output that
-a call does not need is an empty tensor.
+a call does not need is an empty tensor. Each op ``name`` is also importable as the plain function
+``_name``, which eager code calls directly (see :func:`ssm_kernels.triton.op`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import triton
 from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
+from .merge_norm import merge_norm_bwd, merge_norm_fwd
 
 _EMPTY = (0,)
 
@@ -72,6 +74,27 @@ def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
     return t if t is not None else like  # a pointer the kernel never reads
 
 
+def map_strides(t: Tensor):
+    """(per batch, per position, per direction, per channel) strides of a (batch, H, W, C) or
+    (batch, H, W, K, C) map, or None where the kernels cannot address it: its channels must be
+    contiguous and its positions one axis (row stride = W x column stride). Slices of the last axis
+    qualify (VMamba's dt, B, C: views of one projection's output, read in place)."""
+    st = t.stride()
+    if st[-1] != 1 and t.shape[-1] > 1 or t.shape[1] > 1 and st[1] != t.shape[2] * st[2]:
+        return None
+    return st[0], st[2], (st[3] if t.dim() == 5 else 0), 1
+
+
+def _per_direction(t: Tensor):
+    """A (batch, H, W, K, C) map's strides in the kernels' order: batch, direction, channel, step."""
+    strides = map_strides(t)
+    if strides is None:
+        raise ValueError(f"scan2d: a map of shape {tuple(t.shape)} with strides {t.stride()} cannot be read in "
+                         "place (channels must be contiguous, positions one axis); pass .contiguous()")
+    sb, sp, sk, sc = strides
+    return sb, sk, sc, sp
+
+
 class _Layout:
     """Strides (per batch, per direction, per channel, per step) of u/out, delta and B/C."""
 
@@ -86,14 +109,13 @@ class _Layout:
         return _Layout(ul, ul, (K * N * L, N * L, L, 1), batch, K, Dg, N, L)
 
     @staticmethod
-    def maps(batch, K, Dg, N, positions, L, split_channels, rank=0):
-        """scan2d: u (batch, P, C) read by all (or, split, its own group of) directions;
-        delta (batch, P, K, Dg), or its low-rank factor (batch, P, K, rank); B, C (batch, P, K, N)."""
-        C = K * Dg if split_channels else Dg
-        u = (positions * C, Dg if split_channels else 0, 1, C)
-        dc = rank or Dg
-        return _Layout(u, (positions * K * dc, dc, 1, K * dc), (positions * K * N, N, 1, K * N), batch, K, Dg, N, L,
-                       rank)
+    def maps(u, delta, B, K, Dg, L, split_channels, rank=0):
+        """scan2d, from the tensors' own strides (see :func:`map_strides`): u (batch, H, W, C) read by
+        all (or, split, its own group of) directions; delta (batch, H, W, K, Dg), or its low-rank factor
+        (batch, H, W, K, rank); B, C (batch, H, W, K, N)."""
+        ub, up, _, uc = map_strides(u)
+        u_strides = (ub, Dg * uc if split_channels else 0, uc, up)
+        return _Layout(u_strides, _per_direction(delta), _per_direction(B), u.shape[0], K, Dg, B.shape[-1], L, rank)
 
     def ckpt_shape(self):
         """The chunk-end states the forward saves for the backward: (batch, K, chunks, NP, Dg), float32."""
@@ -135,18 +157,23 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     n_chunks = triton.cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
     f32 = dict(device=u.device, dtype=torch.float32)
-    # The step-size gradient: in delta's layout, or with a low-rank step size as (K, b, P, Dg) for the
-    # two batched matmuls through the projection. Positions a direction never visits (paths over a
-    # sub-grid) get nothing written, hence zeros for partial paths.
+    # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
+    # for the two batched matmuls through the projection. Positions a direction never visits (paths
+    # over a sub-grid) get nothing written, hence zeros for partial paths. dB, dC: contiguous in B's
+    # shape (B itself may be a view).
+    maps = delta.dim() == 5
     if dtw is not None:
         shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg)
         g_strides = (shape[2] * layout.Dg, layout.batch * shape[2] * layout.Dg, 1, layout.Dg)
     else:
-        shape, g_strides = delta.shape, layout.delta
+        shape = delta.shape
     ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
+    if dtw is None:
+        g_strides = _per_direction(ddelta) if maps else layout.delta
     dA = torch.zeros(A.shape, **f32)
     dB = torch.zeros(B.shape, **f32)
     dC = torch.zeros(C.shape, **f32)
+    db_strides = _per_direction(dB) if maps else layout.bc
     dD = torch.zeros(A.shape[0], **f32)
     dbias = torch.zeros(A.shape[0], **f32)
     dz = _empty(z.shape, like=z) if z is not None else None
@@ -155,6 +182,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         dout, _maybe(dlast, A), _maybe(dstates, A),
         du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u),
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir, *g_strides,
+        *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), HAS_DSTATES=dstates is not None,
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
@@ -190,8 +218,7 @@ def _seq_layout(u, A, B):
     return _Layout.sequences(batch, K, channels // K, A.shape[1], L)
 
 
-@torch.library.custom_op("ssm_kernels::selective_scan_fwd", mutates_args=())
-def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                        return_last_state: bool, return_states: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(out, last state or empty, all states or empty, chunk-boundary states). B, C: (batch, K, N, L)."""
@@ -199,6 +226,9 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
                                      delta_softplus, return_last_state, return_states)
     return out, last, states, ckpt
+
+
+selective_scan_fwd = torch.library.custom_op("ssm_kernels::selective_scan_fwd", _selective_scan_fwd, mutates_args=())
 
 
 @selective_scan_fwd.register_fake
@@ -211,8 +241,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, re
     return torch.empty_like(u), last, states, ckpt
 
 
-@torch.library.custom_op("ssm_kernels::selective_scan_bwd", mutates_args=())
-def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def _selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, dout: Tensor,
                        dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool
                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -221,6 +250,9 @@ def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     ddelta, dA, dB, dC, dD, dbias, dz, _ = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z,
                                                        None, None, ckpt, dout, dlast, dstates, du, 0, delta_softplus)
     return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+selective_scan_bwd = torch.library.custom_op("ssm_kernels::selective_scan_bwd", _selective_scan_bwd, mutates_args=())
 
 
 @selective_scan_bwd.register_fake
@@ -243,54 +275,82 @@ def _direction_buffer(u, index, split_channels):
 
 
 def _merge(buf, split_channels):
+    """The K directions' slices summed onto one float32 map (one slice: its channel groups)."""
     return buf.float() if split_channels else buf.sum(0, dtype=torch.float32)
 
 
 def _map_layout(u, delta, B, index, split_channels, dt_weight):
-    batch, positions = u.shape[0], u.shape[1] * u.shape[2]
     K, L = index.shape
     Dg = dt_weight.shape[1] if dt_weight is not None else delta.shape[-1]
     rank = dt_weight.shape[2] if dt_weight is not None else 0
-    return _Layout.maps(batch, K, Dg, B.shape[-1], positions, L, split_channels, rank)
+    return _Layout.maps(u, delta, B, K, Dg, L, split_channels, rank)
 
 
-@torch.library.custom_op("ssm_kernels::scan2d_fwd", mutates_args=())
-def scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], delta_softplus: bool,
-               split_channels: bool) -> Tuple[Tensor, Tensor]:
-    """(float32 output map, chunk-boundary states). u (b, H, W, C); delta (b, H, W, K, Dg), or with
-    ``dt_weight`` (K, Dg, R) its low-rank factor (b, H, W, K, R); B, C (b, H, W, K, N); index (K, L)."""
+def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
+               norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
+
+    u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
+    factor (b, H, W, K, R); B, C (b, H, W, K, N) with equal strides; delta, B and C may be views (see
+    :func:`map_strides`); index (K, L). The output is the merged map in float32, or, given
+    ``norm_weight`` and ``norm_bias``, its LayerNorm in u's dtype; then the slices (K, b, H, W, C) and
+    the (2, rows) statistics are kept for the backward (else both empty)."""
     out, s_dir = _direction_buffer(u, index, split_channels)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
-    return _merge(out, split_channels), ckpt
+    if norm_weight is None:
+        return _merge(out, split_channels), ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
+    slices = out.unsqueeze(0) if split_channels else out
+    y, stats = merge_norm_fwd(slices, norm_weight, norm_bias, norm_eps)
+    return y, ckpt, slices, stats
+
+
+def _slices_shape(u, index, split_channels):
+    return ((1 if split_channels else index.shape[0]), *u.shape)
+
+
+scan2d_fwd = torch.library.custom_op("ssm_kernels::scan2d_fwd", _scan2d_fwd, mutates_args=())
 
 
 @scan2d_fwd.register_fake
-def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, delta_softplus, split_channels):
+def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
+      split_channels):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
-    return u.new_empty(u.shape, dtype=torch.float32), ckpt
+    if norm_weight is None:
+        return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
+                u.new_empty(_EMPTY, dtype=torch.float32))
+    rows = u.numel() // u.shape[-1]
+    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels)),
+            u.new_empty((2, rows), dtype=torch.float32))
 
 
-@torch.library.custom_op("ssm_kernels::scan2d_bwd", mutates_args=())
-def scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], ckpt: Tensor, dout: Tensor,
-               delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, ddt_weight or empty); ddelta in delta's dtype, the
-    rest float32."""
+def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+               delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
+               ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, ddt_weight or empty, (2, C) gradients of the norm's
+    weight and bias or empty); du and ddelta in u's and delta's dtypes, the rest float32."""
+    dnorm = u.new_empty(_EMPTY, dtype=torch.float32)
+    if norm_weight is not None:  # back through the norm: one gradient map for every direction
+        dout, dnorm = merge_norm_bwd(slices, norm_weight, stats, dout)
     du, s_dir = _direction_buffer(u, index, split_channels)
     partial = index.shape[1] < u.shape[1] * u.shape[2]
     grads = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D, delta_bias,
                         None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, partial)
     ddelta, dA, dB, dC, dD, dbias, _, ddtw = grads
-    return _merge(du, split_channels), ddelta, dA, dB, dC, dD, dbias, ddtw
+    return (du if split_channels else du.sum(0)), ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm
+
+
+scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mutates_args=())
 
 
 @scan2d_bwd.register_fake
-def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, ckpt, dout, delta_softplus, split_channels):
+def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
+      split_channels):
     f32 = dict(dtype=torch.float32, device=u.device)
-    ddelta = torch.empty_like(delta)
     ddtw = torch.empty(dt_weight.shape, **f32) if dt_weight is not None else u.new_empty(_EMPTY)
-    return (torch.empty(u.shape, **f32), ddelta, torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
-            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), torch.empty(A.shape[0], **f32), ddtw)
+    dnorm = torch.empty(2, u.shape[-1], **f32) if norm_weight is not None else u.new_empty(_EMPTY, **f32)
+    return (torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
+            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), torch.empty(A.shape[0], **f32), ddtw, dnorm)
