@@ -165,6 +165,32 @@ def test_fused_scan2d_reads_projection_slices_in_place():
     check_scan2d(x, CROSS(H, W), 2e-5, leaves=dict(leaves, proj=proj))
 
 
+@pytest.mark.parametrize("shape,dtype,autocast,tol", [
+    ((2, 5, 7, 33), torch.float32, False, 2e-6),    # 70 rows, 33 channels in a block of 64
+    ((3, 96), torch.float32, False, 2e-6),
+    ((2, 4, 6, 48), torch.bfloat16, False, 1e-2),
+    ((2, 4, 6, 48), torch.float32, True, 1e-2),     # float32 in, bfloat16 out (the next matmul's dtype)
+])
+def test_layer_norm_matches_reference(shape, dtype, autocast, tol):
+    x = (torch.randn(*shape) * 3 + 1).to(dtype).requires_grad_()
+    weight = (torch.rand(shape[-1]) + 0.5).requires_grad_()
+    bias = torch.randn(shape[-1]).requires_grad_()
+    exact = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = ssm_kernels.layer_norm(x, weight, bias, 1e-5, backend="triton")
+    ref = torch.nn.functional.layer_norm(exact[0], shape[-1:], exact[1], exact[2], 1e-5)
+    assert got.dtype == (torch.bfloat16 if autocast else dtype) and rel(got, ref) < tol
+    g = torch.randn_like(ref)
+    for name, a, b, t in zip(("x", "weight", "bias"), torch.autograd.grad(got, (x, weight, bias), g.to(got.dtype)),
+                             torch.autograd.grad(ref, exact, g), (x, weight, bias)):
+        assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+
+
+def test_layer_norm_rejects_wrong_parameter_shapes():
+    with pytest.raises(ValueError, match="weight and bias must be"):
+        ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
+
+
 def test_vmamba_block_stack_matches_across_backends():
     model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
     x = torch.randn(2, 3, 64, 32)
@@ -231,3 +257,7 @@ def test_custom_ops_pass_opcheck():
         torch.library.opcheck(tops.scan2d_fwd, (*args, True, False))
         out, ckpt, slices, stats = tops.scan2d_fwd(*args, True, False)
         torch.library.opcheck(tops.scan2d_bwd, (*args[:10], ckpt, slices, stats, torch.randn_like(out), True, False))
+    x, w, b = torch.randn(3, 5, 12), torch.rand(12) + 0.5, torch.randn(12)
+    torch.library.opcheck(tops.layer_norm_fwd, (x, w, b, 1e-5, torch.bfloat16))
+    y, stats = tops.layer_norm_fwd(x, w, b, 1e-5, torch.bfloat16)
+    torch.library.opcheck(tops.layer_norm_bwd, (x, w, stats, torch.randn_like(y)))

@@ -2,10 +2,10 @@
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
-the Triton selective scan and the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) in float32 and bfloat16, forward and backward, with
-every output buffer NaN-poisoned (an unwritten element fails), against the reference backend run in
-float64 on the same inputs. Fresh random inputs per case. Pass: relative error (||x - ref|| / ||ref||)
+the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
+read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
+the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass: relative error (||x - ref|| / ||ref||)
 under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the gradients of every input.
 
     python tools/check_kernels.py [--batch 32] [--sizes 224 512]
@@ -23,7 +23,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -61,6 +61,12 @@ def vmamba_case(batch, H, W, Dg, N, dtype, device):
     x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
     x["norm_bias"] = torch.randn(Dg, device=device)
     return x
+
+
+def norm_case(batch, H, W, C, dtype, device):
+    """The blocks' pre-norm: LayerNorm over C of a (batch, H, W, C) map."""
+    return dict(x=(torch.randn(batch, H, W, C, device=device) * 2 + 0.5).to(dtype),
+                weight=torch.rand(C, device=device) + 0.5, bias=torch.randn(C, device=device))
 
 
 class _Norm:
@@ -108,12 +114,16 @@ def main(argv=None) -> int:
             cases.append((f"selective_scan VMamba-T s{stage + 1} @{size}", "seq", (args.batch, 4, dim, 1, side * side)))
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba", (args.batch, side, side, dim, 1)))
+            cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+
+    def norm_fn(x, backend):
+        return layer_norm(**x, backend=backend)
 
     def map_fn(x, backend):
         x = dict(x)
@@ -130,8 +140,10 @@ def main(argv=None) -> int:
     for name, kind, shape in cases:
         for dtype in (torch.float32, torch.bfloat16):
             start = time.time()
-            inputs = {"seq": scan_case, "map": map_case, "vmamba": vmamba_case}[kind](*shape, dtype, device)
-            fwd, grads = compare(seq_fn if kind == "seq" else map_fn, inputs, dtype)
+            inputs = {"seq": scan_case, "map": map_case, "vmamba": vmamba_case, "norm": norm_case}[kind](
+                *shape, dtype, device)
+            fn = {"seq": seq_fn, "norm": norm_fn}.get(kind, map_fn)
+            fwd, grads = compare(fn, inputs, dtype)
             worst = max(grads, key=lambda k: (grads[k] != grads[k], grads[k]))
             ok = fwd < TOL[dtype] and all(g < TOL[dtype] for g in grads.values())
             failures += not ok

@@ -21,8 +21,8 @@ from . import reference_backend
 from .paths import ScanPaths
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
-__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "resolve_backend", "BACKEND_ENV",
-           "SelectiveScanFn", "Scan2dFn"]
+__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "layer_norm", "resolve_backend", "BACKEND_ENV",
+           "SelectiveScanFn", "Scan2dFn", "LayerNormFn"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
 _BACKENDS = {"reference": reference_backend}
@@ -89,6 +89,18 @@ class Scan2dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         return _backward("scan2d", ctx, grad_outputs)
+
+
+class LayerNormFn(torch.autograd.Function):
+    """apply(backend, (eps, out_dtype), x, weight, bias)"""
+
+    @staticmethod
+    def forward(ctx, backend, flags, x, weight, bias):
+        return _forward("layer_norm", ctx, backend, flags, (x, weight, bias))
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        return _backward("layer_norm", ctx, grad_outputs)
 
 
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
@@ -235,3 +247,23 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
 
     y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn)
     return y if out_norm is None else out_norm(y)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
+               backend: Optional[str] = None) -> torch.Tensor:
+    """LayerNorm over the last axis, for a norm whose output goes into a matmul.
+
+    The reference is ``F.layer_norm``. The Triton kernels normalise many short rows per program
+    (PyTorch's kernel gives each row a block: slow for 96..768 channels) and write the output in the
+    dtype the matmul after it reads: the autocast dtype under autocast (where ``F.layer_norm`` runs
+    in float32 and the matmul casts its input), else x's dtype. The gradient of x comes in x's dtype.
+    """
+    if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
+        raise ValueError(f"layer_norm: weight and bias must be ({x.shape[-1]},) for an input of shape {_shape(x)}, "
+                         f"got {_shape(weight)} and {_shape(bias)}")
+    name = resolve_backend(x, backend)
+    if not hasattr(_BACKENDS[name], "layer_norm_fwd"):
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    device = x.device.type
+    out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    return LayerNormFn.apply(name, (float(eps), out_dtype), x, weight, bias)

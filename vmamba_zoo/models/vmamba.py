@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ssm_kernels import CROSS
 
-from ..layers import SS2D, ConvDownsample, ConvStem, MixerBlock, Stage
+from ..layers import SS2D, ConvDownsample, ConvStem, FastLayerNorm, MixerBlock, Stage
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -65,7 +65,7 @@ class VMamba(HierarchicalSSM):
             blocks = [
                 MixerBlock(dim, SS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, d_conv=d_conv,
                                      conv_bias=conv_bias, scan=CROSS),
-                           mlp_ratio=mlp_ratio, drop_path=rates.pop(0))
+                           mlp_ratio=mlp_ratio, drop_path=rates.pop(0), norm_layer=FastLayerNorm)
                 for _ in range(depth)
             ]
             downsample = ConvDownsample(dims[i - 1], dim) if i > 0 else None

@@ -63,6 +63,11 @@ def scan2d_flop_jit(inputs, outputs) -> int:
     return flops
 
 
+def layer_norm_flop_jit(inputs, outputs) -> int:
+    """The Triton LayerNorm node, as fvcore counts ``aten::layer_norm`` with its affine parameters."""
+    return 5 * _numel(get_shape(inputs[0]))
+
+
 def global_mean_flop_jit(inputs, outputs) -> int:
     """A mean used as global pooling: one FLOP per input element, as fvcore counts adaptive_avg_pool2d."""
     return _numel(get_shape(inputs[0]))
@@ -87,6 +92,7 @@ def exact_einsum_flop_jit(inputs, outputs) -> int:
 FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
+    "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,
 }

@@ -1,7 +1,7 @@
-"""The Triton backend: selective scan and fused 2-D scan, forward and backward.
+"""The Triton backend: selective scan, fused 2-D scan and LayerNorm, forward and backward.
 
 Implements the backend protocol of :mod:`ssm_kernels.ops` (``selective_scan_fwd/bwd``,
-``scan2d_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors, and on CPU tensors
+``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors, and on CPU tensors
 under ``TRITON_INTERPRET=1`` (set before importing this package), which is how CI tests it.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 
 from . import ops as _ops  # registers the torch.library custom ops
 
-__all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd"]
+__all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd", "layer_norm_fwd", "layer_norm_bwd"]
 
 
 def _c(t):
@@ -85,3 +85,18 @@ def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
              None if dt_weight is None else ddtw.to(dt_weight.dtype),
              None if dnorm is None else dnorm[0], None if dnorm is None else dnorm[1]]
     return [g if need else None for g, need in zip(grads, needs_grad)]
+
+
+def layer_norm_fwd(inputs, flags):
+    x, weight, bias = inputs
+    eps, out_dtype = flags
+    x = x.contiguous()
+    y, stats = op("layer_norm_fwd")(x, weight.contiguous(), bias.contiguous(), eps, out_dtype)
+    return (y,), (x, weight, stats)
+
+
+def layer_norm_bwd(saved, grad_outputs, flags, needs_grad):
+    x, weight, stats = saved
+    dx, dwb = op("layer_norm_bwd")(x, weight.contiguous(), stats, grad_outputs[0].contiguous())
+    dwb = dwb.to(weight.dtype)
+    return [g if need else None for g, need in zip((dx, dwb[0], dwb[1]), needs_grad)]

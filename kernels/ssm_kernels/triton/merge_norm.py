@@ -1,4 +1,5 @@
-"""Merge the K directions' output slices and LayerNorm the merged map, in one pass (forward and backward).
+"""Merge the K directions' output slices and LayerNorm the merged map, in one pass (forward and backward);
+with K = 1, a plain LayerNorm over the last axis.
 
 VMamba's mixer sums the K directions onto the map and normalises it over channels (its ``out_norm``).
 Done as three PyTorch ops (a sum over K into float32, ``layer_norm``, the cast for the next matmul)
@@ -72,10 +73,33 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, r
     tl.atomic_add(dwb_ptr + C + c, db, mask=c < C, sem="relaxed")
 
 
+@triton.jit
+def merge_kernel(x_ptr, y_ptr, K, n, BLOCK: tl.constexpr):
+    """y = the sum of the K contiguous slices of x (n elements each), accumulated in float32."""
+    off = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = off < n
+    acc = tl.zeros([BLOCK], tl.float32)
+    ptr = x_ptr + off
+    for _ in range(K):
+        acc += tl.load(ptr, mask=m, other=0.0).to(tl.float32)
+        ptr += n
+    tl.store(y_ptr + off, acc.to(y_ptr.dtype.element_ty), mask=m)
+
+
+def merge(slices: torch.Tensor, out_dtype=None) -> torch.Tensor:
+    """The sum of (K, ...) contiguous slices over K, in ``out_dtype`` (default: the slices'). PyTorch's
+    sum over a leading axis of 4 ran at a third of the copy bandwidth."""
+    y = torch.empty(slices.shape[1:], dtype=out_dtype or slices.dtype, device=slices.device)
+    n = y.numel()
+    merge_kernel[(triton.cdiv(n, 2048),)](slices, y, slices.shape[0], n, BLOCK=2048, num_warps=4)
+    return y
+
+
 @functools.lru_cache(maxsize=None)
 def _programs(device: torch.device) -> int:
-    """Programs of the backward: four per SM (one SM's worth under the interpreter)."""
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    """Programs of the backward: 16 per SM (each walks a few blocks of rows, then adds its weight and
+    bias gradients once); 4 under the interpreter."""
+    return 16 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def _block(C: int):
@@ -84,12 +108,12 @@ def _block(C: int):
     return max(1, 4096 // BC), BC, 4 if BC <= 512 else 8
 
 
-def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
-    """slices (K, ..., C), contiguous -> (LayerNorm of their sum in slices' dtype, (2, rows) float32 mean
-    and 1/std per row)."""
+def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype=None):
+    """slices (K, ..., C), contiguous -> (LayerNorm of their sum in ``out_dtype`` (default: the slices'),
+    (2, rows) float32 mean and 1/std per row). K = 1: a plain LayerNorm."""
     K, C = slices.shape[0], slices.shape[-1]
     rows = slices[0].numel() // C
-    y = torch.empty(slices.shape[1:], dtype=slices.dtype, device=slices.device)
+    y = torch.empty(slices.shape[1:], dtype=out_dtype or slices.dtype, device=slices.device)
     stats = torch.empty(2, rows, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     merge_norm_fwd_kernel[(triton.cdiv(rows, BM),)](slices, weight, bias, y, stats, K, rows, C, rows * C, eps,
@@ -97,11 +121,12 @@ def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return y, stats
 
 
-def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, dy: torch.Tensor):
-    """(d(sum of the slices) as one float32 map, (2, C) float32 gradients of weight and bias)."""
+def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, dy: torch.Tensor,
+                   dx_dtype=torch.float32):
+    """(d(sum of the slices) as one map in ``dx_dtype``, (2, C) float32 gradients of weight and bias)."""
     K, C = slices.shape[0], slices.shape[-1]
     rows = slices[0].numel() // C
-    dx = torch.empty(slices.shape[1:], dtype=torch.float32, device=slices.device)
+    dx = torch.empty(slices.shape[1:], dtype=dx_dtype, device=slices.device)
     dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     merge_norm_bwd_kernel[(min(triton.cdiv(rows, BM), _programs(dx.device)),)](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C,

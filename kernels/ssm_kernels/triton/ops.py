@@ -15,7 +15,7 @@ import triton
 from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
-from .merge_norm import merge_norm_bwd, merge_norm_fwd
+from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
 
 _EMPTY = (0,)
 
@@ -274,9 +274,9 @@ def _direction_buffer(u, index, split_channels):
     return buf, (0 if split_channels else u.numel())
 
 
-def _merge(buf, split_channels):
-    """The K directions' slices summed onto one float32 map (one slice: its channel groups)."""
-    return buf.float() if split_channels else buf.sum(0, dtype=torch.float32)
+def _merge(buf, split_channels, dtype=torch.float32):
+    """The K directions' slices summed onto one map (one slice: its channel groups)."""
+    return buf.to(dtype) if split_channels else merge(buf, dtype)
 
 
 def _map_layout(u, delta, B, index, split_channels, dt_weight):
@@ -340,7 +340,7 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     grads = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D, delta_bias,
                         None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, partial)
     ddelta, dA, dB, dC, dD, dbias, _, ddtw = grads
-    return (du if split_channels else du.sum(0)), ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm
+    return _merge(du, split_channels, u.dtype), ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm
 
 
 scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mutates_args=())
@@ -354,3 +354,32 @@ def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, sli
     dnorm = torch.empty(2, u.shape[-1], **f32) if norm_weight is not None else u.new_empty(_EMPTY, **f32)
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
             torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), torch.empty(A.shape[0], **f32), ddtw, dnorm)
+
+
+# ---- layer_norm (the merge-norm kernels with one slice) -------------------------------------
+
+def _layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dtype: torch.dtype
+                    ) -> Tuple[Tensor, Tensor]:
+    """(LayerNorm of x (..., C), contiguous, over C in ``out_dtype``, (2, rows) float32 mean and 1/std)."""
+    return merge_norm_fwd(x.unsqueeze(0), weight, bias, eps, out_dtype)
+
+
+layer_norm_fwd = torch.library.custom_op("ssm_kernels::layer_norm_fwd", _layer_norm_fwd, mutates_args=())
+
+
+@layer_norm_fwd.register_fake
+def _(x, weight, bias, eps, out_dtype):
+    return x.new_empty(x.shape, dtype=out_dtype), x.new_empty((2, x.numel() // x.shape[-1]), dtype=torch.float32)
+
+
+def _layer_norm_bwd(x: Tensor, weight: Tensor, stats: Tensor, dy: Tensor) -> Tuple[Tensor, Tensor]:
+    """(dx in x's dtype, (2, C) float32 gradients of weight and bias)."""
+    return merge_norm_bwd(x.unsqueeze(0), weight, stats, dy, x.dtype)
+
+
+layer_norm_bwd = torch.library.custom_op("ssm_kernels::layer_norm_bwd", _layer_norm_bwd, mutates_args=())
+
+
+@layer_norm_bwd.register_fake
+def _(x, weight, stats, dy):
+    return torch.empty_like(x), x.new_empty((2, x.shape[-1]), dtype=torch.float32)
