@@ -1,4 +1,5 @@
-"""Public scan ops: argument checks, backend choice, and one autograd node per op.
+"""Public scan ops (and ``layer_norm``, on the kernels of the scan's fused output norm): argument checks,
+backend choice, and one autograd node per op.
 
 Each op runs as a single ``torch.autograd.Function`` whatever the backend, so that a traced graph
 (fvcore's FLOP counter, ``torch.jit.trace``) sees one node per scan (``SelectiveScanFn``) with its
@@ -21,8 +22,8 @@ from . import reference_backend
 from .paths import ScanPaths
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
-__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "layer_norm", "resolve_backend", "BACKEND_ENV",
-           "SelectiveScanFn", "Scan2dFn", "LayerNormFn"]
+__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "layer_norm", "resolve_backend",
+           "BACKEND_ENV", "SelectiveScanFn", "Scan2dFn", "LayerNormFn"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
 _BACKENDS = {"reference": reference_backend}

@@ -1,8 +1,9 @@
 """The Triton backend: selective scan, fused 2-D scan and LayerNorm, forward and backward.
 
 Implements the backend protocol of :mod:`ssm_kernels.ops` (``selective_scan_fwd/bwd``,
-``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors, and on CPU tensors
-under ``TRITON_INTERPRET=1`` (set before importing this package), which is how CI tests it.
+``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors,
+and on CPU tensors under ``TRITON_INTERPRET=1`` (set before importing this package), which is how
+CI tests it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from . import ops as _ops  # registers the torch.library custom ops
 
-__all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd", "layer_norm_fwd", "layer_norm_bwd"]
+__all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd", "layer_norm_fwd",
+           "layer_norm_bwd"]
 
 
 def _c(t):

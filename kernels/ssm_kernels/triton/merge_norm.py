@@ -135,6 +135,7 @@ def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tens
     dx = torch.empty(slices.shape[1:], dtype=dx_dtype, device=slices.device)
     dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
-    merge_norm_bwd_kernel[(_programs(dx.device, triton.cdiv(rows, BM)),)](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C,
-                                                   rows * C, BM=BM, BC=BC, num_warps=warps)
+    grid = (_programs(dx.device, triton.cdiv(rows, BM)),)
+    merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C, rows * C,
+                                BM=BM, BC=BC, num_warps=warps)
     return dx, dwb
