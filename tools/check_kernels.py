@@ -5,8 +5,9 @@ For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N =
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
 read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
-the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass: relative error (||x - ref|| / ||ref||)
-under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the gradients of every input.
+the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
+relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
+gradients of every input.
 
     python tools/check_kernels.py [--batch 32] [--sizes 224 512]
     TRITON_INTERPRET=1 python tools/check_kernels.py --device cpu --batch 1 --sizes 32   # dry run on CPU
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"selective_scan VMamba-T s{stage + 1} @{size}", "seq", (args.batch, 4, dim, 1, side * side)))
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
-            cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba", (args.batch, side, side, dim, 1)))
+            cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
+                          (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
@@ -134,15 +136,17 @@ def main(argv=None) -> int:
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    # each kind of case: (its inputs, the op that runs them)
+    kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
+             "norm": (norm_case, norm_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0
     for name, kind, shape in cases:
         for dtype in (torch.float32, torch.bfloat16):
             start = time.time()
-            inputs = {"seq": scan_case, "map": map_case, "vmamba": vmamba_case, "norm": norm_case}[kind](
-                *shape, dtype, device)
-            fn = {"seq": seq_fn, "norm": norm_fn}.get(kind, map_fn)
+            make_inputs, fn = kinds[kind]
+            inputs = make_inputs(*shape, dtype, device)
             fwd, grads = compare(fn, inputs, dtype)
             worst = max(grads, key=lambda k: (grads[k] != grads[k], grads[k]))
             ok = fwd < TOL[dtype] and all(g < TOL[dtype] for g in grads.values())

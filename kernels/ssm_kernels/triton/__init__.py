@@ -82,7 +82,7 @@ def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
         slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels)
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
-    grads = [du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+    grads = [du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),  # du, ddelta: already in u's, delta's dtypes
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,
              None if dt_weight is None else ddtw.to(dt_weight.dtype),
              None if dnorm is None else dnorm[0], None if dnorm is None else dnorm[1]]

@@ -160,15 +160,14 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
     # for the two batched matmuls through the projection. Positions a direction never visits (paths
     # over a sub-grid) get nothing written, hence zeros for partial paths. dB, dC: contiguous in B's
-    # shape (B itself may be a view).
+    # shape (B itself may be a view). Their strides come from the buffers.
     maps = delta.dim() == 5
-    if dtw is not None:
-        shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg)
-        g_strides = (shape[2] * layout.Dg, layout.batch * shape[2] * layout.Dg, 1, layout.Dg)
-    else:
-        shape = delta.shape
+    shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) if dtw is not None else delta.shape
     ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
-    if dtw is None:
+    if dtw is not None:
+        sk, sb, sp, sc = ddelta.stride()
+        g_strides = (sb, sk, sc, sp)
+    else:
         g_strides = _per_direction(ddelta) if maps else layout.delta
     dA = torch.zeros(A.shape, **f32)
     dB = torch.zeros(B.shape, **f32)
