@@ -191,6 +191,12 @@ def test_layer_norm_rejects_wrong_parameter_shapes():
         ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
 
 
+def test_scan2d_rejects_an_out_norm_over_other_channels():
+    x = map_inputs(1, 3, 4, 4, 5, 1, torch.float32, rank=2)
+    with pytest.raises(ValueError, match="out_norm must normalise the 5 channels"):
+        scan2d(**x, paths=CROSS(3, 4), backend="triton", out_norm=torch.nn.LayerNorm(6))
+
+
 def test_vmamba_block_stack_matches_across_backends():
     model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
     x = torch.randn(2, 3, 64, 32)
