@@ -47,10 +47,12 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     NP = triton.next_power_of_2(d_state)
     RP = max(16, triton.next_power_of_2(rank)) if rank else 1           # tl.dot's smallest size
     BL = TUNING.get("BL") or min(16 if NP == 1 else 8, max(8, triton.next_power_of_2(length)))
-    if rank:
-        BL = max(BL, 16)
+    if rank:              # tl.dot's smallest size; at N=1 the v7 sweep preferred 32 at s1 and s3 (not s4)
+        BL = TUNING.get("BL") or (32 if NP == 1 and length >= 128 else 16)
     if NP > 1:            # lanes over 8 channels x 4 states, 4 states per thread
         fwd, bwd = (8, 1, 3), (8, 1, 3)
+    elif rank:            # fused scan2d: a forward program takes 64 channels (2 per lane) up to rank 32
+        fwd, bwd = (64 if RP <= 32 else 16, 1, 1), (16, 1, 3 if length >= 1024 else 1)
     else:                 # lanes over 16 channels x 2 step groups
         fwd, bwd = (16, 1, 1), (16, 1, 1)
     BD, warps, stages = bwd if backward else fwd
@@ -68,6 +70,17 @@ def _dot_in_float32(delta: Tensor) -> bool:
     Triton's interpreter, whose tl.dot returns garbage for bfloat16 operands (Triton 3.8: ~1e10 errors
     on a 16x16 product; float16 and float32 are right), so CI checks that path in float32 only."""
     return delta.dtype == torch.float32 or (_INTERPRETED and delta.dtype == torch.bfloat16)
+
+
+def _check_offsets(*tensors: Optional[Tensor]) -> None:
+    """The kernels address each batch element (and direction) from an int64 base with int32 offsets:
+    refuse tensors whose span within one batch element does not fit them."""
+    for t in tensors:
+        if t is not None and t.dim() > 1:
+            span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape[1:], t.stride()[1:]))
+            if span >= 2 ** 31:
+                raise ValueError(f"scan kernels: a tensor of shape {tuple(t.shape)} spans {span} elements per batch "
+                                 "element; the Triton kernels address at most 2**31 - 1 (split the batch or the map)")
 
 
 def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -133,6 +146,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
                 store_last, store_states):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last, states, ckpt)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
+    _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
     ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
     n_chunks = ckpt.shape[2]
@@ -144,7 +158,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         out, last, states, ckpt,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), STORE_STATES=store_states,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), APPROX_LOG=not _INTERPRETED, STORE_STATES=store_states,
         STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     return last, states, ckpt
@@ -156,6 +170,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = triton.cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
+    _check_offsets(u, delta, B, C, z, dout)
     f32 = dict(device=u.device, dtype=torch.float32)
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
     # for the two batched matmuls through the projection. Positions a direction never visits (paths
@@ -183,7 +198,8 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir, *g_strides,
         *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), HAS_DSTATES=dstates is not None,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), APPROX_LOG=not _INTERPRETED,
+        HAS_DSTATES=dstates is not None,
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     empty = u.new_empty(_EMPTY)
