@@ -191,6 +191,13 @@ def test_layer_norm_rejects_wrong_parameter_shapes():
         ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
 
 
+def test_kernels_refuse_tensors_beyond_int32_offsets():
+    from ssm_kernels.triton.ops import _check_offsets
+    _check_offsets(torch.empty(2, 2 ** 15, 2 ** 15, device="meta"))           # 2**30 per batch element: fine
+    with pytest.raises(ValueError, match=r"spans 2147483648 elements per batch element"):
+        _check_offsets(torch.empty(2, 2 ** 16, 2 ** 15, device="meta"))
+
+
 def test_scan2d_rejects_an_out_norm_over_other_channels():
     x = map_inputs(1, 3, 4, 4, 5, 1, torch.float32, rank=2)
     with pytest.raises(ValueError, match="out_norm must normalise the 5 channels"):

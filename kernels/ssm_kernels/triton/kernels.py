@@ -46,18 +46,45 @@ def _combine_adjoint(f2, p2, g2, f1, p1, g1):
     return f1, p1 * f2 * p2, g1 + p1 * f2 * g2
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+# The transcendentals. tl.exp, tl.log and tl.sigmoid lower to range-checked sequences (libdevice's
+# logf alone is ~20 instructions); on the GPU (FAST_MATH) we issue the bare special-function
+# instructions, relative error ~2**-22, results below 2**-126 flushed to zero (decays, tiny steps).
+# This took the forward's chunk loop from 751 to 573 instructions (sm_90 SASS, tools/kernel_sass.py).
+# Inline PTX cannot run under Triton's interpreter, which takes the tl functions.
 @triton.jit
-def _softplus(x, APPROX_LOG: tl.constexpr):
-    # tl.log is libdevice's logf, ~20 instructions; the hardware's lg2.approx (one special-function op,
-    # relative error ~2^-22) took the forward loop from 751 to 573 instructions per chunk (sm_90 SASS).
-    # Inline PTX cannot run under Triton's interpreter, which takes tl.log.
-    if APPROX_LOG:
-        lg2 = tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [1.0 + tl.exp(x)], dtype=tl.float32,
-                                        is_pure=True, pack=1)
-        sp = lg2 * 0.6931471805599453
+def _exp2(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
     else:
-        sp = tl.log(1.0 + tl.exp(x))
-    return tl.where(x <= 20.0, sp, x)
+        return tl.exp2(x)
+
+
+@triton.jit
+def _log2(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.log2(x)
+
+
+@triton.jit
+def _sigmoid(x, FAST_MATH: tl.constexpr):
+    if FAST_MATH:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + _exp2(-x * LOG2E, FAST_MATH)],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.sigmoid(x)
+
+
+@triton.jit
+def _softplus(x, FAST_MATH: tl.constexpr):
+    return tl.where(x <= 20.0, _log2(1.0 + _exp2(x * LOG2E, FAST_MATH), FAST_MATH) * LN2, x)
 
 
 @triton.jit
@@ -71,7 +98,7 @@ def _positions(idx_ptr, k, t, tmask, L, HAS_INDEX: tl.constexpr):
 @triton.jit
 def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
                HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, RP: tl.constexpr, DOT_F32: tl.constexpr,
-               APPROX_LOG: tl.constexpr):
+               FAST_MATH: tl.constexpr):
     """(pre-softplus step size with bias, step size (0 where masked)), both (BL, BD)."""
     if HAS_DT_PROJ:  # delta[t, d] = sum_r low[t, r] * W[d, r]: a small matrix product (BL, RP >= 16)
         r = tl.arange(0, RP)
@@ -85,7 +112,7 @@ def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
         raw = tl.load(dt_ptr + (pos[:, None] * sd_l + d[None, :] * sd_d), mask=m_td, other=0.0)
         raw = raw.to(tl.float32)
     raw = raw + bias[None, :]
-    dt = _softplus(raw, APPROX_LOG) if SOFTPLUS else raw
+    dt = _softplus(raw, FAST_MATH) if SOFTPLUS else raw
     return raw, tl.where(m_td, dt, 0.0)
 
 
@@ -126,7 +153,7 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks,
 def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
            u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
            HAS_INDEX: tl.constexpr, HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
-           APPROX_LOG: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr):
+           FAST_MATH: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr):
     """Chunk c's inputs, read the same way by the forward and the backward: its steps t and their
     positions, the masks and offsets of (step, channel) and (step, state) tiles, u, the step size
     before and after softplus, B, C, and the recurrence's decays a and inputs x, (BL, NP, BD).
@@ -141,11 +168,11 @@ def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
     u_off = pos[:, None] * su_l + d[None, :] * su_d
     u = tl.load(u_at + u_off, mask=m_td, other=0.0).to(tl.float32)
     raw, dt = _step_size(dt_at, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R, HAS_DT_PROJ, SOFTPLUS, RP, DOT_F32,
-                         APPROX_LOG)
+                         FAST_MATH)
     bc_off = pos[:, None] * sb_l + n[None, :] * sb_n
     Bv = tl.load(B_at + bc_off, mask=m_tn, other=0.0).to(tl.float32)
     Cv = tl.load(C_at + bc_off, mask=m_tn, other=0.0).to(tl.float32)
-    a = tl.exp(dt[:, None, :] * A[None, :, :])
+    a = _exp2(dt[:, None, :] * (A * LOG2E)[None, :, :], FAST_MATH)
     x = Bv[:, :, None] * (dt * u)[:, None, :]
     return t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x
 
@@ -160,7 +187,7 @@ def scan_fwd_kernel(
     sb_b, sb_k, sb_n, sb_l,
     s_dir,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
-    HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, APPROX_LOG: tl.constexpr,
+    HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
     STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
@@ -174,7 +201,7 @@ def scan_fwd_kernel(
     for c in tl.range(0, n_chunks, num_stages=STAGES):
         t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
             c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, APPROX_LOG, BL, RP)
+            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
         hs = x_cum + a_cum * h[None, :, :]
         y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
@@ -187,7 +214,7 @@ def scan_fwd_kernel(
             y += Dv[None, :] * u
         if HAS_Z:
             z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
-            y = y * z * tl.sigmoid(z)
+            y = y * z * _sigmoid(z, FAST_MATH)
         tl.store(out_ptr + (k.to(tl.int64) * s_dir + u_base) + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
     if STORE_LAST:  # (batch, K*Dg, N)
         tl.store(last_ptr + (b * K * Dg + channel[None, :]) * N + n[:, None], h, mask=m_nd)
@@ -204,7 +231,7 @@ def scan_bwd_kernel(
     sb_b, sb_k, sb_n, sb_l,
     s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
-    HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, APPROX_LOG: tl.constexpr,
+    HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
     HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
@@ -235,7 +262,7 @@ def scan_bwd_kernel(
         c = n_chunks - 1 - i
         t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
             c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, APPROX_LOG, BL, RP)
+            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
         # this chunk's states, from the state saved at the end of the previous chunk
         h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
@@ -245,7 +272,7 @@ def scan_bwd_kernel(
         dout = tl.load(dout_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
         if HAS_Z:
             z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
-            sig = tl.sigmoid(z)
+            sig = _sigmoid(z, FAST_MATH)
             y = tl.sum(h * Cv[:, :, None], axis=1) + Dv[None, :] * u
             tl.store(dz_ptr + u_base + u_off, (dout * y * sig * (1.0 + z * (1.0 - sig))).to(dz_ptr.dtype.element_ty), mask=m_td)
             dy = dout * z * sig
@@ -270,7 +297,7 @@ def scan_bwd_kernel(
         dB = tl.sum(s * (dt * u)[:, None, :], axis=2)                         # (BL, NP)
         dC = tl.sum(h * dy[:, None, :], axis=2)
         if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(raw)
+            ddt = ddt * _sigmoid(raw, FAST_MATH)
         ddt = tl.where(m_td, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=0)
         g_off = pos[:, None] * sg_l + d[None, :] * sg_d
