@@ -57,28 +57,24 @@ LN2 = tl.constexpr(0.6931471805599453)
 # (sm_90 SASS, tools/kernel_sass.py; kernels/NOTES.md).
 # Inline PTX cannot run under Triton's interpreter, which takes the tl functions.
 @triton.jit
+def _ptx(x, ASM: tl.constexpr):
+    return tl.inline_asm_elementwise(ASM, "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def _exp2(x, FAST_MATH: tl.constexpr):
-    if FAST_MATH:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.exp2(x)
+    return _ptx(x, "ex2.approx.ftz.f32 $0, $1;") if FAST_MATH else tl.exp2(x)
 
 
 @triton.jit
 def _log2(x, FAST_MATH: tl.constexpr):
-    if FAST_MATH:
-        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.log2(x)
+    return _ptx(x, "lg2.approx.ftz.f32 $0, $1;") if FAST_MATH else tl.log2(x)
 
 
 @triton.jit
 def _sigmoid(x, FAST_MATH: tl.constexpr):
     if FAST_MATH:
-        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + _exp2(-x * LOG2E, FAST_MATH)],
-                                         dtype=tl.float32, is_pure=True, pack=1)
+        return _ptx(1.0 + _exp2(-x * LOG2E, FAST_MATH), "rcp.approx.ftz.f32 $0, $1;")
     else:
         return tl.sigmoid(x)
 
