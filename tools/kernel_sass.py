@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
@@ -42,20 +43,26 @@ POINTERS = dict(u="bf16", dt="bf16", A="fp32", B="bf16", C="bf16", D="fp32", bia
 
 
 def launch_arguments(stage: int, backward: bool, overrides: dict):
-    """(integer arguments, constexpr flags, num_warps) of one scan2d launch at a VMamba-T stage."""
+    """(integer arguments, constexpr flags, num_warps) of one scan2d launch at a VMamba-T stage, batch
+    128, with the strides the launchers derive (meta tensors: nothing is allocated)."""
     Dg, side = STAGES[stage]
-    L, N, R = side * side, 1, math.ceil(Dg / 16)
+    batch, L, N, R = 128, side * side, 1, math.ceil(Dg / 16)
+    meta = dict(device="meta")
+    u = torch.empty(batch, side, side, Dg, **meta)
+    x_proj = torch.empty(batch, side, side, K, R + 2 * N, **meta)       # VMamba reads dt, B, C from it in place
+    low, B = x_proj[..., :R], x_proj[..., R:R + N]
+    layout = ops._map_layout(u, low, B, torch.empty(K, L, dtype=torch.int64, **meta), False,
+                             torch.empty(K, Dg, R, **meta))
     BD, NP, RP, BL, warps, stages = ops._blocks(Dg, N, L, backward, R)
     BD, BL = overrides.get("BD") or BD, overrides.get("BL") or BL
     warps, stages = overrides.get("warps") or warps, overrides.get("stages") or stages
-    row = K * (R + 2 * N)                                  # x_proj's output per position: dt, B, C of K directions
-    u_strides = dict(su_b=L * Dg, su_k=0, su_d=1, su_l=Dg)
-    view = dict(b=L * row, k=R + 2 * N, d=1, l=row)        # dt, B and C are views of that output
-    ints = dict(L=L, Dg=Dg, N=N, R=R, n_chunks=triton.cdiv(L, BL), **u_strides,
-                **{f"sd_{a}": v for a, v in view.items()}, **{f"sb_{a}": v for a, v in view.items()}, sb_n=1,
-                s_dir=128 * L * Dg,                               # batch 128: the size of one slice
-                sg_b=L * Dg, sg_k=128 * L * Dg, sg_d=1, sg_l=Dg,       # (K, batch, positions, Dg) step-size gradient
-                sdb_b=L * K * N, sdb_k=N, sdb_n=1, sdb_l=K * N)        # dB, dC contiguous in B's shape
+    names = [f"{p}_{s}" for p in ("su", "sd", "sb") for s in ("b", "k", "d", "l")]
+    ints = dict(zip(names, layout.strides()), L=L, Dg=Dg, N=N, R=R, n_chunks=triton.cdiv(L, BL), s_dir=u.numel())
+    ints["sb_n"] = ints.pop("sb_d")
+    # the backward's gradient buffers: the step size's as (K, batch, positions, Dg), dB and dC in B's shape
+    sk, sb, sp, sc = torch.empty(K, batch, L, Dg, **meta).stride()
+    ints.update(sg_b=sb, sg_k=sk, sg_d=sc, sg_l=sp)
+    ints.update(zip(("sdb_b", "sdb_k", "sdb_n", "sdb_l"), ops._per_direction(torch.empty(B.shape, **meta))))
     flags = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=False, HAS_INDEX=True, HAS_DT_PROJ=True, SOFTPLUS=True,
                  DOT_F32=False, FAST_MATH=True, STORE_STATES=False, STORE_LAST=False, HAS_DSTATES=False,
                  HAS_DLAST=False, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages)
@@ -93,8 +100,8 @@ _INSTRUCTION = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-
 
 def instructions(sass: str):
     """(address, opcode, modifiers, operands) of every instruction."""
-    return [(int(m.group(1), 16), m.group(2), m.group(3), m.group(4)) for m in map(_INSTRUCTION.match, sass.splitlines())
-            if m]
+    matches = (_INSTRUCTION.match(line) for line in sass.splitlines())
+    return [(int(m.group(1), 16), m.group(2), m.group(3), m.group(4)) for m in matches if m]
 
 
 def chunk_loop(code) -> list:
@@ -136,7 +143,8 @@ def main(argv=None) -> int:
         args.sass.write_text(sass)
     s = summary(instructions(sass), flags, warps)
     print(f"scan2d {args.pass_}, VMamba-T stage {args.stage} (Dg={ints['Dg']}, L={ints['L']}, R={ints['R']}), "
-          f"BD={flags['BD']} BL={flags['BL']} warps={warps} stages={flags['STAGES']}, sm_90, Triton {triton.__version__}")
+          f"BD={flags['BD']} BL={flags['BL']} warps={warps} stages={flags['STAGES']}, "
+          f"sm_90, Triton {triton.__version__}")
     print(f"chunk loop: {s['loop']} instructions, {s['per_element']:.1f} per element and thread, "
           f"{s['shuffles']:.1f} shuffles per element; {s['spills']} spill instructions in the kernel")
     print("mix: " + ", ".join(f"{op} {n}" for op, n in s["mix"].most_common(16)))

@@ -197,8 +197,8 @@ def scan_fwd_kernel(
     h = tl.zeros([NP, BD], tl.float32)
     for c in tl.range(0, n_chunks, num_stages=STAGES):
         t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
         hs = x_cum + a_cum * h[None, :, :]
         y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
@@ -258,8 +258,8 @@ def scan_bwd_kernel(
     for i in tl.range(0, n_chunks, num_stages=STAGES):
         c = n_chunks - 1 - i
         t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
         # this chunk's states, from the state saved at the end of the previous chunk
         h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
@@ -271,7 +271,8 @@ def scan_bwd_kernel(
             z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
             sig = _sigmoid(z, FAST_MATH)
             y = tl.sum(h * Cv[:, :, None], axis=1) + Dv[None, :] * u
-            tl.store(dz_ptr + u_base + u_off, (dout * y * sig * (1.0 + z * (1.0 - sig))).to(dz_ptr.dtype.element_ty), mask=m_td)
+            dz = dout * y * sig * (1.0 + z * (1.0 - sig))
+            tl.store(dz_ptr + u_base + u_off, dz.to(dz_ptr.dtype.element_ty), mask=m_td)
             dy = dout * z * sig
         else:
             dy = dout

@@ -46,9 +46,11 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     """
     NP = triton.next_power_of_2(d_state)
     RP = max(16, triton.next_power_of_2(rank)) if rank else 1           # tl.dot's smallest size
-    BL = TUNING.get("BL") or min(16 if NP == 1 else 8, max(8, triton.next_power_of_2(length)))
-    if rank:              # tl.dot's smallest size; at N=1 the v7 sweep preferred 32 at s1 and s3 (not s4)
-        BL = TUNING.get("BL") or (32 if NP == 1 and length >= 128 else 16)
+    if rank:              # at least tl.dot's smallest size; at N=1 the v7 sweep preferred 32 at s1, s3 (not s4)
+        BL = 32 if NP == 1 and length >= 128 else 16
+    else:
+        BL = min(16 if NP == 1 else 8, max(8, triton.next_power_of_2(length)))
+    BL = TUNING.get("BL") or BL
     if NP > 1:            # lanes over 8 channels x 4 states, 4 states per thread
         fwd, bwd = (8, 1, 3), (8, 1, 3)
     elif rank:            # fused scan2d: a forward program takes 64 channels (2 per lane) up to rank 32
@@ -158,8 +160,8 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         out, last, states, ckpt,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED, STORE_STATES=store_states,
-        STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
+        STORE_STATES=store_states, STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     return last, states, ckpt
 
