@@ -7,6 +7,7 @@ a call does not need is an empty tensor. Each op ``name`` is also importable as 
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
 from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
+from .projection import projection_grads
 
 _EMPTY = (0,)
 
@@ -41,26 +43,34 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     The kernels' tiles are (BL, NP, BD) with the lanes over channels (then states) and time inside
     each thread, so a program's BD * NP should cover its warps' lanes, and BL * NP bounds each
     thread's registers per tile. Chosen by tools/bench_kernels.py --sweep on an H100 (see
-    kernels/NOTES.md). BL depends on the shapes only, not on the pass, so that the backward's chunks
-    are the forward's (whose end states it reads).
+    kernels/NOTES.md), then by TUNING. BL depends on the shapes only, not on the pass, so that the
+    backward's chunks are the forward's (whose end states it reads).
     """
+    BD, NP, RP, BL, warps, stages = _heuristics(groups_dim, d_state, length, backward, rank)
+    if not TUNING:
+        return BD, NP, RP, BL, warps, stages
+    override = TUNING.get("bwd" if backward else "fwd", {})
+    return (override.get("BD", BD), NP, RP, TUNING.get("BL") or BL, override.get("warps", warps),
+            override.get("stages", stages))
+
+
+@functools.lru_cache(maxsize=None)  # every launch asks: an eager step is bound by the host
+def _heuristics(groups_dim: int, d_state: int, length: int, backward: bool, rank: int):
     NP = triton.next_power_of_2(d_state)
     RP = max(16, triton.next_power_of_2(rank)) if rank else 1           # tl.dot's smallest size
     if rank:              # at least tl.dot's smallest size; at N=1 the v7 sweep preferred 32 at s1, s3 (not s4)
         BL = 32 if NP == 1 and length >= 128 else 16
     else:
         BL = min(16 if NP == 1 else 8, max(8, triton.next_power_of_2(length)))
-    BL = TUNING.get("BL") or BL
     if NP > 1:            # lanes over 8 channels x 4 states, 4 states per thread
         fwd, bwd = (8, 1, 3), (8, 1, 3)
     elif rank:            # fused scan2d: a forward program takes 64 channels (2 per lane) up to rank 32
-        fwd, bwd = (64 if RP <= 32 else 16, 1, 1), (16, 1, 3 if length >= 1024 else 1)
+        fwd = (64, 1, 2) if RP <= 32 else (16, 1, 1)
+        bwd = (16, 1, 2 if length >= 512 else 1)
     else:                 # lanes over 16 channels x 2 step groups
         fwd, bwd = (16, 1, 1), (16, 1, 1)
     BD, warps, stages = bwd if backward else fwd
-    BD = min(BD, max(8, triton.next_power_of_2(groups_dim)))
-    override = TUNING.get("bwd" if backward else "fwd", {})
-    return (override.get("BD", BD), NP, RP, BL, override.get("warps", warps), override.get("stages", stages))
+    return min(BD, max(8, triton.next_power_of_2(groups_dim))), NP, RP, BL, warps, stages
 
 
 #: Triton reads this when it decorates the kernels, i.e. at import: so do we.
@@ -78,11 +88,15 @@ def _check_offsets(*tensors: Optional[Tensor]) -> None:
     """The kernels address each batch element (and direction) from an int64 base with int32 offsets:
     refuse tensors whose span within one batch element does not fit them."""
     for t in tensors:
-        if t is not None and t.dim() > 1:
-            span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape[1:], t.stride()[1:]))
-            if span >= 2 ** 31:
-                raise ValueError(f"scan kernels: a tensor of shape {tuple(t.shape)} spans {span} elements per batch "
-                                 "element; the Triton kernels address at most 2**31 - 1 (split the batch or the map)")
+        span = _span(t.shape[1:], t.stride()[1:]) if t is not None and t.dim() > 1 else 0
+        if span >= 2 ** 31:
+            raise ValueError(f"scan kernels: a tensor of shape {tuple(t.shape)} spans {span} elements per batch "
+                             "element; the Triton kernels address at most 2**31 - 1 (split the batch or the map)")
+
+
+@functools.lru_cache(maxsize=4096)
+def _span(shape, strides) -> int:
+    return 1 + sum((size - 1) * stride for size, stride in zip(shape, strides))
 
 
 def _maybe(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -173,9 +187,8 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     n_chunks = triton.cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
     _check_offsets(u, delta, B, C, z, dout)
-    f32 = dict(device=u.device, dtype=torch.float32)
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
-    # for the two batched matmuls through the projection. Positions a direction never visits (paths
+    # for the kernel that takes it through the projection (projection.py). Positions a direction never visits (paths
     # over a sub-grid) get nothing written, hence zeros for partial paths. dB, dC: contiguous in B's
     # shape (B itself may be a view). Their strides come from the buffers.
     maps = delta.dim() == 5
@@ -186,12 +199,11 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         g_strides = (sb, sk, sc, sp)
     else:
         g_strides = _per_direction(ddelta) if maps else layout.delta
-    dA = torch.zeros(A.shape, **f32)
-    dB = torch.zeros(B.shape, **f32)
-    dC = torch.zeros(C.shape, **f32)
+    f32 = dict(device=u.device, dtype=torch.float32)   # accumulated with atomic adds: zeros
+    dA, dB, dC = torch.zeros(A.shape, **f32), torch.zeros(B.shape, **f32), torch.zeros(C.shape, **f32)
+    dD, dbias = torch.zeros(A.shape[0], **f32), torch.zeros(A.shape[0], **f32)
+    ddtw = torch.zeros(dtw.shape, **f32) if dtw is not None else None
     db_strides = _per_direction(dB) if maps else layout.bc
-    dD = torch.zeros(A.shape[0], **f32)
-    dbias = torch.zeros(A.shape[0], **f32)
     dz = _empty(z.shape, like=z) if z is not None else None
     scan_bwd_kernel[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
@@ -205,26 +217,9 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     empty = u.new_empty(_EMPTY)
-    ddtw = None
-    if dtw is not None:  # through delta[k] = dtw[k] @ low[k], as batched matmuls
-        ddelta, ddtw = _projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw)
+    if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
+        ddelta = projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta))
     return ddelta, dA, dB, dC, dD, dbias, (dz if dz is not None else empty), (ddtw if ddtw is not None else empty)
-
-
-def _projection_grads(g, low, dtw):
-    """Gradients of low (b, H, W, K, R) and dtw (K, Dg, R) from g = d/d(delta) as (K, b*P, Dg).
-
-    The rank is zero-padded to a multiple of 8: cuBLAS then uses its tensor-core kernels (at R = 6 it
-    fell back to a slow path)."""
-    K, _, R = dtw.shape
-    Rp = -(-R // 8) * 8
-    w = torch.zeros(K, dtw.shape[1], Rp, dtype=g.dtype, device=g.device)
-    w[..., :R] = dtw
-    lowk = torch.zeros(K, g.shape[1], Rp, dtype=g.dtype, device=g.device)
-    lowk[..., :R] = low.reshape(-1, K, R).transpose(0, 1)
-    d_low = torch.bmm(g, w)[..., :R].transpose(0, 1).reshape(low.shape).contiguous()
-    d_w = torch.bmm(g.transpose(1, 2), lowk)[..., :R].float().contiguous()
-    return d_low, d_w
 
 
 # ---- selective_scan --------------------------------------------------------------------------
