@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import bench_reference  # noqa: E402
@@ -44,3 +45,13 @@ def test_kernel_sass_tool():
                          capture_output=True, text=True, check=True).stdout
     assert "VMamba-T stage 4 (Dg=768, L=49, R=48), BD=16 BL=16" in out
     assert re.search(r"chunk loop: \d+ instructions, \d+\.\d per element and thread", out)
+
+
+def test_bench_kernels_parts(monkeypatch):
+    """The --parts breakdown's pieces run (tiny stages; the interpreter, so each piece once, untimed)."""
+    import bench_kernels
+    monkeypatch.setattr(bench_kernels, "STAGES", [(20, 5), (70, 3)])
+    monkeypatch.setattr(bench_kernels, "bench", lambda fn: (fn(), 1.0)[1])
+    rows = bench_kernels.parts_rows(2, "cuda" if torch.cuda.is_available() else "cpu")
+    assert [r["shape"] for r in rows] == ["s1 (5x5, D=20)", "s2 (3x3, D=70)"]
+    assert all(len(r) == 8 for r in rows)

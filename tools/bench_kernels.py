@@ -16,6 +16,7 @@ Inputs are bfloat16 (float32 parameters), as under mixed precision. Times are me
 
     python tools/bench_kernels.py [--batch 128] [--no-reference]
     python tools/bench_kernels.py --sweep      # launch-parameter sweep (coordinate descent) instead
+    python tools/bench_kernels.py --parts      # where the fused scan2d's time goes, per stage
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ import torch
 import triton
 
 from ssm_kernels import CROSS, cross_merge, cross_scan, scan2d, selective_scan
+
+
+#: VMamba-T's four stages at 224x224: (channels, map side)
+STAGES = [(96, 56), (192, 28), (384, 14), (768, 7)]
 
 
 def ceilings(device):
@@ -114,7 +119,7 @@ def scan_rows(batch, device, with_reference):
 
 def scan2d_rows(batch, device, copy_gbs, with_reference):
     rows = []
-    for stage, (Dg, side) in enumerate([(96, 56), (192, 28), (384, 14), (768, 7)]):
+    for stage, (Dg, side) in enumerate(STAGES):
         mk = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
         rank = -(-Dg // 16)  # VMamba-T: dt_rank = ceil(dim / 16), d_inner = dim
         u, low = mk(batch, side, side, Dg), mk(batch, side, side, 4, rank)
@@ -231,7 +236,7 @@ def merge_norm_rows(batch, device, copy_gbs):
     autocast (sum into float32, layer_norm, the cast for the next matmul) against the fused kernels."""
     from ssm_kernels.triton.merge_norm import merge_norm_bwd, merge_norm_fwd
     rows = []
-    for stage, (Dg, side) in enumerate([(96, 56), (192, 28), (384, 14), (768, 7)]):
+    for stage, (Dg, side) in enumerate(STAGES):
         slices = torch.randn(4, batch, side, side, Dg, device=device, dtype=torch.float16)
         norm = torch.nn.LayerNorm(Dg, device=device)
         dy = torch.randn(batch, side, side, Dg, device=device, dtype=torch.float16)
@@ -256,6 +261,47 @@ def merge_norm_rows(batch, device, copy_gbs):
     return rows
 
 
+def parts_rows(batch, device):
+    """Where the fused scan2d's time goes, per VMamba-T stage (bf16, the out-norm fused as in the model):
+    the forward op and its scan kernel; the backward op and its pieces (the merge-norm backward, the
+    scan backward with the projection's gradient, that gradient alone, the K-sum of du)."""
+    from ssm_kernels.triton import ops as tops
+    from ssm_kernels.triton.merge_norm import merge, merge_norm_bwd
+    from ssm_kernels.triton.projection import projection_grads
+    rows = []
+    for stage, (Dg, side) in enumerate(STAGES):
+        rank = -(-Dg // 16)
+        mk = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
+        u, low, B, C = mk(batch, side, side, Dg), mk(batch, side, side, 4, rank), mk(batch, side, side, 4, 1), \
+            mk(batch, side, side, 4, 1)
+        A = -torch.rand(4 * Dg, 1, device=device) - 0.1
+        D, bias = torch.randn(4 * Dg, device=device), torch.randn(4 * Dg, device=device)
+        w = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
+        nw, nb = torch.ones(Dg, device=device), torch.zeros(Dg, device=device)
+        index = CROSS(side, side, device).index
+        args = (u, low, A, B, C, D, bias, index, w)
+        _, ckpt, slices, stats = tops._scan2d_fwd(*args, nw, nb, 1e-5, True, False)
+        dy = mk(batch, side, side, Dg)
+        dout, _ = merge_norm_bwd(slices, nw, stats, dy)
+        layout = tops._map_layout(u, low, B, index, False, w)
+        buf, s_dir = tops._direction_buffer(u, index, False)
+        g = mk(4, batch * side * side, Dg)
+        dw = torch.zeros(4, Dg, rank, device=device)
+        row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})",
+               "fwd op": bench(lambda: tops._scan2d_fwd(*args, nw, nb, 1e-5, True, False)),
+               "scan kernel": bench(lambda: tops._launch_fwd(layout, u, low, A, B, C, D, bias, None, index, w, buf,
+                                                             s_dir, True, False, False)),
+               "bwd op": bench(lambda: tops._scan2d_bwd(*args, nw, ckpt, slices, stats, dy, True, False)),
+               "merge-norm bwd": bench(lambda: merge_norm_bwd(slices, nw, stats, dy)),
+               "scan bwd + projection": bench(lambda: tops._launch_bwd(layout, u, low, A, B, C, D, bias, None, index,
+                                                                       w, ckpt, dout, None, None, buf, s_dir, True)),
+               "projection grads": bench(lambda: projection_grads(g, low, w, dw, False)),
+               "du merge": bench(lambda: merge(buf, u.dtype))}
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def table(rows, title):
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print(f"\n{title}\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
@@ -269,6 +315,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) reference backend")
     parser.add_argument("--sweep", nargs="?", const="", default=None, metavar="FILTER",
                         help="sweep launch parameters instead (cases whose name contains FILTER)")
+    parser.add_argument("--parts", action="store_true", help="instead, where the fused scan2d's time goes")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -280,6 +327,9 @@ def main(argv=None) -> int:
           f"official CUDA scan: {'yes' if official_scan() else 'not available'}")
     if args.sweep is not None:
         sweep(args.batch, device, args.sweep)
+        return 0
+    if args.parts:
+        table(parts_rows(args.batch, device), "scan2d as VMamba calls it (out-norm fused), its parts, ms")
         return 0
     scans = scan_rows(args.batch, device, not args.no_reference)
     fused = scan2d_rows(args.batch, device, copy_gbs, not args.no_reference)
