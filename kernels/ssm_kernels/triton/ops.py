@@ -46,7 +46,10 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     kernels/NOTES.md), then by TUNING. BL depends on the shapes only, not on the pass, so that the
     backward's chunks are the forward's (whose end states it reads).
     """
-    BD, NP, RP, BL, warps, stages = _heuristics(groups_dim, d_state, length, backward, rank)
+    args = (groups_dim, d_state, length, backward, rank)
+    # cached for plain ints; symbolic sizes (torch.compile's fake tensors, dynamic shapes) are unhashable
+    choose = _heuristics if all(type(a) in (int, bool) for a in args) else _heuristics.__wrapped__
+    BD, NP, RP, BL, warps, stages = choose(*args)
     if not TUNING:
         return BD, NP, RP, BL, warps, stages
     override = TUNING.get("bwd" if backward else "fwd", {})
