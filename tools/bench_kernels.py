@@ -117,16 +117,24 @@ def scan_rows(batch, device, with_reference):
     return rows
 
 
+def stage_inputs(batch, Dg, side, device):
+    """scan2d's inputs at a VMamba-T stage, as its mixer passes them: (u, the low-rank step sizes, A, B, C,
+    D, bias, the step-size projection's weight); bf16 maps, float32 parameters, N = 1, K = 4."""
+    mk = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
+    rank = -(-Dg // 16)  # VMamba-T: dt_rank = ceil(dim / 16), d_inner = dim
+    u, low = mk(batch, side, side, Dg), mk(batch, side, side, 4, rank)
+    B, C = mk(batch, side, side, 4, 1), mk(batch, side, side, 4, 1)
+    A = -torch.rand(4 * Dg, 1, device=device) - 0.1
+    D, bias = torch.randn(4 * Dg, device=device), torch.randn(4 * Dg, device=device)
+    weight = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
+    return u, low, A, B, C, D, bias, weight
+
+
 def scan2d_rows(batch, device, copy_gbs, with_reference):
     rows = []
     for stage, (Dg, side) in enumerate(STAGES):
-        mk = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
-        rank = -(-Dg // 16)  # VMamba-T: dt_rank = ceil(dim / 16), d_inner = dim
-        u, low = mk(batch, side, side, Dg), mk(batch, side, side, 4, rank)
-        B, C = mk(batch, side, side, 4, 1), mk(batch, side, side, 4, 1)
-        A = -torch.rand(4 * Dg, 1, device=device) - 0.1
-        D, bias = torch.randn(4 * Dg, device=device), torch.randn(4 * Dg, device=device)
-        weight = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
+        u, low, A, B, C, D, bias, weight = stage_inputs(batch, Dg, side, device)
+        rank = weight.shape[2]
         paths = CROSS(side, side, device)
         L = side * side
         leaves = [t.clone().requires_grad_() for t in (u, low, A, B, C, D, bias, weight)]
@@ -270,13 +278,8 @@ def parts_rows(batch, device):
     from ssm_kernels.triton.projection import projection_grads
     rows = []
     for stage, (Dg, side) in enumerate(STAGES):
-        rank = -(-Dg // 16)
+        u, low, A, B, C, D, bias, w = stage_inputs(batch, Dg, side, device)
         mk = lambda *s: torch.randn(*s, device=device, dtype=torch.bfloat16)
-        u, low, B, C = mk(batch, side, side, Dg), mk(batch, side, side, 4, rank), mk(batch, side, side, 4, 1), \
-            mk(batch, side, side, 4, 1)
-        A = -torch.rand(4 * Dg, 1, device=device) - 0.1
-        D, bias = torch.randn(4 * Dg, device=device), torch.randn(4 * Dg, device=device)
-        w = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
         nw, nb = torch.ones(Dg, device=device), torch.zeros(Dg, device=device)
         index = CROSS(side, side, device).index
         args = (u, low, A, B, C, D, bias, index, w)
@@ -286,7 +289,7 @@ def parts_rows(batch, device):
         layout = tops._map_layout(u, low, B, index, False, w)
         buf, s_dir = tops._direction_buffer(u, index, False)
         g = mk(4, batch * side * side, Dg)
-        dw = torch.zeros(4, Dg, rank, device=device)
+        dw = torch.zeros(w.shape, device=device)
         row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})",
                "fwd op": bench(lambda: tops._scan2d_fwd(*args, nw, nb, 1e-5, True, False)),
                "scan kernel": bench(lambda: tops._launch_fwd(layout, u, low, A, B, C, D, bias, None, index, w, buf,

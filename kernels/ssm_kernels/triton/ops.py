@@ -169,7 +169,8 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
     f32 = dict(like=u, dtype=torch.float32)
     ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
     n_chunks = ckpt.shape[2]
-    last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else u.new_empty(_EMPTY, dtype=torch.float32)
+    last = (_empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last
+            else u.new_empty(_EMPTY, dtype=torch.float32))
     states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
               else u.new_empty(_EMPTY, dtype=torch.float32))
     scan_fwd_kernel[layout.grid(BD)](
