@@ -191,6 +191,34 @@ def test_layer_norm_rejects_wrong_parameter_shapes():
         ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
 
 
+def test_launcher_keys_every_specialisation_triton_makes():
+    """The launcher reuses a compiled kernel only for arguments Triton would compile the same way (the GPU
+    check, tools/check_kernels.py, runs the cached launches against the reference)."""
+    from ssm_kernels.triton.launch import cdiv, next_power_of_2, specialisation as spec
+    x = torch.empty(64)
+    assert spec(x) != spec(x[1:]), "16-byte alignment"
+    assert spec(x) != spec(x.double()) and spec(x) == spec(torch.empty(8))
+    assert len({spec(v) for v in (1, 2, 16, 2 ** 31, 2 ** 63)}) == 5   # 1, plain, multiple of 16, i64, u64
+    assert spec(3) == spec(5) and spec(32) == spec(48) and spec(True) != spec(1) and spec(0.5) == spec(2.0)
+    assert [cdiv(n, 4) for n in (1, 4, 5)] == [1, 1, 2]
+    assert [next_power_of_2(n) for n in (1, 2, 3, 96, 128)] == [1, 2, 4, 128, 128]
+
+
+def test_no_grad_calls_skip_the_autograd_node():
+    """Without gradient recording (inference) the ops call the kernels without an autograd node: same
+    values as with one."""
+    H, W, Dg = 4, 5, 8
+    x = map_inputs(2, H, W, 4, Dg, 1, torch.float32, rank=3)
+    norm = _norm(Dg)
+    with_node = scan2d(**x, paths=CROSS(H, W), delta_softplus=True, backend="triton", out_norm=norm)
+    with torch.no_grad():
+        without = scan2d(**x, paths=CROSS(H, W), delta_softplus=True, backend="triton", out_norm=norm)
+        ln = ssm_kernels.layer_norm(x["u"], norm.weight, norm.bias, backend="triton")
+    assert with_node.grad_fn is not None and without.grad_fn is None and ln.grad_fn is None
+    assert torch.equal(with_node.detach(), without)
+    assert torch.allclose(ln, torch.nn.functional.layer_norm(x["u"], (Dg,), norm.weight, norm.bias), atol=1e-5)
+
+
 def test_kernels_refuse_tensors_beyond_int32_offsets():
     from ssm_kernels.triton.ops import _check_offsets
     _check_offsets(torch.empty(2, 2 ** 15, 2 ** 15, device="meta"))           # 2**30 per batch element: fine

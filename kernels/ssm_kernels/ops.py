@@ -40,7 +40,8 @@ def available_backends() -> Sequence[str]:
 
 def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
     """The backend that runs an op on ``tensor``: argument, then environment, then by device."""
-    name = backend or os.environ.get(BACKEND_ENV) or ("triton" if tensor.is_cuda and "triton" in _BACKENDS else "reference")
+    name = (backend or os.environ.get(BACKEND_ENV)
+            or ("triton" if tensor.is_cuda and "triton" in _BACKENDS else "reference"))
     if name not in ("reference", "triton"):
         raise ValueError(f"unknown scan backend {name!r}: use 'reference' or 'triton' (argument or ${BACKEND_ENV})")
     if name not in _BACKENDS:
@@ -55,6 +56,17 @@ def _forward(op, ctx, backend, flags, inputs):
     outputs, saved = getattr(_BACKENDS[backend], op + "_fwd")(inputs, flags)
     ctx.backend, ctx.flags = backend, flags
     ctx.save_for_backward(*saved)
+    return outputs if len(outputs) > 1 else outputs[0]
+
+
+def _apply(fn, op, backend, flags, *tensors):
+    """``fn.apply(backend, flags, *tensors)``; in plain eager code that records no gradient (inference),
+    the backend's forward called directly: an autograd node costs tens of microseconds of host time a
+    call, and eager inference of a small model is bound by the host's launches. Traced and compiled
+    code always gets the node (FLOP counters find the ops by it)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return fn.apply(backend, flags, *tensors)
+    outputs, _ = getattr(_BACKENDS[backend], op + "_fwd")(tensors, flags)
     return outputs if len(outputs) > 1 else outputs[0]
 
 
@@ -170,7 +182,7 @@ def selective_scan(
     flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
     if name == "reference":
         return _reference_selective_scan(flags, u, delta, A, B, C, D, z, delta_bias)
-    return SelectiveScanFn.apply(name, flags, u, delta, A, B, C, D, z, delta_bias)
+    return _apply(SelectiveScanFn, "selective_scan", name, flags, u, delta, A, B, C, D, z, delta_bias)
 
 
 def _check_map(x: torch.Tensor, paths: ScanPaths, what: str, per_direction_ok: bool):
@@ -238,7 +250,7 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
         fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
         norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
         flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0)
-        y = Scan2dFn.apply(name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
+        y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
     if dt_weight is not None:
         delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight.to(delta.dtype))  # as under autocast
@@ -267,4 +279,4 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     device = x.device.type
     out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    return LayerNormFn.apply(name, (float(eps), out_dtype), x, weight, bias)
+    return _apply(LayerNormFn, "layer_norm", name, (float(eps), out_dtype), x, weight, bias)

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import Launcher, cdiv, next_power_of_2
+
 
 @triton.jit
 def _rows(x_ptr, blk, K, rows, C, s_k, BM: tl.constexpr, BC: tl.constexpr):
@@ -33,6 +35,7 @@ def _rows(x_ptr, blk, K, rows, C, s_k, BM: tl.constexpr, BC: tl.constexpr):
     return r, c, m, off, x
 
 
+@Launcher
 @triton.jit
 def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k, eps,
                           BM: tl.constexpr, BC: tl.constexpr):
@@ -48,6 +51,7 @@ def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k
     tl.store(stats_ptr + rows + r, rstd, mask=r < rows)
 
 
+@Launcher
 @triton.jit
 def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, rows, C, s_k,
                           BM: tl.constexpr, BC: tl.constexpr):
@@ -73,6 +77,7 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, r
     tl.atomic_add(dwb_ptr + C + c, db, mask=c < C, sem="relaxed")
 
 
+@Launcher
 @triton.jit
 def merge_kernel(x_ptr, y_ptr, K, n, BLOCK: tl.constexpr):
     """y = the sum of the K contiguous slices of x (n elements each), accumulated in float32."""
@@ -91,7 +96,7 @@ def merge(slices: torch.Tensor, out_dtype=None) -> torch.Tensor:
     sum over a leading axis of 4 ran at a third of the copy bandwidth."""
     y = torch.empty(slices.shape[1:], dtype=out_dtype or slices.dtype, device=slices.device)
     n = y.numel()
-    merge_kernel[(triton.cdiv(n, 2048),)](slices, y, slices.shape[0], n, BLOCK=2048, num_warps=4)
+    merge_kernel[(cdiv(n, 2048),)](slices, y, slices.shape[0], n, BLOCK=2048, num_warps=4)
     return y
 
 
@@ -105,12 +110,12 @@ def _programs(device: torch.device, blocks: int) -> int:
     bias gradients (atomics on C addresses: one program per block measured 2.7x slower at 7x7, D=768):
     at least 4 blocks each, at most 16 programs per SM."""
     sms = _sms(device)
-    return min(blocks, max(sms, min(16 * sms, triton.cdiv(blocks, 4))))
+    return min(blocks, max(sms, min(16 * sms, cdiv(blocks, 4))))
 
 
 def _block(C: int):
     """(rows per program, padded channels, warps): about 4096 elements a program."""
-    BC = triton.next_power_of_2(C)
+    BC = next_power_of_2(C)
     return max(1, 4096 // BC), BC, 4 if BC <= 512 else 8
 
 
@@ -122,7 +127,7 @@ def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     y = torch.empty(slices.shape[1:], dtype=out_dtype or slices.dtype, device=slices.device)
     stats = torch.empty(2, rows, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
-    merge_norm_fwd_kernel[(triton.cdiv(rows, BM),)](slices, weight, bias, y, stats, K, rows, C, rows * C, eps,
+    merge_norm_fwd_kernel[(cdiv(rows, BM),)](slices, weight, bias, y, stats, K, rows, C, rows * C, eps,
                                                    BM=BM, BC=BC, num_warps=warps)
     return y, stats
 
@@ -135,7 +140,7 @@ def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tens
     dx = torch.empty(slices.shape[1:], dtype=dx_dtype, device=slices.device)
     dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
-    grid = (_programs(dx.device, triton.cdiv(rows, BM)),)
+    grid = (_programs(dx.device, cdiv(rows, BM)),)
     merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C, rows * C,
                                 BM=BM, BC=BC, num_warps=warps)
     return dx, dwb

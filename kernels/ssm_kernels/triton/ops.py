@@ -16,10 +16,13 @@ import triton
 from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
+from .launch import Launcher, cdiv
 from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
 from .projection import projection_grads
 
 _EMPTY = (0,)
+# wrapped here, not in kernels.py, whose plain kernels tools/kernel_sass.py compiles
+_SCAN_FWD, _SCAN_BWD = Launcher(scan_fwd_kernel), Launcher(scan_bwd_kernel)
 
 
 def _empty(*shape, like: Tensor, dtype=None) -> Tensor:
@@ -152,10 +155,10 @@ class _Layout:
     def ckpt_shape(self):
         """The chunk-end states the forward saves for the backward: (batch, K, chunks, NP, Dg), float32."""
         _, NP, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
-        return (self.batch, self.K, triton.cdiv(self.L, BL), NP, self.Dg)
+        return (self.batch, self.K, cdiv(self.L, BL), NP, self.Dg)
 
     def grid(self, BD):
-        return (self.K, triton.cdiv(self.Dg, BD), self.batch)
+        return (self.K, cdiv(self.Dg, BD), self.batch)
 
     def strides(self):
         return (*self.u, *self.delta, *self.bc)
@@ -173,7 +176,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
             else u.new_empty(_EMPTY, dtype=torch.float32))
     states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
               else u.new_empty(_EMPTY, dtype=torch.float32))
-    scan_fwd_kernel[layout.grid(BD)](
+    _SCAN_FWD[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
         out, last, states, ckpt,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
@@ -188,7 +191,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
                 softplus, partial_paths=False):
     """Backward, du into ``du`` like the forward's output; returns the other gradients."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
-    n_chunks = triton.cdiv(layout.L, BL)
+    n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
     _check_offsets(u, delta, B, C, z, dout)
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
@@ -209,7 +212,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     ddtw = torch.zeros(dtw.shape, **f32) if dtw is not None else None
     db_strides = _per_direction(dB) if maps else layout.bc
     dz = _empty(z.shape, like=z) if z is not None else None
-    scan_bwd_kernel[layout.grid(BD)](
+    _SCAN_BWD[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
         dout, _maybe(dlast, A), _maybe(dstates, A),
         du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u),

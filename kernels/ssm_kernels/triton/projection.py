@@ -15,7 +15,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import Launcher, cdiv, next_power_of_2
 
+
+@Launcher
 @triton.jit
 def projection_grads_kernel(g_ptr, low_ptr, w_ptr, dlow_ptr, dw_ptr, rows, Dg, R,
                             sg_k, sl_p, sl_k, sdl_p, sdl_k,
@@ -55,8 +58,8 @@ def projection_grads(g: torch.Tensor, low: torch.Tensor, weight: torch.Tensor, d
         low3 = low3.contiguous()
     d_low = torch.empty(low.shape, dtype=low.dtype, device=low.device)
     dl3 = d_low.view(rows, K, R)
-    BP, BC, RP = 128, 64, max(16, triton.next_power_of_2(R))
-    projection_grads_kernel[(K, triton.cdiv(rows, BP))](
+    BP, BC, RP = 128, 64, max(16, next_power_of_2(R))
+    projection_grads_kernel[(K, cdiv(rows, BP))](
         g, low3, weight.contiguous(), dl3, d_weight, rows, Dg, R, rows * Dg, low3.stride(0), low3.stride(1),
         dl3.stride(0), dl3.stride(1), DOT_F32=dot_f32, BP=BP, BC=BC, RP=RP, num_warps=4)
     return d_low

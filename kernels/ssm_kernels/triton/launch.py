@@ -1,0 +1,69 @@
+"""Launching the Triton kernels with less host time.
+
+An eager VMamba step is bound by the host on an H100: it launches ~140 of our kernels a training step,
+and Triton's own launch path (``kernel[grid](...)``) binds and specialises every argument and formats a
+string cache key on each call, for the scan kernels' 40-odd arguments. :class:`Launcher` keeps, after the
+first launch of a specialisation, Triton's compiled kernel under a key of what Triton specialises on,
+and launches that compiled kernel directly (``CompiledKernel[grid](*arguments)``, the same call Triton
+makes after its own lookup). Under Triton's interpreter there is no compiled kernel: every call takes
+Triton's path.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# triton.cdiv and triton.next_power_of_2 are constexpr functions: ~5 us a call from Python
+def cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def specialisation(arg):
+    """What Triton compiles a kernel for, given this argument (as fine as Triton's own key, or finer):
+    a tensor's dtype and whether its address is 16-byte aligned; an int's width (32-bit, 64-bit or
+    unsigned), whether it is 1 and whether it is a multiple of 16; any other value as it is (bools,
+    meta-parameters)."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return int, arg == 1, arg % 16 == 0, -2 ** 31 <= arg < 2 ** 31, arg < 2 ** 63
+    if isinstance(arg, float):
+        return float
+    return arg
+
+
+class Launcher:
+    """``Launcher(kernel)[grid](*arguments, **meta)`` launches like ``kernel[grid](*arguments, **meta)``,
+    a ``triton.jit`` kernel: positional arguments first, every remaining parameter (the constexprs) by
+    name in ``meta`` with the launch options (``num_warps``, ...)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.compiled = {}
+
+    def __getitem__(self, grid):
+        grid = (*grid, 1, 1)[:3]
+        return lambda *args, **meta: self._launch(grid, args, meta)
+
+    def _launch(self, grid, args, meta):
+        if _INTERPRETED:
+            self.kernel[grid](*args, **meta)
+            return
+        key = (torch.cuda.current_device(), tuple(map(specialisation, args)), tuple(meta.items()))
+        hit = self.compiled.get(key)
+        if hit is not None:
+            compiled, names = hit
+            compiled[grid](*args, *[meta[name] for name in names])
+            return
+        compiled = self.kernel[grid](*args, **meta)
+        names = self.kernel.arg_names[len(args):]
+        if hasattr(compiled, "function") and all(name in meta for name in names):
+            self.compiled[key] = compiled, names
