@@ -14,6 +14,7 @@ import os
 
 import torch
 
+#: Triton reads this when it decorates the kernels, i.e. at import: so do we.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 

@@ -128,7 +128,7 @@ def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     stats = torch.empty(2, rows, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     merge_norm_fwd_kernel[(cdiv(rows, BM),)](slices, weight, bias, y, stats, K, rows, C, rows * C, eps,
-                                                   BM=BM, BC=BC, num_warps=warps)
+                                             BM=BM, BC=BC, num_warps=warps)
     return y, stats
 
 

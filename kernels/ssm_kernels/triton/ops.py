@@ -16,7 +16,7 @@ import triton
 from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
-from .launch import Launcher, cdiv
+from .launch import _INTERPRETED, Launcher, cdiv
 from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
 from .projection import projection_grads
 
@@ -77,10 +77,6 @@ def _heuristics(groups_dim: int, d_state: int, length: int, backward: bool, rank
         fwd, bwd = (16, 1, 1), (16, 1, 1)
     BD, warps, stages = bwd if backward else fwd
     return min(BD, max(8, triton.next_power_of_2(groups_dim))), NP, RP, BL, warps, stages
-
-
-#: Triton reads this when it decorates the kernels, i.e. at import: so do we.
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _dot_in_float32(delta: Tensor) -> bool:
