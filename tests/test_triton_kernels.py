@@ -204,6 +204,24 @@ def test_launcher_keys_every_specialisation_triton_makes():
     assert [next_power_of_2(n) for n in (1, 2, 3, 96, 128)] == [1, 2, 4, 128, 128]
 
 
+def test_accumulator_views_are_aligned_disjoint_and_cover_the_buffer():
+    """The backward's gradients accumulated with atomic adds share one zeroed buffer: each view starts
+    16-byte aligned (the kernels are compiled for aligned pointers), none overlaps another."""
+    from ssm_kernels.triton import ops as tops
+
+    A, B, C, w = torch.empty(4 * 5, 1), torch.empty(2, 3, 3, 4, 1), torch.empty(2, 3, 3, 4, 1), torch.empty(4, 5, 3)
+    shapes = tops.accumulator_shapes(A, B, C, w, norm_channels=5)
+    flat, views = tops._accumulators(shapes, "cpu")
+    assert flat.numel() == tops.accumulator_size(shapes) and not flat.any()
+    assert [tuple(v.shape) for v in views] == list(shapes)
+    seen = torch.zeros(flat.numel(), dtype=torch.int32)
+    for view in tops.split_accumulators(flat, shapes):
+        assert view.data_ptr() % 16 == 0 and view.is_contiguous()
+        start = (view.data_ptr() - flat.data_ptr()) // 4
+        seen[start:start + view.numel()] += 1
+    assert seen.max() <= 1 and int(seen.sum()) == sum(v.numel() for v in views)
+
+
 def test_no_grad_calls_skip_the_autograd_node():
     """Without gradient recording (inference) the ops call the kernels without an autograd node: same
     values as with one."""

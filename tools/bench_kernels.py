@@ -290,6 +290,7 @@ def parts_rows(batch, device):
         buf, s_dir = tops._direction_buffer(u, index, False)
         g = mk(4, batch * side * side, Dg)
         dw = torch.zeros(w.shape, device=device)
+        _, acc = tops._accumulators(tops.accumulator_shapes(A, B, C, w), device)
         row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})",
                "fwd op": bench(lambda: tops._scan2d_fwd(*args, nw, nb, 1e-5, True, False)),
                "scan kernel": bench(lambda: tops._launch_fwd(layout, u, low, A, B, C, D, bias, None, index, w, buf,
@@ -297,7 +298,8 @@ def parts_rows(batch, device):
                "bwd op": bench(lambda: tops._scan2d_bwd(*args, nw, ckpt, slices, stats, dy, True, False)),
                "merge-norm bwd": bench(lambda: merge_norm_bwd(slices, nw, stats, dy)),
                "scan bwd + projection": bench(lambda: tops._launch_bwd(layout, u, low, A, B, C, D, bias, None, index,
-                                                                       w, ckpt, dout, None, None, buf, s_dir, True)),
+                                                                       w, ckpt, dout, None, None, buf, s_dir, True,
+                                                                       acc)),
                "projection grads": bench(lambda: projection_grads(g, low, w, dw, False)),
                "du merge": bench(lambda: merge(buf, u.dtype))}
         rows.append(row)

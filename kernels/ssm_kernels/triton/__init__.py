@@ -56,9 +56,11 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
     dlast = grad_outputs.pop(0) if return_last_state else None
     dstates = grad_outputs.pop(0) if return_states else None
     B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
-    du, ddelta, dA, dB, dC, dD, dz, dbias = op("selective_scan_bwd")(
-        u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
+    B4, C4 = B4.contiguous(), C4.contiguous()
+    du, ddelta, dz, acc = op("selective_scan_bwd")(
+        u.contiguous(), delta.contiguous(), A.contiguous(), B4, C4, _c(D), _c(z), _c(bias),
         ckpt, dout.contiguous(), _c(dlast), _c(dstates), delta_softplus)
+    dA, dD, dbias, dB, dC = _ops.split_accumulators(acc, _ops.accumulator_shapes(A, B4, C4))[:5]
     grads = [du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype), dC.view(C.shape).to(C.dtype),
              None if D is None else dD.to(D.dtype), None if z is None else dz,
              None if bias is None else dbias.to(bias.dtype)]
@@ -78,9 +80,12 @@ def scan2d_fwd(inputs, flags):
 def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats = saved
     delta_softplus, split_channels, _ = flags
-    du, ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm = op("scan2d_bwd")(
+    du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
         slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels)
+    norm_channels = u.shape[-1] if norm_weight is not None else 0
+    dA, dD, dbias, dB, dC, ddtw, dnorm = _ops.split_accumulators(
+        acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_channels))
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
     grads = [du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),  # du, ddelta: already in u's, delta's dtypes
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,

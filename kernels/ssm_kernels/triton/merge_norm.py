@@ -12,6 +12,7 @@ next matmul reads) and each row's mean and 1/std; the backward re-sums the slice
 keeping a float32 copy of the map) and accumulates the weight and bias gradients with atomic adds.
 """
 import functools
+from typing import Optional
 
 import torch
 import triton
@@ -133,12 +134,14 @@ def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, dy: torch.Tensor,
-                   dx_dtype=torch.float32):
-    """(d(sum of the slices) as one map in ``dx_dtype``, (2, C) float32 gradients of weight and bias)."""
+                   dx_dtype=torch.float32, dwb: Optional[torch.Tensor] = None):
+    """(d(sum of the slices) as one map in ``dx_dtype``, (2, C) float32 gradients of weight and bias, added
+    into ``dwb`` when given: zeroed, contiguous)."""
     K, C = slices.shape[0], slices.shape[-1]
     rows = slices[0].numel() // C
     dx = torch.empty(slices.shape[1:], dtype=dx_dtype, device=slices.device)
-    dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
+    if dwb is None:
+        dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     grid = (_programs(dx.device, cdiv(rows, BM)),)
     merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C, rows * C,

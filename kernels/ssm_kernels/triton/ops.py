@@ -8,6 +8,7 @@ a call does not need is an empty tensor. Each op ``name`` is also importable as 
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Optional, Tuple
 
@@ -162,19 +163,18 @@ class _Layout:
 
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
                 store_last, store_states):
-    """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last, states, ckpt)."""
+    """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last or None, states or
+    None, ckpt)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
     ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
     n_chunks = ckpt.shape[2]
-    last = (_empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last
-            else u.new_empty(_EMPTY, dtype=torch.float32))
-    states = (_empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states
-              else u.new_empty(_EMPTY, dtype=torch.float32))
+    last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else None
+    states = _empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states else None
     _SCAN_FWD[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
-        out, last, states, ckpt,
+        out, _maybe(last, ckpt), _maybe(states, ckpt), ckpt,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
@@ -183,9 +183,45 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
     return last, states, ckpt
 
 
+def _aligned(n):
+    return cdiv(n, 4) * 4  # float32 elements: every gradient of the buffer starts 16-byte aligned
+
+
+def accumulator_shapes(A: Tensor, B: Tensor, C: Tensor, dt_weight: Optional[Tensor] = None, norm_channels: int = 0):
+    """The float32 gradients that the backward kernels accumulate with atomic adds, in their order in one
+    flat buffer: dA, dD, ddelta_bias, dB, dC, the step-size projection's (empty without one), the out-norm's
+    (2, C) weight and bias (empty without one)."""
+    KD = A.shape[0]
+    return (tuple(A.shape), (KD,), (KD,), tuple(B.shape), tuple(C.shape),
+            tuple(dt_weight.shape) if dt_weight is not None else (0,), (2, norm_channels) if norm_channels else (0,))
+
+
+def accumulator_size(shapes) -> int:
+    return sum(_aligned(math.prod(shape)) for shape in shapes)
+
+
+def split_accumulators(flat: Tensor, shapes):
+    """Views of the flat buffer (see :func:`accumulator_shapes`), one per shape."""
+    views, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        views.append(flat[start:start + n].view(shape))
+        start += _aligned(n)
+    return views
+
+
+def _accumulators(shapes, device):
+    """One zeroed buffer for every gradient accumulated with atomic adds, and its views: one fill kernel
+    a backward instead of one per gradient (an eager training step is bound by the host's launches). The ops return
+    the flat buffer, not the views: a custom op's outputs must not alias each other."""
+    flat = torch.zeros(accumulator_size(shapes), dtype=torch.float32, device=device)
+    return flat, split_accumulators(flat, shapes)
+
+
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, partial_paths=False):
-    """Backward, du into ``du`` like the forward's output; returns the other gradients."""
+                softplus, acc, partial_paths=False):
+    """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
+    gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
@@ -202,10 +238,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         g_strides = (sb, sk, sc, sp)
     else:
         g_strides = _per_direction(ddelta) if maps else layout.delta
-    f32 = dict(device=u.device, dtype=torch.float32)   # accumulated with atomic adds: zeros
-    dA, dB, dC = torch.zeros(A.shape, **f32), torch.zeros(B.shape, **f32), torch.zeros(C.shape, **f32)
-    dD, dbias = torch.zeros(A.shape[0], **f32), torch.zeros(A.shape[0], **f32)
-    ddtw = torch.zeros(dtw.shape, **f32) if dtw is not None else None
+    dA, dD, dbias, dB, dC, ddtw = acc[:6]
     db_strides = _per_direction(dB) if maps else layout.bc
     dz = _empty(z.shape, like=z) if z is not None else None
     _SCAN_BWD[layout.grid(BD)](
@@ -219,10 +252,9 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         HAS_DSTATES=dstates is not None,
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
-    empty = u.new_empty(_EMPTY)
     if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
         ddelta = projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta))
-    return ddelta, dA, dB, dC, dD, dbias, (dz if dz is not None else empty), (ddtw if ddtw is not None else empty)
+    return ddelta, dz
 
 
 # ---- selective_scan --------------------------------------------------------------------------
@@ -240,6 +272,8 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     out = _empty(u.shape, like=u)
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
                                      delta_softplus, return_last_state, return_states)
+    last = last if last is not None else u.new_empty(_EMPTY, dtype=torch.float32)
+    states = states if states is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     return out, last, states, ckpt
 
 
@@ -259,12 +293,14 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, re
 def _selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, dout: Tensor,
                        dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool
-                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); float32 for A, B, C, D, delta_bias."""
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dz or empty, the float32 gradients of A, D, delta_bias, B, C in one flat buffer: see
+    :func:`accumulator_shapes`)."""
     du = _empty(u.shape, like=u)
-    ddelta, dA, dB, dC, dD, dbias, dz, _ = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z,
-                                                       None, None, ckpt, dout, dlast, dstates, du, 0, delta_softplus)
-    return du, ddelta, dA, dB, dC, dD, dz, dbias
+    flat, acc = _accumulators(accumulator_shapes(A, B, C), u.device)
+    ddelta, dz = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, ckpt, dout, dlast,
+                             dstates, du, 0, delta_softplus, acc)
+    return du, ddelta, (dz if dz is not None else u.new_empty(_EMPTY)), flat
 
 
 selective_scan_bwd = torch.library.custom_op("ssm_kernels::selective_scan_bwd", _selective_scan_bwd, mutates_args=())
@@ -272,10 +308,9 @@ selective_scan_bwd = torch.library.custom_op("ssm_kernels::selective_scan_bwd", 
 
 @selective_scan_bwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus):
-    f32 = dict(dtype=torch.float32, device=u.device)
     dz = torch.empty_like(z) if z is not None else u.new_empty(_EMPTY)
-    return (torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
-            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), dz, torch.empty(A.shape[0], **f32))
+    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C)), dtype=torch.float32)
+    return torch.empty_like(u), torch.empty_like(delta), dz, flat
 
 
 # ---- scan2d (fused gather + scan + merge) ----------------------------------------------------
@@ -344,18 +379,19 @@ def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias
 def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dA, dB, dC, dD, ddelta_bias, ddt_weight or empty, (2, C) gradients of the norm's
-    weight and bias or empty); du and ddelta in u's and delta's dtypes, the rest float32."""
-    dnorm = u.new_empty(_EMPTY, dtype=torch.float32)
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
+    bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
+    norm_channels = u.shape[-1] if norm_weight is not None else 0
+    flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_channels), u.device)
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
-        dout, dnorm = merge_norm_bwd(slices, norm_weight, stats, dout)
+        dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
     du, s_dir = _direction_buffer(u, index, split_channels)
     partial = index.shape[1] < u.shape[1] * u.shape[2]
-    grads = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D, delta_bias,
-                        None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, partial)
-    ddelta, dA, dB, dC, dD, dbias, _, ddtw = grads
-    return _merge(du, split_channels, u.dtype), ddelta, dA, dB, dC, dD, dbias, ddtw, dnorm
+    ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
+                            delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
+                            partial)
+    return _merge(du, split_channels, u.dtype), ddelta, flat
 
 
 scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mutates_args=())
@@ -364,11 +400,9 @@ scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mut
 @scan2d_bwd.register_fake
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
       split_channels):
-    f32 = dict(dtype=torch.float32, device=u.device)
-    ddtw = torch.empty(dt_weight.shape, **f32) if dt_weight is not None else u.new_empty(_EMPTY)
-    dnorm = torch.empty(2, u.shape[-1], **f32) if norm_weight is not None else u.new_empty(_EMPTY, **f32)
-    return (torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), torch.empty(B.shape, **f32),
-            torch.empty(C.shape, **f32), torch.empty(A.shape[0], **f32), torch.empty(A.shape[0], **f32), ddtw, dnorm)
+    norm_channels = u.shape[-1] if norm_weight is not None else 0
+    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_channels)), dtype=torch.float32)
+    return torch.empty_like(u), torch.empty_like(delta), flat
 
 
 # ---- layer_norm (the merge-norm kernels with one slice) -------------------------------------
