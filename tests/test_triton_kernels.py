@@ -210,7 +210,7 @@ def test_accumulator_views_are_aligned_disjoint_and_cover_the_buffer():
     from ssm_kernels.triton import ops as tops
 
     A, B, C, w = torch.empty(4 * 5, 1), torch.empty(2, 3, 3, 4, 1), torch.empty(2, 3, 3, 4, 1), torch.empty(4, 5, 3)
-    shapes = tops.accumulator_shapes(A, B, C, w, norm_channels=5)
+    shapes = tops.accumulator_shapes(A, B, C, w, norm_weight=torch.empty(5))
     flat, views = tops._accumulators(shapes, "cpu")
     assert flat.numel() == tops.accumulator_size(shapes) and not flat.any()
     assert [tuple(v.shape) for v in views] == list(shapes)

@@ -289,8 +289,8 @@ def parts_rows(batch, device):
         layout = tops._map_layout(u, low, B, index, False, w)
         buf, s_dir = tops._direction_buffer(u, index, False)
         g = mk(4, batch * side * side, Dg)
-        dw = torch.zeros(w.shape, device=device)
         _, acc = tops._accumulators(tops.accumulator_shapes(A, B, C, w), device)
+        dw = acc[5]                                          # the projection's weight gradient
         row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})",
                "fwd op": bench(lambda: tops._scan2d_fwd(*args, nw, nb, 1e-5, True, False)),
                "scan kernel": bench(lambda: tops._launch_fwd(layout, u, low, A, B, C, D, bias, None, index, w, buf,

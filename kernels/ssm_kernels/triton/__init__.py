@@ -83,9 +83,8 @@ def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
         slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels)
-    norm_channels = u.shape[-1] if norm_weight is not None else 0
     dA, dD, dbias, dB, dC, ddtw, dnorm = _ops.split_accumulators(
-        acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_channels))
+        acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_weight))
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
     grads = [du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),  # du, ddelta: already in u's, delta's dtypes
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,

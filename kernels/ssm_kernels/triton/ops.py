@@ -187,13 +187,15 @@ def _aligned(n):
     return cdiv(n, 4) * 4  # float32 elements: every gradient of the buffer starts 16-byte aligned
 
 
-def accumulator_shapes(A: Tensor, B: Tensor, C: Tensor, dt_weight: Optional[Tensor] = None, norm_channels: int = 0):
+def accumulator_shapes(A: Tensor, B: Tensor, C: Tensor, dt_weight: Optional[Tensor] = None,
+                       norm_weight: Optional[Tensor] = None):
     """The float32 gradients that the backward kernels accumulate with atomic adds, in their order in one
     flat buffer: dA, dD, ddelta_bias, dB, dC, the step-size projection's (empty without one), the out-norm's
     (2, C) weight and bias (empty without one)."""
     KD = A.shape[0]
     return (tuple(A.shape), (KD,), (KD,), tuple(B.shape), tuple(C.shape),
-            tuple(dt_weight.shape) if dt_weight is not None else (0,), (2, norm_channels) if norm_channels else (0,))
+            tuple(dt_weight.shape) if dt_weight is not None else (0,),
+            (2, norm_weight.shape[0]) if norm_weight is not None else (0,))
 
 
 def accumulator_size(shapes) -> int:
@@ -212,8 +214,8 @@ def split_accumulators(flat: Tensor, shapes):
 
 def _accumulators(shapes, device):
     """One zeroed buffer for every gradient accumulated with atomic adds, and its views: one fill kernel
-    a backward instead of one per gradient (an eager training step is bound by the host's launches). The ops return
-    the flat buffer, not the views: a custom op's outputs must not alias each other."""
+    a backward instead of one per gradient (an eager training step is bound by the host's launches). The
+    ops return the flat buffer, not the views: a custom op's outputs must not alias each other."""
     flat = torch.zeros(accumulator_size(shapes), dtype=torch.float32, device=device)
     return flat, split_accumulators(flat, shapes)
 
@@ -382,8 +384,7 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
                ) -> Tuple[Tensor, Tensor, Tensor]:
     """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
     bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
-    norm_channels = u.shape[-1] if norm_weight is not None else 0
-    flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_channels), u.device)
+    flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
     du, s_dir = _direction_buffer(u, index, split_channels)
@@ -400,8 +401,7 @@ scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mut
 @scan2d_bwd.register_fake
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
       split_channels):
-    norm_channels = u.shape[-1] if norm_weight is not None else 0
-    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_channels)), dtype=torch.float32)
+    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 
 
