@@ -4,15 +4,22 @@ An eager VMamba step is bound by the host on an H100: it launches ~140 of our ke
 and Triton's own launch path (``kernel[grid](...)``) binds and specialises every argument and formats a
 string cache key on each call, for the scan kernels' 40-odd arguments. :class:`Launcher` keeps, after the
 first launch of a specialisation, Triton's compiled kernel under a key of what Triton specialises on,
-and launches that compiled kernel directly (``CompiledKernel[grid](*arguments)``, the same call Triton
-makes after its own lookup). Under Triton's interpreter there is no compiled kernel: every call takes
-Triton's path.
+and launches that compiled kernel the way Triton does after its own lookup (``CompiledKernel.run`` with
+the grid, the current stream and the arguments), leaving out the launch hooks' metadata when no hook is
+set (profilers such as proton set them; then every launch goes through Triton's runner, which calls
+them). Under Triton's interpreter there is no compiled kernel: every call takes Triton's path.
 """
 from __future__ import annotations
 
 import os
 
 import torch
+
+try:
+    from triton import knobs as _knobs
+    _RUNTIME = _knobs.runtime
+except ImportError:  # a Triton without knobs: always launch through its runner
+    _RUNTIME = None
 
 #: Triton reads this when it decorates the kernels, i.e. at import: so do we.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -41,6 +48,14 @@ def specialisation(arg):
     return arg
 
 
+def _hooked() -> bool:
+    """Whether a launch hook is set (a hook chain counts only when something is on it)."""
+    if _RUNTIME is None:
+        return True
+    return any(hook is not None and getattr(hook, "calls", True)
+               for hook in (_RUNTIME.launch_enter_hook, _RUNTIME.launch_exit_hook))
+
+
 class Launcher:
     """``Launcher(kernel)[grid](*arguments, **meta)`` launches like ``kernel[grid](*arguments, **meta)``,
     a ``triton.jit`` kernel: positional arguments first, every remaining parameter (the constexprs) by
@@ -58,13 +73,19 @@ class Launcher:
         if _INTERPRETED:
             self.kernel[grid](*args, **meta)
             return
-        key = (torch.cuda.current_device(), tuple(map(specialisation, args)), tuple(meta.items()))
+        device = torch.cuda.current_device()
+        key = (device, tuple(map(specialisation, args)), tuple(meta.items()))
         hit = self.compiled.get(key)
         if hit is not None:
             compiled, names = hit
-            compiled[grid](*args, *[meta[name] for name in names])
+            if _hooked():
+                compiled[grid](*args, *[meta[name] for name in names])
+            else:
+                compiled.run(*grid, torch._C._cuda_getCurrentRawStream(device), compiled.function,
+                             compiled.packed_metadata, None, None, None, *args, *[meta[name] for name in names])
             return
         compiled = self.kernel[grid](*args, **meta)
         names = self.kernel.arg_names[len(args):]
-        if hasattr(compiled, "function") and all(name in meta for name in names):
+        if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")) and all(
+                name in meta for name in names):
             self.compiled[key] = compiled, names

@@ -22,6 +22,24 @@ from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
 from .projection import projection_grads
 
 _EMPTY = (0,)
+_LIB = torch.library.Library("ssm_kernels", "DEF")
+
+
+def _custom_op(fn):
+    """``fn`` (named ``_name``) as the op ``ssm_kernels::name``, its schema read from the annotations,
+    one implementation for every device; returns the op. Defined through ``torch.library.Library``
+    rather than ``torch.library.custom_op``, whose Python layers (an autograd wrapper, an aliasing
+    check) cost each call tens of microseconds of host time in a compiled model: the gradients are
+    ``ssm_kernels.ops``'s autograd Functions anyway."""
+    name = fn.__name__.lstrip("_")
+    _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()))
+    _LIB.impl(name, fn, "CompositeExplicitAutograd")
+    return getattr(torch.ops.ssm_kernels, name).default
+
+
+def _fake(op):
+    """Decorator: the op's fake implementation (output shapes for torch.compile)."""
+    return lambda fn: torch.library.register_fake(op, fn, lib=_LIB)
 # wrapped here, not in kernels.py, whose plain kernels tools/kernel_sass.py compiles
 _SCAN_FWD, _SCAN_BWD = Launcher(scan_fwd_kernel), Launcher(scan_bwd_kernel)
 
@@ -279,10 +297,10 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     return out, last, states, ckpt
 
 
-selective_scan_fwd = torch.library.custom_op("ssm_kernels::selective_scan_fwd", _selective_scan_fwd, mutates_args=())
+selective_scan_fwd = _custom_op(_selective_scan_fwd)
 
 
-@selective_scan_fwd.register_fake
+@_fake(selective_scan_fwd)
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states):
     batch, channels, L = u.shape
     N = A.shape[1]
@@ -305,10 +323,10 @@ def _selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     return du, ddelta, (dz if dz is not None else u.new_empty(_EMPTY)), flat
 
 
-selective_scan_bwd = torch.library.custom_op("ssm_kernels::selective_scan_bwd", _selective_scan_bwd, mutates_args=())
+selective_scan_bwd = _custom_op(_selective_scan_bwd)
 
 
-@selective_scan_bwd.register_fake
+@_fake(selective_scan_bwd)
 def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus):
     dz = torch.empty_like(z) if z is not None else u.new_empty(_EMPTY)
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C)), dtype=torch.float32)
@@ -363,10 +381,10 @@ def _slices_shape(u, index, split_channels):
     return ((1 if split_channels else index.shape[0]), *u.shape)
 
 
-scan2d_fwd = torch.library.custom_op("ssm_kernels::scan2d_fwd", _scan2d_fwd, mutates_args=())
+scan2d_fwd = _custom_op(_scan2d_fwd)
 
 
-@scan2d_fwd.register_fake
+@_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
       split_channels):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
@@ -395,10 +413,10 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     return _merge(du, split_channels, u.dtype), ddelta, flat
 
 
-scan2d_bwd = torch.library.custom_op("ssm_kernels::scan2d_bwd", _scan2d_bwd, mutates_args=())
+scan2d_bwd = _custom_op(_scan2d_bwd)
 
 
-@scan2d_bwd.register_fake
+@_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
       split_channels):
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
@@ -413,10 +431,10 @@ def _layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dty
     return merge_norm_fwd(x.unsqueeze(0), weight, bias, eps, out_dtype)
 
 
-layer_norm_fwd = torch.library.custom_op("ssm_kernels::layer_norm_fwd", _layer_norm_fwd, mutates_args=())
+layer_norm_fwd = _custom_op(_layer_norm_fwd)
 
 
-@layer_norm_fwd.register_fake
+@_fake(layer_norm_fwd)
 def _(x, weight, bias, eps, out_dtype):
     return x.new_empty(x.shape, dtype=out_dtype), x.new_empty((2, x.numel() // x.shape[-1]), dtype=torch.float32)
 
@@ -426,9 +444,9 @@ def _layer_norm_bwd(x: Tensor, weight: Tensor, stats: Tensor, dy: Tensor) -> Tup
     return merge_norm_bwd(x.unsqueeze(0), weight, stats, dy, x.dtype)
 
 
-layer_norm_bwd = torch.library.custom_op("ssm_kernels::layer_norm_bwd", _layer_norm_bwd, mutates_args=())
+layer_norm_bwd = _custom_op(_layer_norm_bwd)
 
 
-@layer_norm_bwd.register_fake
+@_fake(layer_norm_bwd)
 def _(x, weight, stats, dy):
     return torch.empty_like(x), x.new_empty((2, x.shape[-1]), dtype=torch.float32)
