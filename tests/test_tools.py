@@ -55,3 +55,13 @@ def test_bench_kernels_parts(monkeypatch):
     rows = bench_kernels.parts_rows(2, "cuda" if torch.cuda.is_available() else "cpu")
     assert [r["shape"] for r in rows] == ["s1 (5x5, D=20)", "s2 (3x3, D=70)"]
     assert all(len(r) == 8 for r in rows)
+
+
+def test_bench_kernels_floors(monkeypatch):
+    """The --floors table's pieces run, the special-function kernel included (tiny stages, interpreter)."""
+    import bench_kernels
+    monkeypatch.setattr(bench_kernels, "STAGES", [(20, 5)])
+    monkeypatch.setattr(bench_kernels, "bench", lambda fn: (fn(), 1.0)[1])
+    rows = bench_kernels.floor_rows(2, "cuda" if torch.cuda.is_available() else "cpu", copy_gbs=3000.0)
+    assert rows[0]["shape"] == "s1 (5x5, D=20)" and rows[0]["elements (M)"] == 2 * 25 * 4 * 20 / 1e6
+    assert rows[0]["70% target"] > rows[0]["issue bound"] and "SFU 2 passes" in rows[0]

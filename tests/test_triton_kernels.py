@@ -320,3 +320,16 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(tops.layer_norm_fwd, (x, w, b, 1e-5, torch.bfloat16))
     y, stats = tops.layer_norm_fwd(x, w, b, 1e-5, torch.bfloat16)
     torch.library.opcheck(tops.layer_norm_bwd, (x, w, stats, torch.randn_like(y)))
+
+
+def test_launcher_uses_tritons_runner_while_a_launch_hook_is_set(monkeypatch):
+    """With no launch hook (an empty hook chain) the Launcher calls the compiled kernel directly; a hook
+    (a profiler's) sends every launch through Triton's runner, which calls it."""
+    from ssm_kernels.triton import launch
+    if launch._RUNTIME is None:
+        pytest.skip("this Triton has no knobs: the Launcher always takes the runner")
+    monkeypatch.setattr(launch._RUNTIME, "launch_enter_hook", None)
+    monkeypatch.setattr(launch._RUNTIME, "launch_exit_hook", None)
+    assert not launch._hooked()
+    monkeypatch.setattr(launch._RUNTIME, "launch_enter_hook", lambda metadata: None)
+    assert launch._hooked()

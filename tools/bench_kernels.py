@@ -17,6 +17,7 @@ Inputs are bfloat16 (float32 parameters), as under mixed precision. Times are me
     python tools/bench_kernels.py [--batch 128] [--no-reference]
     python tools/bench_kernels.py --sweep      # launch-parameter sweep (coordinate descent) instead
     python tools/bench_kernels.py --parts      # where the fused scan2d's time goes, per stage
+    python tools/bench_kernels.py --floors     # what the fused forward cannot go below, per stage
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ import sys
 
 import torch
 import triton
+import triton.language as tl
 
 from ssm_kernels import CROSS, cross_merge, cross_scan, scan2d, selective_scan
+from ssm_kernels.triton.kernels import LOG2E, _exp2, _log2
+from ssm_kernels.triton.launch import _INTERPRETED, cdiv
 
 
 #: VMamba-T's four stages at 224x224: (channels, map side)
@@ -307,6 +311,58 @@ def parts_rows(batch, device):
     return rows
 
 
+@triton.jit
+def sfu_floor_kernel(out_ptr, a, iters, PASSES: tl.constexpr, BLOCK: tl.constexpr, FAST_MATH: tl.constexpr):
+    """Per element and pass, the special-function work of any scan2d forward with softplus step sizes:
+    softplus(x) (an exp and a log) and the decay exp(A * step) (an exp), as the scan kernels compute
+    them; no memory traffic but one store per program, which keeps the work from being optimised away."""
+    lane = tl.arange(0, BLOCK).to(tl.float32) * 1e-4 + tl.program_id(0) * 1e-7
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(iters):
+        x = lane + i * 1e-3
+        for p in tl.static_range(PASSES):
+            step = _log2(1.0 + _exp2((x + p) * LOG2E, FAST_MATH), FAST_MATH)  # softplus(x) / ln 2
+            acc += _exp2(a * step, FAST_MATH) * step
+    tl.store(out_ptr + tl.program_id(0) * BLOCK + tl.arange(0, BLOCK), acc)
+
+
+def floor_rows(batch, device, copy_gbs):
+    """What the fused scan2d forward (K=4, N=1, no out-norm) cannot go below at each VMamba-T stage,
+    beside its time, in ms. "issue bound": the bytes the issue counts (read the map, a step-size map,
+    B and C once; write the bf16 output once) at the copy bandwidth, and 70% of it, the target. A design
+    that merges the K directions in one pass must hold each direction's output until the others reach
+    its position, i.e. write the K slices and read them back ("slices traffic", the map, the low-rank
+    step sizes, B and C read once, the output written once). One that does not must first summarise
+    every direction's sequence to get the states at its tiles' edges, i.e. evaluate every element's
+    step size and decay twice ("SFU 2 passes", the special-function work alone, measured)."""
+    from ssm_kernels.triton import ops as tops
+    rows = []
+    for stage, (Dg, side) in enumerate(STAGES):
+        M, K = batch * side * side, 4
+        rank = -(-Dg // 16)
+        elements = M * K * Dg
+        issue_bytes = 2 * (M * Dg + M * K * Dg + 2 * M * K + M * Dg)
+        slices_bytes = 2 * (M * Dg + M * K * rank + 2 * M * K + 2 * K * M * Dg + M * Dg)
+        BLOCK, iters = 1024, 16
+        programs = cdiv(elements, BLOCK * iters)
+        out = torch.empty(programs * BLOCK, device=device)
+        u, low, A, B, C, D, bias, w = stage_inputs(batch, Dg, side, device)
+        index = CROSS(side, side, device).index
+        bound = issue_bytes / copy_gbs / 1e6
+        row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})", "elements (M)": elements / 1e6,
+               "issue bound": bound, "70% target": bound / 0.7,
+               "ours fwd": bench(lambda: tops._scan2d_fwd(u, low, A, B, C, D, bias, index, w, None, None, 1e-5, True,
+                                                          False)),
+               "slices traffic": slices_bytes / copy_gbs / 1e6}
+        for passes in (1, 2):
+            row[f"SFU {passes} pass{'es' if passes > 1 else ''}"] = bench(
+                lambda: sfu_floor_kernel[(programs,)](out, -0.5, iters, PASSES=passes, BLOCK=BLOCK,
+                                                      FAST_MATH=not _INTERPRETED, num_warps=4))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def table(rows, title):
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print(f"\n{title}\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
@@ -321,6 +377,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", nargs="?", const="", default=None, metavar="FILTER",
                         help="sweep launch parameters instead (cases whose name contains FILTER)")
     parser.add_argument("--parts", action="store_true", help="instead, where the fused scan2d's time goes")
+    parser.add_argument("--floors", action="store_true",
+                        help="instead, what the fused scan2d forward cannot go below (see floor_rows)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -335,6 +393,9 @@ def main(argv=None) -> int:
         return 0
     if args.parts:
         table(parts_rows(args.batch, device), "scan2d as VMamba calls it (out-norm fused), its parts, ms")
+        return 0
+    if args.floors:
+        table(floor_rows(args.batch, device, copy_gbs), "fused scan2d forward (N=1, K=4, bf16) and its floors, ms")
         return 0
     scans = scan_rows(args.batch, device, not args.no_reference)
     fused = scan2d_rows(args.batch, device, copy_gbs, not args.no_reference)
