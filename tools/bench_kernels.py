@@ -330,8 +330,8 @@ def floor_rows(batch, device, copy_gbs):
     """What the fused scan2d forward (K=4, N=1, no out-norm) cannot go below at each VMamba-T stage,
     beside its time, in ms. "issue bound": the bytes the issue counts (read the map, a step-size map,
     B and C once; write the bf16 output once) at the copy bandwidth, and 70% of it, the target. A design
-    that merges the K directions in one pass must hold each direction's output until the others reach
-    its position, i.e. write the K slices and read them back ("slices traffic", the map, the low-rank
+    that merges the K directions after scanning them must hold each direction's output until the others
+    reach its position, i.e. write the K slices and read them back ("slices traffic", the map, the low-rank
     step sizes, B and C read once, the output written once). One that does not must first summarise
     every direction's sequence to get the states at its tiles' edges, i.e. evaluate every element's
     step size and decay twice ("SFU 2 passes", the special-function work alone, measured)."""

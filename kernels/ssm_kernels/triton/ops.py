@@ -40,6 +40,8 @@ def _custom_op(fn):
 def _fake(op):
     """Decorator: the op's fake implementation (output shapes for torch.compile)."""
     return lambda fn: torch.library.register_fake(op, fn, lib=_LIB)
+
+
 # wrapped here, not in kernels.py, whose plain kernels tools/kernel_sass.py compiles
 _SCAN_FWD, _SCAN_BWD = Launcher(scan_fwd_kernel), Launcher(scan_bwd_kernel)
 
