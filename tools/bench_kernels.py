@@ -338,15 +338,14 @@ def floor_rows(batch, device, copy_gbs):
     from ssm_kernels.triton import ops as tops
     rows = []
     for stage, (Dg, side) in enumerate(STAGES):
-        M, K = batch * side * side, 4
-        rank = -(-Dg // 16)
+        u, low, A, B, C, D, bias, w = stage_inputs(batch, Dg, side, device)
+        M, K, rank = batch * side * side, 4, w.shape[2]
         elements = M * K * Dg
         issue_bytes = 2 * (M * Dg + M * K * Dg + 2 * M * K + M * Dg)
         slices_bytes = 2 * (M * Dg + M * K * rank + 2 * M * K + 2 * K * M * Dg + M * Dg)
         BLOCK, iters = 1024, 16
         programs = cdiv(elements, BLOCK * iters)
         out = torch.empty(programs * BLOCK, device=device)
-        u, low, A, B, C, D, bias, w = stage_inputs(batch, Dg, side, device)
         index = CROSS(side, side, device).index
         bound = issue_bytes / copy_gbs / 1e6
         row = {"shape": f"s{stage + 1} ({side}x{side}, D={Dg})", "elements (M)": elements / 1e6,

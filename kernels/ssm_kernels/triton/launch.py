@@ -78,11 +78,12 @@ class Launcher:
         hit = self.compiled.get(key)
         if hit is not None:
             compiled, names = hit
+            constexprs = [meta[name] for name in names]
             if _hooked():
-                compiled[grid](*args, *[meta[name] for name in names])
+                compiled[grid](*args, *constexprs)
             else:
                 compiled.run(*grid, torch._C._cuda_getCurrentRawStream(device), compiled.function,
-                             compiled.packed_metadata, None, None, None, *args, *[meta[name] for name in names])
+                             compiled.packed_metadata, None, None, None, *args, *constexprs)
             return
         compiled = self.kernel[grid](*args, **meta)
         names = self.kernel.arg_names[len(args):]
