@@ -136,13 +136,39 @@ def _cfg(url: str = "", **kwargs):
     }
 
 
-#: Published numbers (official README; throughput on an A100, batch 128, 224x224) and the exact parameter
-#: counts of the official models, for the tests, the zoo table and the model cards.
+#: Published numbers (official README; throughput on an A100, batch 128, 224x224), the exact parameter
+#: counts of the official models and their FLOPs by the family's rule (the official fvcore count), for the
+#: tests, the zoo table and the model cards.
 PUBLISHED = {
-    "vmamba_tiny": dict(official_params=30_249_064, params_m=30, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571),
-    "vmamba_small": dict(official_params=50_147_752, params_m=50, gflops=8.7, top1=83.6, img_s=877, train_img_s=314),
-    "vmamba_base": dict(official_params=88_557_800, params_m=89, gflops=15.4, top1=83.9, img_s=646, train_img_s=247),
+    "vmamba_tiny": dict(official_name="vmamba_tiny_s1l8", official_params=30_249_064, params_m=30,
+                        official_flops=4_905_609_984, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571),
+    "vmamba_small": dict(official_name="vmamba_small_s2l15", official_params=50_147_752, params_m=50,
+                         official_flops=8_715_774_720, gflops=8.7, top1=83.6, img_s=877, train_img_s=314),
+    "vmamba_base": dict(official_name="vmamba_base_s2l15", official_params=88_557_800, params_m=89,
+                        official_flops=15_358_944_256, gflops=15.4, top1=83.9, img_s=646, train_img_s=247),
 }
+
+#: What the model cards say about the family as a whole (tools/make_model_cards.py).
+CARD = dict(
+    family="VMamba",
+    paper="VMamba: Visual State Space Model",
+    arxiv="2401.10166",
+    code="https://github.com/MzeroMiko/VMamba",
+    commit="2ed52ea",
+    license="MIT",
+    top1_source="official README (ImageNet-1k, 224x224)",
+    flops_rule="fvcore multiply-adds; LayerNorm 5/elem; each selective scan 9*B*L*D*N + B*L*D (the official handle)",
+    scan="cross: row-major, column-major and both reversed (K = 4)",
+    bibtex="""@inproceedings{liu2024vmamba,
+  title={VMamba: Visual State Space Model},
+  author={Liu, Yue and Tian, Yunjie and Zhao, Yuzhong and Yu, Hongtian and Xie, Lingxi and Wang, Yaowei and Ye, Qixiang and Jiao, Jianbin and Liu, Yunfan},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2024}
+}""",
+)
+
+#: Architecture overrides that make every model of the family tiny (interop and CPU tests).
+TINY_KWARGS = dict(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1))
 
 _RELEASES = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
 default_cfgs = generate_default_cfgs({

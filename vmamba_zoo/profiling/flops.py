@@ -104,19 +104,27 @@ def _example_input(model: nn.Module, input_size: Tuple[int, int, int]) -> torch.
 
 
 def flop_analysis(model: nn.Module, inputs=None, input_size: Tuple[int, int, int] = (3, 224, 224)) -> FlopCountAnalysis:
-    """fvcore's ``FlopCountAnalysis`` with the zoo's handles (use ``.by_module()``, tables, ...)."""
+    """fvcore's ``FlopCountAnalysis`` with the zoo's handles (use ``.by_module()``, tables, ...).
+
+    A model whose family counts some operator its own way carries the handles in ``flop_handles``
+    (a dict of fvcore handles by operator name, or None to leave an operator uncounted): they
+    override the defaults, so that each family is counted by the rule its official code uses.
+    """
     if inputs is None:
         inputs = (_example_input(model, input_size),)
-    analysis = FlopCountAnalysis(model, inputs).set_op_handle(**FLOP_HANDLES)
+    handles = {**FLOP_HANDLES, **getattr(model, "flop_handles", {})}
+    analysis = FlopCountAnalysis(model, inputs).set_op_handle(**handles)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis
 
 
 def count_flops(model: nn.Module, input_size: Tuple[int, int, int] = (3, 224, 224), inputs=None) -> int:
-    """Total FLOPs of one forward pass of a single image (batch 1), in eval mode."""
+    """Total FLOPs of one forward pass of a single image (batch 1), in eval mode, or in train mode for a
+    family whose official count runs the model in train mode (``flops_in_train_mode = True``: it
+    changes how batch norm is counted)."""
     was_training = model.training
-    model.eval()
+    model.train(bool(getattr(model, "flops_in_train_mode", False)))
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.*")  # fvcore traces with torch.jit
