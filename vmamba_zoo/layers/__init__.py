@@ -1,10 +1,11 @@
 """Building blocks shared by the zoo's families (all channels last inside the stages)."""
-from .block import MixerBlock
-from .downsample import ConvDownsample
+from .block import ConvPosEnc, MixerBlock
+from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .norm import FastLayerNorm
 from .ss2d import SS2D
 from .ssm_init import a_log_init, dt_bias_init
 from .stage import Stage
-from .stem import ConvStem
+from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
-__all__ = ["MixerBlock", "ConvDownsample", "FastLayerNorm", "SS2D", "Stage", "ConvStem", "a_log_init", "dt_bias_init"]
+__all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
+           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init"]

@@ -10,12 +10,15 @@ class MixerBlock(nn.Module):
     """x + drop_path(mixer(norm1(x))), then x + drop_path(mlp(norm2(x))); channels last.
 
     The mixer is any module mapping (B, H, W, C) to itself (VMamba's SS2D, ...). ``mlp_ratio=0``
-    drops the MLP half (the v0 VMamba blocks have none).
+    drops the MLP half (the v0 VMamba blocks have none). ``cpe=True`` adds a conditional position
+    encoding before each half, x + dwconv3x3(x) (Spatial-Mamba, VSSD).
     """
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 norm_layer=nn.LayerNorm, act_layer=nn.GELU):
+                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, cpe: bool = False):
         super().__init__()
+        self.cpe1 = ConvPosEnc(dim) if cpe else None
+        self.cpe2 = ConvPosEnc(dim) if cpe and mlp_ratio > 0 else None
         self.norm1 = norm_layer(dim)
         self.mixer = mixer
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -26,7 +29,22 @@ class MixerBlock(nn.Module):
             self.norm2 = self.mlp = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpe1 is not None:
+            x = self.cpe1(x)
         x = x + self.drop_path(self.mixer(self.norm1(x)))
         if self.mlp is not None:
+            if self.cpe2 is not None:
+                x = self.cpe2(x)
             x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
+
+
+class ConvPosEnc(nn.Module):
+    """Conditional position encoding on a channels-last map: x + depthwise 3x3 conv (with bias) of x."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

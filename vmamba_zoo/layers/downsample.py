@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -15,3 +16,39 @@ class ConvDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging (the 'v1' downsample of VMamba v0, EfficientVMamba, MSVMamba): the four
+    phases of every 2x2 neighbourhood side by side, LayerNorm over the 4*dim channels, a linear map to
+    ``out_dim`` without bias. An odd height or width is zero-padded at the bottom / right first."""
+
+    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[1:3]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x))
+
+
+class ExpandDownsample(nn.Module):
+    """Inverted-bottleneck downsample of Spatial-Mamba and VSSD: 1x1 conv to 4*out_dim, ReLU, stride-2
+    depthwise 3x3, ReLU, 1x1 conv to out_dim, BatchNorm (all convs with bias)."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        hidden = 4 * out_dim
+        self.expand = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, stride=2, padding=1, groups=hidden)
+        self.proj = nn.Conv2d(hidden, out_dim, 1)
+        self.norm = nn.BatchNorm2d(out_dim)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.dwconv(self.act(self.expand(x.permute(0, 3, 1, 2)))))
+        return self.norm(self.proj(x)).permute(0, 2, 3, 1)

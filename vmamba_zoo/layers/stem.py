@@ -20,3 +20,43 @@ class ConvStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2(self.act(self.norm1(self.conv1(x))))
         return self.norm2(x.permute(0, 2, 3, 1))
+
+
+class PatchStem(nn.Module):
+    """Non-overlapping ``patch`` x ``patch`` convolution, then LayerNorm (the v1 patch embedding of
+    VMamba v0, EfficientVMamba and MSVMamba)."""
+
+    def __init__(self, in_chans: int = 3, dim: int = 96, patch: int = 4, eps: float = 1e-5):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+class ConvBN(nn.Sequential):
+    """Convolution without bias, BatchNorm, optional ReLU (NCHW)."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3, stride: int = 1, act: bool = True):
+        layers = [nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding=kernel_size // 2, bias=False),
+                  nn.BatchNorm2d(out_dim)]
+        super().__init__(*layers, *([nn.ReLU()] if act else []))
+
+
+class ConvBNStem(nn.Module):
+    """Convolution-BatchNorm stem of Spatial-Mamba and VSSD: a stride-2 3x3 conv to dim/2, a residual
+    pair of 3x3 convs, a stride-2 3x3 conv to 4*dim and a 1x1 conv to dim."""
+
+    def __init__(self, in_chans: int = 3, dim: int = 64):
+        super().__init__()
+        half = dim // 2
+        self.conv1 = ConvBN(in_chans, half, stride=2)
+        self.residual = nn.Sequential(ConvBN(half, half), ConvBN(half, half, act=False))
+        self.conv2 = ConvBN(half, 4 * dim, stride=2)
+        self.proj = ConvBN(4 * dim, dim, kernel_size=1, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = x + self.residual(x)
+        return self.proj(self.conv2(x)).permute(0, 2, 3, 1)
