@@ -5,7 +5,7 @@ import timm.optim
 import torch
 
 import vmamba_zoo
-from vmamba_zoo.models import PUBLISHED, VMamba
+from vmamba_zoo.models import PUBLISHED, VMamba, tiny_kwargs
 from vmamba_zoo.profiling import count_flops, count_params
 
 MODELS = vmamba_zoo.list_models()
@@ -158,3 +158,22 @@ def test_bad_input_raises_clear_error(bad, message):
     features = timm.create_model("vmamba_tiny", features_only=True)
     with pytest.raises(ValueError, match=message):
         features(bad)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_float64_forward_and_backward(name):
+    """``model.double()`` runs in float64 end to end (on the reference scan), for gradchecks and debugging."""
+    model = timm.create_model(name, num_classes=3, **tiny_kwargs(name)).double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    assert out.dtype == torch.float64
+    out.sum().backward()
+    assert x.grad.dtype == torch.float64
+    assert all(p.grad is not None and p.grad.dtype == torch.float64 for p in model.parameters())
+
+
+def test_float64_gradcheck_of_a_mixer():
+    from vmamba_zoo.layers import SS2D
+    mixer = SS2D(4, d_state=2, ssm_ratio=1.0).double()
+    x = torch.randn(1, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(mixer, (x,), eps=1e-6, atol=1e-6)

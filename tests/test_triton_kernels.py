@@ -57,6 +57,43 @@ def test_selective_scan_matches_reference(case):
         assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
 
 
+@pytest.mark.parametrize("segments", [3, 50])
+def test_forward_split_into_segments_matches_reference(segments, monkeypatch):
+    """A long sequence at a small batch is split into segments scanned by separate programs (a summary
+    pass, then the main pass from the folded summaries): outputs, last and all states, and the backward
+    (which reads the chunk-end states the segmented forward saves) stay the reference's. 3 segments of 9
+    chunks leave a short last one; 50 clamp to one chunk each."""
+    from ssm_kernels.triton import ops as tops
+    monkeypatch.setitem(tops.TUNING, "segments", segments)
+    x = scan_inputs(1, 2, 3, 2, 140, torch.float32)      # BL 16: 9 chunks
+    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
+    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
+    got = selective_scan(**x, **kw, backend="triton")
+    ref = selective_scan_naive(**exact, **kw)
+    for g, r in zip(got, ref):
+        assert rel(g, r) < 2e-6
+    grads_out = [torch.randn_like(r) for r in ref]
+    names = [k for k, v in x.items() if v is not None]
+    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.float() for g in grads_out])
+    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
+    for name, a, b in zip(names, g_got, g_ref):
+        assert rel(a, b) < 2e-5, f"d{name}: {rel(a, b):.2e}"
+    if segments == 3:  # the fused 2-D scan launches the same way
+        check_scan2d(map_inputs(1, 9, 7, 4, 3, 1, torch.float32, rank=4), CROSS(9, 7), 2e-5,
+                     out_norm=torch.nn.LayerNorm(3))
+
+
+def test_segments_fill_the_gpu_only_when_the_grid_is_small(monkeypatch):
+    from ssm_kernels.triton import ops as tops
+    monkeypatch.setattr(tops, "_INTERPRETED", False)
+    monkeypatch.setattr(tops, "_multiprocessors", lambda device: 132)
+    cuda = torch.device("cuda", 0)
+    assert tops._segments(4 * 2 * 2, 4608, cuda) == (33, 140)    # VMamba-T stage 1 at 1536x1536, batch 2
+    assert tops._segments(4 * 2 * 128, 98, cuda) == (1, 98)      # 224x224, batch 128: enough programs
+    assert tops._segments(16, 20, cuda) == (2, 10)               # short sequences: segments of >= 8 chunks
+    assert tops._segments(16, 10, cuda) == (1, 10)
+
+
 def test_selective_scan_ungrouped_bc_without_options():
     x = scan_inputs(2, 1, 6, 4, 50, torch.float32, with_z=False, grouped=False)
     x.update(D=None, delta_bias=None)
@@ -276,11 +313,17 @@ def test_torch_compile_single_graph_matches_eager(monkeypatch):
     eager.sum().backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+    run = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = run(x)
     compiled.sum().backward()
     assert rel(compiled, eager) < 1e-6
     for name, p in model.named_parameters():
         assert rel(p.grad, expected[name]) < 1e-5, name
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a second call (new data) reuses the graph
+        again = run(torch.randn_like(x))
+        again.sum().backward()
+        with torch.no_grad():
+            run(x)
 
 
 def test_torch_compile_with_reference_backend(monkeypatch):
@@ -290,6 +333,15 @@ def test_torch_compile_with_reference_backend(monkeypatch):
     model = VMamba(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), num_classes=5)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), model(x))
+
+
+def test_float64_runs_on_the_reference(monkeypatch):
+    """The kernels compute in float32: float64 goes to the reference unless Triton is asked for by name."""
+    x = torch.randn(2, 3, dtype=torch.float64)
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    assert ssm_kernels.resolve_backend(x) == "reference"
+    with pytest.raises(ValueError, match="does not take float64"):
+        ssm_kernels.resolve_backend(x, "triton")
 
 
 def test_triton_backend_on_cpu_needs_the_interpreter(monkeypatch):

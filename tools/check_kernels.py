@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
-For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
+For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), a Vim-like N = 16 sequence and long
+sequences at batch 1 (1536x1536: the forward splits them into segments), runs
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
 read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
@@ -120,6 +121,10 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
+        # long sequences at batch 1: the forward splits them into segments (a summary pass first)
+        cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))
+        cases.append(("selective_scan L=147456, batch 1", "seq", (1, 4, 96, 1, 147456)))
+        cases.append(("selective_scan N=16 L=16384, batch 1", "seq", (1, 2, 64, 16, 16384)))
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)

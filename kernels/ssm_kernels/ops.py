@@ -39,13 +39,23 @@ def available_backends() -> Sequence[str]:
 
 
 def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
-    """The backend that runs an op on ``tensor``: argument, then environment, then by device."""
+    """The backend that runs an op on ``tensor``: argument, then environment, then by device and dtype.
+
+    float64 runs on the reference (the Triton kernels compute in float32): chosen automatically, and
+    asking for Triton explicitly with float64 inputs is an error that says so.
+    """
+    double = tensor.dtype == torch.float64
     name = (backend or os.environ.get(BACKEND_ENV)
-            or ("triton" if tensor.is_cuda and "triton" in _BACKENDS else "reference"))
+            or ("triton" if tensor.is_cuda and not double and "triton" in _BACKENDS else "reference"))
     if name not in ("reference", "triton"):
         raise ValueError(f"unknown scan backend {name!r}: use 'reference' or 'triton' (argument or ${BACKEND_ENV})")
     if name not in _BACKENDS:
         raise RuntimeError(f"the {name!r} scan backend is not available here (is triton installed?)")
+    if name == "triton" and double:
+        if backend is None:  # only the environment asked for Triton: float64 still runs, on the reference
+            return "reference"
+        raise ValueError("the triton scan backend computes in float32 and does not take float64 inputs; use "
+                         "backend='reference' (the default for float64) or cast the inputs to float32")
     if name == "triton" and not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("the triton scan backend runs on CUDA tensors (or on CPU with TRITON_INTERPRET=1 "
                            "set before import); use backend='reference' for CPU tensors")
@@ -220,7 +230,8 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     ``paths.split_channels``), or, with ``dt_weight`` (K, C, R), the low-rank step sizes
     (b, H, W, K, R) with delta[..., k, :] = dt_weight[k] @ delta_low[..., k, :]; B, C: (b, H, W, K, N);
     A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in float32 (the K
-    directions are summed in float32), or ``out_norm(map)`` given a LayerNorm over channels.
+    directions are summed in float32; float64 for float64 inputs, on the reference backend), or
+    ``out_norm(map)`` given a LayerNorm over channels.
 
     With the Triton backend the projection, the gather, the K scans and the merge are one kernel (one
     more for backward): neither the K gathered copies nor the full step-size map ever exist in

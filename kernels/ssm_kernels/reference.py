@@ -192,7 +192,8 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias:
-    (K*C,). Returns the (b, H, W, C) map in float32. ``scan_fn`` defaults to :func:`selective_scan_ref`.
+    (K*C,). Returns the (b, H, W, C) map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to
+    :func:`selective_scan_ref`.
     """
     scan_fn = scan_fn or selective_scan_ref
     batch = u.shape[0]
@@ -202,4 +203,5 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     Bs = cross_scan_ref(B, paths)
     Cs = cross_scan_ref(C, paths)
     ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus)
-    return cross_merge_ref(ys.float().view(batch, K, -1, paths.length), paths)
+    ys = ys.to(_compute_dtype(ys))
+    return cross_merge_ref(ys.view(batch, K, -1, paths.length), paths)

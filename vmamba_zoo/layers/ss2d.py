@@ -68,9 +68,14 @@ class SS2D(nn.Module):
             x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = self.act(x)
         dt, B, C = self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
-        A = -self.A_log.float().exp()
+        A = -_at_least_float32(self.A_log).exp()
         # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU)
-        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
+        y = scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
                    self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
                    out_norm=self.out_norm)
         return self.out_proj(y)
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """The SSM parameters in float32 for the scan (also in a half-precision model), float64 kept."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))

@@ -17,7 +17,14 @@ A program owns (direction k, a block of BD channels, one batch element) and walk
 chunks of BL steps: load the chunk, scan it with ``tl.associative_scan`` over (decay, input) pairs,
 add the state carried in from the previous chunk. The state at the end of every chunk is saved;
 the backward walks the chunks in reverse, recomputes each chunk's states from the saved one, and runs
-the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1} as a reverse scan. The gradient through the decay
+the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1} as a reverse scan.
+
+A long sequence at a small batch gives too few programs to fill the GPU (VMamba-T at 1536x1536,
+batch 2: 16 programs for 132 SMs, the scan 83% of the forward). The forward can then split each
+sequence into segments of whole chunks, one program each, in two launches: a summary pass that scans
+every segment from a zero state and keeps only its end state and the product of its decays, then the
+main pass, where each program first folds the summaries of the segments before its own into the
+state entering it (h = P_j h + E_j, a few (NP, BD) loads per earlier segment) and scans as usual. The gradient through the decay
 needs a_t h_{t-1}, which is h_t - x_t: no second scan of the inputs shifted by one. Memory stays
 O(batch * channels * L).
 
@@ -114,14 +121,15 @@ def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
 
 
 @triton.jit
-def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks,
+def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg,
                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr,
                    BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr):
-    """This program's direction k, batch element b, channels d, states n and their parameters
-    (with ``HAS_DT_PROJ``, w: its channels' rows of the step-size projection, (RP, BD))."""
+    """This program's direction k, batch element b, sequence segment, channels d, states n and their
+    parameters (with ``HAS_DT_PROJ``, w: its channels' rows of the step-size projection, (RP, BD))."""
     k = tl.program_id(0)
     K = tl.num_programs(0)
-    b = tl.program_id(2).to(tl.int64)
+    b = (tl.program_id(2) // n_seg).to(tl.int64)
+    segment = tl.program_id(2) % n_seg
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     n = tl.arange(0, NP)
     dmask, nmask = d < Dg, n < N
@@ -143,7 +151,7 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks,
         w = Dv
     # chunk-end states, (batch, K, n_chunks, NP, Dg): one contiguous row of channels per state
     ckpt_row = ((b * K + k) * n_chunks * NP + n[:, None]) * Dg + d[None, :]
-    return k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row
+    return k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row
 
 
 @triton.jit
@@ -177,44 +185,66 @@ def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
 @triton.jit
 def scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr,
-    out_ptr, last_ptr, states_ptr, ckpt_ptr,
-    L, Dg, N, R, n_chunks,
+    out_ptr, last_ptr, states_ptr, ckpt_ptr, seg_ptr,
+    L, Dg, N, R, n_chunks, n_seg, seg_chunks,
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
     s_dir,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
-    STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr,
+    STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
-    k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+    """Chunks [segment * seg_chunks, ...) of the sequence (all of it when n_seg = 1). With ``SUMMARY``
+    only the segment's decay product and end state from a zero start go to ``seg_ptr`` ((batch, K, n_seg,
+    2, NP, Dg), float32); otherwise the state entering the segment is folded from those summaries."""
+    k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
     last_row = tl.arange(0, BL)[:, None, None] == BL - 1
     h = tl.zeros([NP, BD], tl.float32)
-    for c in tl.range(0, n_chunks, num_stages=STAGES):
-        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
-        a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
-        hs = x_cum + a_cum * h[None, :, :]
-        y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
-        if STORE_STATES:  # (batch, K*Dg, N, L), float32
-            s_off = ((b * K * Dg + channel[None, None, :]) * N + n[None, :, None]) * L + t[:, None, None]
-            tl.store(states_ptr + s_off, hs, mask=tmask[:, None, None] & m_nd[None, :, :])
-        h = tl.sum(tl.where(last_row, hs, 0.0), axis=0)                    # masked steps carry the state
-        tl.store(ckpt_ptr + ckpt_row + c * NP * Dg, h, mask=m_nd)
-        if HAS_D:
-            y += Dv[None, :] * u
-        if HAS_Z:
-            z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
-            y = y * z * _sigmoid(z, FAST_MATH)
-        tl.store(out_ptr + (k.to(tl.int64) * s_dir + u_base) + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
-    if STORE_LAST:  # (batch, K*Dg, N)
-        tl.store(last_ptr + (b * K * Dg + channel[None, :]) * N + n[:, None], h, mask=m_nd)
+    first = segment * seg_chunks
+    end = tl.minimum(first + seg_chunks, n_chunks)
+    seg_row = ((b * K + k) * n_seg * 2 * NP + n[:, None]) * Dg + d[None, :]
+    if SUMMARY:
+        decay = tl.full([NP, BD], 1.0, tl.float32)
+        for c in tl.range(first, end, num_stages=STAGES):
+            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
+            h = tl.sum(tl.where(last_row, x_cum + a_cum * h[None, :, :], 0.0), axis=0)
+            decay = decay * tl.sum(tl.where(last_row, a_cum, 0.0), axis=0)
+        tl.store(seg_ptr + seg_row + 2 * segment * NP * Dg, decay, mask=m_nd)
+        tl.store(seg_ptr + seg_row + (2 * segment + 1) * NP * Dg, h, mask=m_nd)
+    else:
+        for j in range(0, segment):  # the state entering this segment: fold the summaries before it
+            decay = tl.load(seg_ptr + seg_row + 2 * j * NP * Dg, mask=m_nd, other=0.0)
+            h = decay * h + tl.load(seg_ptr + seg_row + (2 * j + 1) * NP * Dg, mask=m_nd, other=0.0)
+        for c in tl.range(first, end, num_stages=STAGES):
+            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
+            hs = x_cum + a_cum * h[None, :, :]
+            y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
+            if STORE_STATES:  # (batch, K*Dg, N, L), float32
+                s_off = ((b * K * Dg + channel[None, None, :]) * N + n[None, :, None]) * L + t[:, None, None]
+                tl.store(states_ptr + s_off, hs, mask=tmask[:, None, None] & m_nd[None, :, :])
+            h = tl.sum(tl.where(last_row, hs, 0.0), axis=0)                    # masked steps carry the state
+            tl.store(ckpt_ptr + ckpt_row + c * NP * Dg, h, mask=m_nd)
+            if HAS_D:
+                y += Dv[None, :] * u
+            if HAS_Z:
+                z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
+                y = y * z * _sigmoid(z, FAST_MATH)
+            tl.store(out_ptr + (k.to(tl.int64) * s_dir + u_base) + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
+        if STORE_LAST:  # (batch, K*Dg, N), by the last segment
+            last_off = (b * K * Dg + channel[None, :]) * N + n[:, None]
+            tl.store(last_ptr + last_off, h, mask=m_nd & (segment == n_seg - 1))
 
 
 @triton.jit
@@ -237,8 +267,8 @@ def scan_bwd_kernel(
     (also with a low-rank step size: the caller takes it through the projection) has strides sg_*.
     dB and dC (float32, strides sdb_*: B itself may be a strided view), dA (K*Dg, N), dD and dbias
     (K*Dg) are accumulated with atomic adds."""
-    k, K, b, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+    k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)

@@ -181,6 +181,32 @@ class _Layout:
         return (*self.u, *self.delta, *self.bc)
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: int) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+#: The forward splits sequences into segments until the grid has about this many programs per SM ...
+PROGRAMS_PER_SM = 4
+#: ... keeping at least this many chunks in a segment (the summary pass re-reads every segment once).
+MIN_SEGMENT_CHUNKS = 8
+
+
+def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, int]:
+    """(segments per sequence, chunks per segment) for the forward: one segment unless the grid of
+    (direction, channel block, batch element) programs is too small for the GPU (a long sequence at a
+    small batch), then enough segments to give every SM a few programs. ``TUNING['segments']`` overrides
+    (tests use it under the interpreter, where the GPU's size is unknown)."""
+    wanted = TUNING.get("segments")
+    if wanted is None:
+        if _INTERPRETED or device.type != "cuda":
+            return 1, n_chunks
+        target = PROGRAMS_PER_SM * _multiprocessors(device.index if device.index is not None else 0)
+        wanted = min(cdiv(target, programs), n_chunks // MIN_SEGMENT_CHUNKS) if programs < target else 1
+    seg_chunks = cdiv(n_chunks, max(1, min(wanted, n_chunks)))
+    return cdiv(n_chunks, seg_chunks), seg_chunks
+
+
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
                 store_last, store_states):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last or None, states or
@@ -192,14 +218,19 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
     n_chunks = ckpt.shape[2]
     last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else None
     states = _empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states else None
-    _SCAN_FWD[layout.grid(BD)](
-        u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
-        out, _maybe(last, ckpt), _maybe(states, ckpt), ckpt,
-        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
-        HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
-        HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
-        STORE_STATES=store_states, STORE_LAST=store_last, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
-    )
+    K, blocks, batch = layout.grid(BD)
+    n_seg, seg_chunks = _segments(K * blocks * batch, n_chunks, u.device)
+    summaries = _empty(batch, K, n_seg, 2, NP, layout.Dg, **f32) if n_seg > 1 else ckpt
+    for summary in ((True, False) if n_seg > 1 else (False,)):
+        _SCAN_FWD[(K, blocks, batch * n_seg)](
+            u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
+            out, _maybe(last, ckpt), _maybe(states, ckpt), ckpt, summaries,
+            layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_seg, seg_chunks, *layout.strides(),
+            s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
+            HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
+            FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
+            BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+        )
     return last, states, ckpt
 
 
