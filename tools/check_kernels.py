@@ -10,13 +10,14 @@ the reference backend run in float64 on the same inputs. Fresh random inputs per
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
 gradients of every input.
 
-    python tools/check_kernels.py [--batch 32] [--sizes 224 512]
+    python tools/check_kernels.py [--batch 32] [--sizes 224 512] [--cases 'scan2d.*s1']
     TRITON_INTERPRET=1 python tools/check_kernels.py --device cpu --batch 1 --sizes 32   # dry run on CPU
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -101,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512], help="image sizes of the stage shapes")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--cases", default="", metavar="REGEX", help="only the cases whose name matches REGEX")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -144,6 +146,7 @@ def main(argv=None) -> int:
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
              "norm": (norm_case, norm_fn)}
+    cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0
