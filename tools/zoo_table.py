@@ -1,59 +1,128 @@
 #!/usr/bin/env python
-"""The zoo table: every model's parameters, GFLOPs and forward latency, beside the published numbers.
+"""The zoo table: every registered model's parameters and GFLOPs beside the paper's, its published top-1
+and its GPU throughput from the committed results file.
 
-    python tools/zoo_table.py                       # all models, 224x224, CPU latency at batch 1
-    python tools/zoo_table.py --models 'vmamba_*' --img-size 512 --batch-size 2
+    python tools/zoo_table.py                         # print the table (Markdown)
+    python tools/zoo_table.py --update README.md      # rewrite the README's table in place
+    python tools/zoo_table.py --count                 # recount params and GFLOPs with fvcore (slow)
+
+Params and GFLOPs (224x224) are the official models' exact counts, ``PUBLISHED[name]['official_params' /
+'official_flops']``, which the tests pin our models to (tests/test_models.py counts ours with fvcore
+and the family's FLOPs rule and requires equality); ``--count`` recounts them here. Throughput comes
+from ``results/benchmark.csv`` (tools/benchmark.py, batch 128, 224x224, fp16 autocast, eager), ours
+and, in brackets, the official implementation measured in the same run; "—" where not measured.
+The table grows by itself as families register (``vmamba_zoo.models.FAMILIES``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 
-import timm
-import torch
-from tqdm import tqdm
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, read_results  # noqa: E402
 
-import vmamba_zoo
-from vmamba_zoo.models import PUBLISHED
-from vmamba_zoo.profiling import count_flops, count_params, measure_latency
+import vmamba_zoo  # noqa: E402
+from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
+
+BEGIN, END = "<!-- zoo-table: begin (tools/zoo_table.py --update README.md) -->", "<!-- zoo-table: end -->"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="", help="wildcard filter on model names (default: all)")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the latency measurement")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results-file", default=str(BENCHMARK_FILE), help="benchmark results (CSV or JSON)")
+    parser.add_argument("--update", metavar="README", help=f"replace the table between {BEGIN!r} and {END!r}")
+    parser.add_argument("--count", action="store_true", help="count params and GFLOPs with fvcore instead")
     return parser.parse_args(argv)
 
 
-def _fmt(value, spec):
+def _num(value, spec):
     return "—" if value is None else format(value, spec)
+
+
+def _throughput(results, name, mode):
+    ours, official = latest(results, name, "ours", mode), latest(results, name, "official", mode)
+    cell = img_s(ours)
+    return cell if not official else f"{cell} ({img_s(official)})"
+
+
+def _devices(results, names):
+    found = []
+    for name in names:
+        for impl in ("ours", "official"):
+            for mode in ("inference", "train"):
+                found += [(r["device"], r["date"]) for r in latest(results, name, impl, mode)]
+    return sorted(set(found))
+
+
+def counted(name):
+    """(params, FLOPs) of our model counted with fvcore by the family's rule, at 224x224."""
+    import timm
+
+    from vmamba_zoo.profiling import count_flops, count_params
+    model = timm.create_model(name).eval()
+    return count_params(model), count_flops(model, (3, 224, 224))
+
+
+def table(names, results, count=False) -> str:
+    """The zoo table in Markdown, with its caption and the sources of the top-1 numbers."""
+    lines = ["| model | params (M) | paper params (M) | GFLOPs @224 | paper GFLOPs | top-1 (%) | "
+             "inference img/s: ours (official) | training img/s: ours (official) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    sources = {}
+    for name in names:
+        paper = PUBLISHED.get(name, {})
+        params, flops = counted(name) if count else (paper.get("official_params"), paper.get("official_flops"))
+        card = getattr(family_module(name), "CARD", {})
+        sources[card.get("family", name)] = card.get("top1_source", "—")
+        lines.append(f"| `{name}` | {_num(params and params / 1e6, '.2f')} | {_num(paper.get('params_m'), 'g')} | "
+                     f"{_num(flops and flops / 1e9, '.2f')} | {_num(paper.get('gflops'), 'g')} | "
+                     f"{_num(paper.get('top1'), '.1f')} | {_throughput(results, name, 'inference')} | "
+                     f"{_throughput(results, name, 'train')} |")
+    where = "; ".join(f"{device} ({date})" for device, date in _devices(results, names)) or "not measured yet"
+    lines += ["", f"Throughput: {where}, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
+                  f"{STANDARD['dtype']} autocast, eager, from `results/benchmark.csv` (a range: several passes of "
+                  "one run); in brackets the official implementation in the same run. "
+                  + ("Params and GFLOPs counted with fvcore." if count else
+                     "Params and GFLOPs: ours, equal to the official models' exact counts (pinned by the tests)."),
+              "Top-1 (ImageNet-1k) sources: " + "; ".join(f"{family}: {src}" for family, src in sources.items()) + "."]
+    return "\n".join(lines)
+
+
+def update_readme(path, text) -> bool:
+    """Replace the block between the markers in ``path``; True when the file changed."""
+    path = Path(path)
+    old = path.read_text()
+    if BEGIN not in old or END not in old:
+        raise ValueError(f"{path} has no zoo-table markers ({BEGIN} ... {END})")
+    head, rest = old.split(BEGIN, 1)
+    new = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+    if new != old:
+        path.write_text(new)
+    return new != old
+
+
+def readme_table(path=ROOT / "README.md") -> str:
+    """The table currently between the README's markers."""
+    text = Path(path).read_text()
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # fvcore traces with torch.jit
     names = vmamba_zoo.list_models(args.models)
     if not names:
         print(f"no model matches {args.models!r}", file=sys.stderr)
         return 2
-    size = (3, args.img_size, args.img_size)
-    rows = []
-    for name in tqdm(names, desc="measuring", unit="model", file=sys.stderr):
-        model = timm.create_model(name).eval()
-        flops = count_flops(model, size)
-        latency = measure_latency(model.to(args.device), size, args.batch_size, repeats=args.repeats)
-        rows.append((name, count_params(model), flops, latency, PUBLISHED.get(name, {})))
-    device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"| model | params (M) | paper params (M) | GFLOPs @{args.img_size} | paper GFLOPs | "
-          f"latency (ms, batch {args.batch_size}, {where}) | paper top-1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, params, flops, latency, paper in rows:
-        print(f"| {name} | {params / 1e6:.2f} | {_fmt(paper.get('params_m'), 'g')} | {flops / 1e9:.2f} | "
-              f"{_fmt(paper.get('gflops') if args.img_size == 224 else None, 'g')} | {latency:.1f} | "
-              f"{_fmt(paper.get('top1'), '.1f')} |")
+    text = table(names, read_results(args.results_file), count=args.count)
+    if args.update:
+        changed = update_readme(args.update, text)
+        print(f"{args.update}: {'table updated' if changed else 'table already current'}")
+    else:
+        print(text)
     return 0
 
 
