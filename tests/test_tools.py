@@ -148,3 +148,15 @@ def test_bench_kernels_floors(monkeypatch):
     rows = bench_kernels.floor_rows(2, "cuda" if torch.cuda.is_available() else "cpu", copy_gbs=3000.0)
     assert rows[0]["shape"] == "s1 (5x5, D=20)" and rows[0]["elements (M)"] == 2 * 25 * 4 * 20 / 1e6
     assert rows[0]["70% target"] > rows[0]["issue bound"] and "SFU 2 passes" in rows[0]
+
+
+def test_model_cards_are_current(tmp_path, capsys):
+    """Every registered model has its card, and regenerating changes nothing (--check)."""
+    import make_model_cards
+    cards = Path(__file__).parents[1] / "model_cards"
+    assert {p.stem for p in cards.glob("*.md")} == set(vmamba_zoo.list_models())
+    assert make_model_cards.main(["--check"]) == 0, capsys.readouterr().err
+    # a stale or missing card fails the check
+    (tmp_path / "vmamba_tiny.md").write_text("old")
+    assert make_model_cards.main(["--check", "--out-dir", str(tmp_path), "--results-file", str(tmp_path / "none.csv")]) == 1
+    assert "vmamba_tiny.md is stale" in capsys.readouterr().err
