@@ -43,10 +43,10 @@ def test_zoo_table_tool(capsys, tmp_path):
     assert zoo_table.main(["--models", "nothing*"]) == 2
 
 
-def test_readme_zoo_table_is_the_tools_output():
-    """The README's table is what `tools/zoo_table.py --update README.md` writes (no FLOP counting)."""
-    expected = zoo_table.table(vmamba_zoo.list_models(), _results.read_results())
-    assert zoo_table.readme_table() == expected, "regenerate it: python tools/zoo_table.py --update README.md"
+def test_readme_tables_are_the_tools_output():
+    """The README's zoo and performance tables are what `tools/zoo_table.py --update README.md` writes."""
+    for block, expected in zoo_table.blocks(_results.read_results()).items():
+        assert zoo_table.readme_block(block) == expected, "regenerate: python tools/zoo_table.py --update README.md"
 
 
 def _tiny_bench_args(tmp_path, *extra):

@@ -3,7 +3,8 @@
 and its GPU throughput from the committed results file.
 
     python tools/zoo_table.py                         # print the table (Markdown)
-    python tools/zoo_table.py --update README.md      # rewrite the README's table in place
+    python tools/zoo_table.py --perf                  # the performance table (every model of the latest run)
+    python tools/zoo_table.py --update README.md      # rewrite the README's two tables in place
     python tools/zoo_table.py --count                 # recount params and GFLOPs with fvcore (slow)
 
 Params and GFLOPs (224x224) are the official models' exact counts, ``PUBLISHED[name]['official_params' /
@@ -21,19 +22,25 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, read_results  # noqa: E402
+from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, peak_gib, read_results  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
 from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
 
-BEGIN, END = "<!-- zoo-table: begin (tools/zoo_table.py --update README.md) -->", "<!-- zoo-table: end -->"
+
+
+def markers(block: str):
+    """The README's begin / end markers of a generated block ('zoo-table' or 'perf-table')."""
+    return f"<!-- {block}: begin (tools/zoo_table.py --update README.md) -->", f"<!-- {block}: end -->"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="", help="wildcard filter on model names (default: all)")
     parser.add_argument("--results-file", default=str(BENCHMARK_FILE), help="benchmark results (CSV or JSON)")
-    parser.add_argument("--update", metavar="README", help=f"replace the table between {BEGIN!r} and {END!r}")
+    parser.add_argument("--update", metavar="README", help="rewrite the README's generated tables (zoo-table and "
+                        "perf-table, between their <!-- ... begin/end --> markers)")
+    parser.add_argument("--perf", action="store_true", help="print the performance table instead")
     parser.add_argument("--count", action="store_true", help="count params and GFLOPs with fvcore instead")
     return parser.parse_args(argv)
 
@@ -91,23 +98,55 @@ def table(names, results, count=False) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path, text) -> bool:
-    """Replace the block between the markers in ``path``; True when the file changed."""
+def perf_table(results) -> str:
+    """The README's performance table: every model of the latest standard run (ours, official, timm)."""
+    lines = ["| model | implementation | inference img/s | training img/s | peak GiB inference / training |",
+             "|---|---|---:|---:|---:|"]
+    seen = []
+    for row in results:
+        key = (row["model"], row["impl"])
+        if key not in seen and all(str(row.get(k, "")) == str(v) for k, v in STANDARD.items()):
+            seen.append(key)
+    order = {"ours": 0, "official": 1, "timm": 2}
+    zoo = vmamba_zoo.list_models()
+    seen.sort(key=lambda k: (k[1] == "timm", zoo.index(k[0]) if k[0] in zoo else 0, order.get(k[1], 3)))
+    for model, impl in seen:
+        inf, train = latest(results, model, impl, "inference"), latest(results, model, impl, "train")
+        label = {"ours": "ours", "official": f"official `{PUBLISHED.get(model, {}).get('official_name', '')}`",
+                 "timm": "timm"}.get(impl, impl)
+        lines.append(f"| `{model}` | {label} | {img_s(inf)} | {img_s(train)} | {peak_gib(inf)} / {peak_gib(train)} |")
+    where = "; ".join(sorted({f"{r['device']} ({r['date']})" for model, impl in seen
+                              for r in latest(results, model, impl, "inference") + latest(results, model, impl, "train")}))
+    lines += ["", f"{where or 'Not measured yet'}: `tools/benchmark.py`, batch {STANDARD['batch_size']}, "
+                  f"{STANDARD['img_size']}×{STANDARD['img_size']}, {STANDARD['dtype']} autocast, eager, all models in "
+                  "one run (`results/benchmark.csv`; a range: several passes of the run; — : not recorded)."]
+    return "\n".join(lines)
+
+
+def blocks(results, names=None, count=False) -> dict:
+    """The README's generated blocks by marker name."""
+    return {"zoo-table": table(names or vmamba_zoo.list_models(), results, count), "perf-table": perf_table(results)}
+
+
+def update_readme(path, texts) -> bool:
+    """Replace each generated block (name -> text) between its markers in ``path``; True when it changed."""
     path = Path(path)
-    old = path.read_text()
-    if BEGIN not in old or END not in old:
-        raise ValueError(f"{path} has no zoo-table markers ({BEGIN} ... {END})")
-    head, rest = old.split(BEGIN, 1)
-    new = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+    old = new = path.read_text()
+    for block, text in texts.items():
+        begin, end = markers(block)
+        if begin not in new or end not in new:
+            raise ValueError(f"{path} has no {block} markers ({begin} ... {end})")
+        head, rest = new.split(begin, 1)
+        new = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
     if new != old:
         path.write_text(new)
     return new != old
 
 
-def readme_table(path=ROOT / "README.md") -> str:
-    """The table currently between the README's markers."""
-    text = Path(path).read_text()
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
+def readme_block(block: str, path=ROOT / "README.md") -> str:
+    """The text currently between the README's markers of ``block``."""
+    begin, end = markers(block)
+    return Path(path).read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
 def main(argv=None) -> int:
@@ -117,12 +156,12 @@ def main(argv=None) -> int:
     if not names:
         print(f"no model matches {args.models!r}", file=sys.stderr)
         return 2
-    text = table(names, read_results(args.results_file), count=args.count)
+    results = read_results(args.results_file)
     if args.update:
-        changed = update_readme(args.update, text)
-        print(f"{args.update}: {'table updated' if changed else 'table already current'}")
+        changed = update_readme(args.update, blocks(results, count=args.count))
+        print(f"{args.update}: {'tables updated' if changed else 'tables already current'}")
     else:
-        print(text)
+        print(perf_table(results) if args.perf else table(names, results, count=args.count))
     return 0
 
 
