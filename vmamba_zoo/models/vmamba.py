@@ -12,11 +12,12 @@ from typing import Sequence
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS
 
 from ..layers import SS2D, ConvDownsample, ConvStem, FastLayerNorm, MixerBlock, Stage
+from ._builder import build_zoo_model
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -117,7 +118,7 @@ def checkpoint_filter_fn(state_dict, model: VMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
-    return build_model_with_cfg(
+    return build_zoo_model(  # timm's build_model_with_cfg, with a clear message when offline
         VMamba, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
