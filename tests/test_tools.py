@@ -160,3 +160,18 @@ def test_model_cards_are_current(tmp_path, capsys):
     (tmp_path / "vmamba_tiny.md").write_text("old")
     assert make_model_cards.main(["--check", "--out-dir", str(tmp_path), "--results-file", str(tmp_path / "none.csv")]) == 1
     assert "vmamba_tiny.md is stale" in capsys.readouterr().err
+
+
+def test_build_progress_parses_a_compile_log(tmp_path):
+    """tools/build_mmcv.sh's progress line: ninja's last [N/M] step, the elapsed time and the log's path."""
+    import build_progress
+    log = tmp_path / "build.log"
+    assert build_progress.progress_line(log, 5) == f"mmcv build: preparing the build, 0 min 05 s elapsed (log: {log})"
+    log.write_text("Processing /tmp/onedl-mmcv\n  running build_ext\n")
+    assert "preparing the build" in build_progress.progress_line(log, 30)
+    log.write_text("  running build_ext\n  [1/77] c++ -MMD -MF a.o.d -c a.cpp\n  [2/77] c++ -c b.cpp\n"
+                   "  warning: unused variable [-Wunused-variable]\n  [23/77] c++ -c w.cpp\n")
+    assert build_progress.progress_line(log, 365) == f"mmcv build: 23/77 objects compiled, 6 min 05 s elapsed (log: {log})"
+    tool = Path(__file__).parents[1] / "tools" / "build_progress.py"
+    out = subprocess.run([sys.executable, str(tool), str(log), "61"], capture_output=True, text=True, check=True).stdout
+    assert out == f"mmcv build: 23/77 objects compiled, 1 min 01 s elapsed (log: {log})\n"

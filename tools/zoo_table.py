@@ -151,7 +151,8 @@ def readme_block(block: str, path=ROOT / "README.md") -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # fvcore traces with torch.jit
+    # fvcore calls torch.jit.script when imported, which torch 2.14 answers with a FutureWarning (as pytest.ini)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     names = vmamba_zoo.list_models(args.models)
     if not names:
         print(f"no model matches {args.models!r}", file=sys.stderr)
