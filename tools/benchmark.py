@@ -78,6 +78,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-bench-iter", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--results-file", metavar="FILE", help="append one row per measurement (.csv or .json)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each model's GPU kernels by time (torch.profiler over 3 steps per mode)")
     parser.add_argument("--note", default="", help="free text for the rows' note column (e.g. the commit measured)")
     parser.add_argument("--official", action="store_true",
                         help="also measure the official implementation of each zoo model, where it imports")
@@ -134,6 +136,17 @@ def create(name: str, impl: str, args) -> torch.nn.Module:
     return timm.create_model(name, **kwargs)
 
 
+def profile(run, batch: int, size: int, train: bool, amp, channels_last: bool):
+    """The kernels of a few steps by total GPU time, largest first (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        measure_throughput(run, batch, size, train, amp, warmup=0, steps=3, channels_last=channels_last)
+    sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    tqdm.write(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
+
+
 def run_model(name: str, impl: str, args, env: dict, sizes, batches):
     """Measure one model over sizes x batches x modes; rows of the results file."""
     device = torch.device(args.device)
@@ -162,6 +175,8 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
                 tqdm.write(f"{name} ({impl}) {mode} {size}x{size} batch {batch}: {result.img_s:.1f} img/s, "
                            f"{result.ms_per_img:.3f} ms/img"
                            + ("" if result.peak_gib is None else f", peak {result.peak_gib:.2f} GiB"))
+                if args.profile:
+                    profile(run, batch, size, train, amp, args.channels_last)
     del model, run
     if device.type == "cuda":
         torch.cuda.empty_cache()
