@@ -49,9 +49,9 @@ def test_readme_tables_are_the_tools_output():
         assert zoo_table.readme_block(block) == expected, "regenerate: python tools/zoo_table.py --update README.md"
 
 
-def _tiny_bench_args(tmp_path, *extra):
+def _tiny_bench_args(tmp_path, *extra, models=("--model", "vmamba_t*")):
     kwargs = ["--model-kwargs", "dims=(8,8,8,8)", "depths=(1,1,1,1)"]
-    return ["--model", "vmamba_t*", *kwargs, "--batch-size", "2", "--img-size", "32", "--num-warm-iter", "1",
+    return [*models, *kwargs, "--batch-size", "2", "--img-size", "32", "--num-warm-iter", "1",
             "--num-bench-iter", "1", "--device", "cpu", *extra]
 
 
@@ -60,8 +60,10 @@ def test_benchmark_appends_rows(tmp_path, capsys):
     for suffix in ("csv", "json"):
         results = tmp_path / f"results.{suffix}"
         assert benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(results))) == 0
+        listed = tmp_path / "models.txt"
+        listed.write_text("# a model list: names or globs, one a line\nvmamba_t*\n")
         assert benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(results), "--bench", "train",
-                                               "--note", "second")) == 0
+                                               "--note", "second", models=["--model-list", str(listed)])) == 0
         rows = _results.read_results(results)
         assert [(r["model"], r["impl"], r["mode"]) for r in rows] == [
             ("vmamba_tiny", "ours", "inference"), ("vmamba_tiny", "ours", "train"), ("vmamba_tiny", "ours", "train")]

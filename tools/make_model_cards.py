@@ -35,8 +35,13 @@ def build(name: str) -> torch.nn.Module:
     try:
         with torch.device("meta"):
             return timm.create_model(name)
-    except (NotImplementedError, RuntimeError):  # a constructor that reads tensor values: build it for real
+    except Exception:  # a constructor that reads tensor values (meta tensors have none): build it for real
         return timm.create_model(name)
+
+
+def _depth(stage) -> str:
+    blocks = getattr(stage, "blocks", stage)
+    return str(len(blocks)) if hasattr(blocks, "__len__") else "?"
 
 
 def config_model(path: Path):
@@ -62,11 +67,11 @@ def configs_by_model():
 def architecture(model) -> list:
     """Lines describing the built model: stages, widths, depths, and its mixers' scan and state size."""
     lines = []
-    if hasattr(model, "stages"):
-        dims = [info["num_chs"] for info in model.feature_info]
-        depths = [len(stage.blocks) if hasattr(stage, "blocks") else len(stage) for stage in model.stages]
-        lines += [f"- stages: {len(depths)}, strides {', '.join(str(i['reduction']) for i in model.feature_info)}",
-                  f"- dims: {', '.join(map(str, dims))}", f"- depths: {', '.join(map(str, depths))}"]
+    info = [i for i in getattr(model, "feature_info", []) if isinstance(i, dict)]
+    if hasattr(model, "stages") and info:
+        depths = [_depth(stage) for stage in model.stages]
+        lines += [f"- stages: {len(depths)}, strides {', '.join(str(i['reduction']) for i in info)}",
+                  f"- dims: {', '.join(str(i['num_chs']) for i in info)}", f"- depths: {', '.join(depths)}"]
     elif hasattr(model, "blocks"):
         lines += [f"- isotropic: {len(model.blocks)} blocks of width {getattr(model, 'embed_dim', model.num_features)}"]
     scans = {}
