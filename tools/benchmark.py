@@ -209,7 +209,8 @@ def plot_sweep(rows, path):
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
     series = {}
     for r in rows:
-        label = f"{r['model']} ({r['impl']}) {r['mode']}, batch {'largest' if r['batch_rule'] == 'max' else r['batch_rule']}"
+        batch = "largest batch" if r["batch_rule"] == "max" else f"batch {r['batch_rule'] or r['batch_size']}"
+        label = f"{r['model']} ({r['impl']}) {r['mode']}, {batch}"
         series.setdefault(label, []).append(r)
     for label, points in series.items():
         points.sort(key=lambda r: int(r["img_size"]))
@@ -219,6 +220,8 @@ def plot_sweep(rows, path):
             ax_mem.plot(megapixels, [float(r["peak_gib"]) for r in points], marker="o", label=label)
     ax_time.set(xlabel="input pixels (M)", ylabel="ms / image", title="time per image")
     ax_mem.set(xlabel="input pixels (M)", ylabel="peak GiB", title="peak memory")
+    if not ax_mem.lines:
+        ax_mem.text(0.5, 0.5, "measured on CUDA only", ha="center", va="center", transform=ax_mem.transAxes)
     env = rows[0]
     fig.suptitle(f"{env['device']}, {env['dtype']}, {env['compile']}, torch {env['torch']}")
     ax_time.legend(fontsize=7)
