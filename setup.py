@@ -15,7 +15,9 @@ setup(
     # tested with torch 2.14.1 + torchvision 0.29.1 (the pair the README installs)
     install_requires=["torch>=2.4", "torchvision", "timm>=1.0.15", "fvcore", "triton", "tqdm"],
     extras_require={
-        "test": ["pytest", "safetensors"],
+        "test": ["pytest", "safetensors", "matplotlib"],
+        # tools/benchmark.py --sweep draws its plot with matplotlib (imported only there)
+        "plot": ["matplotlib"],
         # Detection and segmentation (vmamba_zoo.mm, configs/, tools/train.py): the maintained OpenMMLab
         # forks, which import as mmengine / mmcv / mmdet / mmseg. PyPI has only mmcv's source; install
         # its compiled ops first with `bash tools/build_mmcv.sh` (tools/install.sh does), which builds

@@ -152,3 +152,51 @@ def test_convert_checkpoint_tool(official_file, tmp_path, capsys):
     # a checkpoint of another model fails with the list of mismatches
     assert convert_checkpoint.main(["--model", "vmamba_small", "--input", str(path), "--output", str(again)]) == 1
     assert "shape mismatches" in capsys.readouterr().err
+
+
+def _bad_checkpoints(tmp_path, good: Path):
+    """Files that are not checkpoints: missing, empty, random bytes, a truncated real one (pth and safetensors)."""
+    empty, noise, cut, cut_st = (tmp_path / n for n in ("empty.pth", "noise.pth", "cut.pth", "cut.safetensors"))
+    empty.write_bytes(b"")
+    noise.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+                      .numpy().tobytes())
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    from safetensors.torch import save_file
+    save_file({"w": torch.randn(64, 64)}, str(cut_st))
+    cut_st.write_bytes(cut_st.read_bytes()[:1000])
+    return {"missing": tmp_path / "missing.pth", "empty": empty, "random bytes": noise, "truncated": cut,
+            "truncated safetensors": cut_st}
+
+
+def test_unreadable_checkpoint_files_say_so(official_file, tmp_path, capsys):
+    """load_checkpoint_file and tools/convert_checkpoint.py name the file and stop, for every kind of bad file."""
+    from vmamba_zoo.models import CheckpointReadError
+    for kind, path in _bad_checkpoints(tmp_path, official_file[0]).items():
+        with pytest.raises(CheckpointReadError, match=re.escape(f"{path} is not a readable PyTorch checkpoint")):
+            load_checkpoint_file(path)
+        assert convert_checkpoint.main(["--model", "vmamba_tiny", "--input", str(path),
+                                        "--output", str(tmp_path / "out.pth")]) == 2, kind
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path} is not a readable PyTorch checkpoint ("), (kind, err)
+        assert "weights_only" not in err and "Traceback" not in err
+    assert not (tmp_path / "out.pth").exists()
+    with pytest.raises(CheckpointReadError, match=r"truncated or corrupt\?"):
+        load_checkpoint_file(tmp_path / "noise.pth")
+
+
+def test_pretrained_offline_names_the_url_and_the_local_file_route(monkeypatch):
+    """No network: the error names the checkpoint URL and pretrained_cfg_overlay=dict(file=...)."""
+    import urllib.error
+
+    import timm.models._builder
+    from vmamba_zoo.models import PretrainedDownloadError
+
+    def unreachable(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(timm.models._builder, "download_cached_file", unreachable)
+    with pytest.raises(PretrainedDownloadError) as info:
+        timm.create_model("vmamba_tiny", pretrained=True, **vmamba_zoo.models.tiny_kwargs("vmamba_tiny"))
+    message = str(info.value)
+    assert timm.get_pretrained_cfg("vmamba_tiny").url in message
+    assert "pretrained_cfg_overlay=dict(file='/path/to/vssm1_tiny_0230s_ckpt_epoch_264.pth')" in message

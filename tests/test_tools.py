@@ -9,9 +9,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+import _results  # noqa: E402
 import bench_reference  # noqa: E402
+import benchmark  # noqa: E402
 import flops  # noqa: E402
 import zoo_table  # noqa: E402
+
+import vmamba_zoo  # noqa: E402
 
 
 def test_flops_tool(capsys):
@@ -22,12 +26,93 @@ def test_flops_tool(capsys):
     assert flops.main(["--model", "nope"]) == 2
 
 
-def test_zoo_table_tool(capsys):
-    assert zoo_table.main(["--models", "vmamba_tiny", "--img-size", "64", "--repeats", "1"]) == 0
+def test_zoo_table_tool(capsys, tmp_path):
+    """The table lists every registered model with the pinned counts and the results file's throughput."""
+    results = tmp_path / "bench.csv"
+    benchmark_rows = [dict(date="2026-01-02", model="vmamba_tiny", impl=impl, mode=mode, img_s=v, ms_per_img=1,
+                           batch_size=128, img_size=224, dtype="float16", compile="eager", device="GPU X")
+                      for impl, mode, v in [("ours", "inference", 900), ("ours", "inference", 1000),
+                                            ("official", "inference", 400), ("ours", "train", 300)]]
+    _results.append_rows(results, benchmark_rows)
+    assert zoo_table.main(["--results-file", str(results)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| model | params (M)")
-    assert re.search(r"\| vmamba_tiny \| 30\.25 \| 30 \| \d+\.\d+ \| — \| \d+\.\d \| 82\.6 \|", out)
+    assert "| `vmamba_tiny` | 30.25 | 30 | 4.91 | 4.9 | 82.6 | 900–1000 (400) | 300 |" in out
+    assert all(f"| `{name}` |" in out for name in vmamba_zoo.list_models())
+    assert "GPU X (2026-01-02)" in out
     assert zoo_table.main(["--models", "nothing*"]) == 2
+
+
+def test_readme_tables_are_the_tools_output():
+    """The README's zoo and performance tables are what `tools/zoo_table.py --update README.md` writes."""
+    for block, expected in zoo_table.blocks(_results.read_results()).items():
+        assert zoo_table.readme_block(block) == expected, "regenerate: python tools/zoo_table.py --update README.md"
+
+
+def _tiny_bench_args(tmp_path, *extra, models=("--model", "vmamba_t*")):
+    kwargs = ["--model-kwargs", "dims=(8,8,8,8)", "depths=(1,1,1,1)"]
+    return [*models, *kwargs, "--batch-size", "2", "--img-size", "32", "--num-warm-iter", "1",
+            "--num-bench-iter", "1", "--device", "cpu", *extra]
+
+
+def test_benchmark_appends_rows(tmp_path, capsys):
+    """Runs on CPU; each run appends one row per measurement to CSV or JSON results files."""
+    for suffix in ("csv", "json"):
+        results = tmp_path / f"results.{suffix}"
+        assert benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(results))) == 0
+        listed = tmp_path / "models.txt"
+        listed.write_text("# a model list: names or globs, one a line\nvmamba_t*\n")
+        assert benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(results), "--bench", "train",
+                                               "--note", "second", models=["--model-list", str(listed)])) == 0
+        rows = _results.read_results(results)
+        assert [(r["model"], r["impl"], r["mode"]) for r in rows] == [
+            ("vmamba_tiny", "ours", "inference"), ("vmamba_tiny", "ours", "train"), ("vmamba_tiny", "ours", "train")]
+        assert float(rows[0]["img_s"]) > 0 and float(rows[0]["ms_per_img"]) > 0
+        assert rows[2]["note"] == "second" and rows[0]["dtype"] == "float32" and rows[0]["compile"] == "eager"
+        assert rows[0]["device"].startswith("CPU") and rows[0]["torch"] == torch.__version__
+        assert set(_results.FIELDS) <= set(rows[0])
+    assert (tmp_path / "results.csv").read_text().count("date,model") == 1
+    out = capsys.readouterr().out
+    assert "| vmamba_tiny | ours | train | 2 | 32 |" in out
+    assert benchmark.main(["--model", "no_such_model", "--device", "cpu"]) == 2
+
+
+def test_benchmark_globs_and_timm_models():
+    zoo = vmamba_zoo.list_models()
+    assert benchmark.expand_models(["*"]) == zoo
+    assert benchmark.expand_models(["vmamba_tiny", "convnext_tiny", "convnext_t*"])[:2] == ["vmamba_tiny", "convnext_tiny"]
+
+
+def test_benchmark_official_skips_or_builds(tmp_path, capsys, monkeypatch):
+    """--official says why it skips; given a checkout it builds the official model by its registered name."""
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path),
+                                           "--bench", "inference")) == 0
+    assert "vmamba_tiny (official): skipped: no vmamba.py in" in capsys.readouterr().out
+    # a stand-in checkout (the official repository is not in CI): the file defines the official name
+    (tmp_path / "VMamba").mkdir()
+    (tmp_path / "VMamba" / "vmamba.py").write_text(
+        "import torch\n"
+        "def vmamba_tiny_s1l8():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),\n"
+        "                               torch.nn.Linear(4, 1000))\n")
+    monkeypatch.delitem(sys.modules, "official_vmamba", raising=False)
+    results = tmp_path / "r.csv"
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path),
+                                           "--bench", "inference", "--results-file", str(results))) == 0
+    assert [r["impl"] for r in _results.read_results(results)] == ["ours", "official"]
+    sys.modules.pop("official_vmamba", None)
+
+
+def test_benchmark_sweep_writes_csv_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "sweep.csv"
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--sweep", "--sweep-sizes", "32", "64", "--max-batch-size", "2",
+                                           "--bench", "inference", "--results-file", str(results))) == 0
+    rows = _results.read_results(results)
+    assert [(r["img_size"], r["batch_rule"], r["batch_size"]) for r in rows] == [
+        ("32", "1", "1"), ("32", "max", "2"), ("64", "1", "1"), ("64", "max", "2")]
+    png = results.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_reference_tool(capsys, monkeypatch):
@@ -65,3 +150,30 @@ def test_bench_kernels_floors(monkeypatch):
     rows = bench_kernels.floor_rows(2, "cuda" if torch.cuda.is_available() else "cpu", copy_gbs=3000.0)
     assert rows[0]["shape"] == "s1 (5x5, D=20)" and rows[0]["elements (M)"] == 2 * 25 * 4 * 20 / 1e6
     assert rows[0]["70% target"] > rows[0]["issue bound"] and "SFU 2 passes" in rows[0]
+
+
+def test_model_cards_are_current(tmp_path, capsys):
+    """Every registered model has its card, and regenerating changes nothing (--check)."""
+    import make_model_cards
+    cards = Path(__file__).parents[1] / "model_cards"
+    assert {p.stem for p in cards.glob("*.md")} == set(vmamba_zoo.list_models())
+    assert make_model_cards.main(["--check"]) == 0, capsys.readouterr().err
+    # a stale or missing card fails the check
+    (tmp_path / "vmamba_tiny.md").write_text("old")
+    assert make_model_cards.main(["--check", "--out-dir", str(tmp_path), "--results-file", str(tmp_path / "none.csv")]) == 1
+    assert "vmamba_tiny.md is stale" in capsys.readouterr().err
+
+
+def test_build_progress_parses_a_compile_log(tmp_path):
+    """tools/build_mmcv.sh's progress line: ninja's last [N/M] step, the elapsed time and the log's path."""
+    import build_progress
+    log = tmp_path / "build.log"
+    assert build_progress.progress_line(log, 5) == f"mmcv build: preparing the build, 0 min 05 s elapsed (log: {log})"
+    log.write_text("Processing /tmp/onedl-mmcv\n  running build_ext\n")
+    assert "preparing the build" in build_progress.progress_line(log, 30)
+    log.write_text("  running build_ext\n  [1/77] c++ -MMD -MF a.o.d -c a.cpp\n  [2/77] c++ -c b.cpp\n"
+                   "  warning: unused variable [-Wunused-variable]\n  [23/77] c++ -c w.cpp\n")
+    assert build_progress.progress_line(log, 365) == f"mmcv build: 23/77 objects compiled, 6 min 05 s elapsed (log: {log})"
+    tool = Path(__file__).parents[1] / "tools" / "build_progress.py"
+    out = subprocess.run([sys.executable, str(tool), str(log), "61"], capture_output=True, text=True, check=True).stdout
+    assert out == f"mmcv build: 23/77 objects compiled, 1 min 01 s elapsed (log: {log})\n"

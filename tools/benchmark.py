@@ -1,81 +1,278 @@
 #!/usr/bin/env python
-"""End-to-end GPU throughput of zoo models beside any timm model (Swin-T, ConvNeXt-T, ...).
+"""Throughput and memory of zoo models beside any timm model and the official implementations (timm's flags).
 
-Images per second at a fixed batch under autocast (fp16 by default): inference (forward, no grad)
-and training (forward + backward + SGD step), with peak GPU memory.
+    python tools/benchmark.py --model 'vmamba_*' swin_tiny_patch4_window7_224 convnext_tiny \\
+        --batch-size 128 --amp --amp-dtype float16 --bench both --results-file results/benchmark.csv
+    python tools/benchmark.py --model vmamba_tiny --official --official-root ~/official   # ours beside official
+    python tools/benchmark.py --model vmamba_tiny --torchcompile reduce-overhead            # CUDA graphs
+    python tools/benchmark.py --model vmamba_tiny --sweep --sweep-sizes 512 1024 2048 \\
+        --results-file results/sweep_vmamba_tiny.csv                                       # + sweep_vmamba_tiny.png
 
-    python tools/benchmark.py                                  # vmamba_tiny vs Swin-T and ConvNeXt-T
-    python tools/benchmark.py --models vmamba_tiny vmamba_small vmamba_base --batch-size 128 --compile
-    python tools/benchmark.py --compile reduce-overhead     # CUDA graphs: for hosts slower than the GPU
+``--model`` takes names or globs: a glob selects the zoo's models it matches (``'*'``: all of them),
+and only when it matches none, timm's. Inference is a no-grad forward, training a forward, cross
+entropy, backward and an SGD step, both on random images, timed with CUDA events after the warm-up
+iterations (the wall clock on CPU); peak memory is the GPU's peak allocation over the timed steps.
+Every measurement is one row in ``--results-file`` (appended; ``.csv`` or ``.json``), with the device,
+torch and Triton versions and the date; ``impl`` says whose code ran: ours, official or timm.
+
+``--sweep`` measures each model over input sizes at batch 1 and at the largest power-of-two batch that
+fits (or ``--sweep-batches``), and plots ms/img and peak GiB against the pixel count beside the
+results file (needs matplotlib: ``pip install -e .[plot]``).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import datetime
+import fnmatch
+import platform
 import sys
+from pathlib import Path
 
 import timm
 import torch
+from tqdm import tqdm
 
-import vmamba_zoo  # noqa: F401  (registers the zoo's models)
-from vmamba_zoo.profiling import measure_throughput
+import vmamba_zoo
+from vmamba_zoo.profiling import largest_batch, measure_throughput
+from vmamba_zoo.profiling.speed import is_out_of_memory
 
-DEFAULT_MODELS = ["vmamba_tiny", "swin_tiny_patch4_window7_224", "convnext_tiny"]
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import append_rows  # noqa: E402
+from official_models import OfficialUnavailable, build_official  # noqa: E402
+
+SWEEP_SIZES = [512, 768, 1024, 1280, 1536, 1792, 2048]
 
 
-def profile(model, kw, train: bool):
-    """GPU time per kernel over a few steps (torch.profiler), largest first."""
+class ParseKwargs(argparse.Action):
+    """``key=value`` pairs into a dict, values read as Python literals where they parse (as timm's tools)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kwargs = {}
+        for item in values:
+            key, _, value = item.partition("=")
+            try:
+                kwargs[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                kwargs[key] = value
+        setattr(namespace, self.dest, kwargs)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=[], metavar="NAME",
+                        help="model names or globs (zoo models, or any timm model such as convnext_tiny)")
+    parser.add_argument("--model-list", metavar="FILE", help="a text file of model names or globs, one a line")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
+                        help="passed to timm.create_model, e.g. depths='(1,1,1,1)'")
+    parser.add_argument("--bench", choices=["inference", "train", "both"], default="both")
+    parser.add_argument("--batch-size", "-b", type=int, default=128)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--amp", action="store_true", help="autocast in --amp-dtype (else float32)")
+    parser.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default="float16")
+    parser.add_argument("--channels-last", action="store_true", help="model and images in channels-last layout")
+    parser.add_argument("--torchcompile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="torch.compile each model in MODE (default; 'reduce-overhead': CUDA graphs, "
+                             "no per-kernel launch cost on the host; 'max-autotune')")
+    parser.add_argument("--num-warm-iter", type=int, default=10)
+    parser.add_argument("--num-bench-iter", type=int, default=40)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--results-file", metavar="FILE", help="append one row per measurement (.csv or .json)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each model's GPU kernels by time (torch.profiler over 3 steps per mode)")
+    parser.add_argument("--note", default="", help="free text for the rows' note column (e.g. the commit measured)")
+    parser.add_argument("--official", action="store_true",
+                        help="also measure the official implementation of each zoo model, where it imports")
+    parser.add_argument("--official-root", metavar="DIR", default=None,
+                        help="directory of the official checkouts (default: $OFFICIAL_ROOT; tools/official_models.py)")
+    parser.add_argument("--sweep", action="store_true", help="resolution sweep over --sweep-sizes, with a plot")
+    parser.add_argument("--sweep-sizes", type=int, nargs="+", default=SWEEP_SIZES, metavar="N")
+    parser.add_argument("--sweep-batches", nargs="+", default=["1", "max"], metavar="B",
+                        help="batch sizes of the sweep; 'max': the largest power of two that fits (default: 1 max)")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="upper limit of the sweep's 'max' batch")
+    parser.add_argument("--plot", metavar="PNG", help="the sweep's plot (default: the results file with .png)")
+    return parser.parse_args(argv)
+
+
+def expand_models(patterns):
+    """Model names from names or globs: the zoo's models a glob matches, else timm's."""
+    zoo = vmamba_zoo.list_models()
+    names = []
+    for pattern in patterns:
+        found = fnmatch.filter(zoo, pattern)
+        if not found:
+            found = timm.list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        names += [n for n in found if n not in names]
+    return names
+
+
+def environment(device: torch.device) -> dict:
+    """The columns that say where and with what a measurement ran."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = ""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.machine()} ({torch.get_num_threads()} threads)"
+    return dict(date=datetime.date.today().isoformat(), device=name, torch=torch.__version__, triton=triton_version)
+
+
+def create(name: str, impl: str, args) -> torch.nn.Module:
+    """The model to measure: ours or timm's through timm, or the official one."""
+    if impl == "official":
+        return build_official(name, args.official_root)
+    kwargs = dict(args.model_kwargs)
+    if impl == "timm":
+        default = timm.get_pretrained_cfg(name)
+        size = getattr(default, "input_size", (3, args.img_size, args.img_size))[1:] if default else None
+        if size and tuple(size) != (args.img_size, args.img_size):
+            try:  # models with a fixed input size (Swin, DeiT) take it at creation
+                return timm.create_model(name, img_size=args.img_size, **kwargs)
+            except TypeError:
+                pass
+    return timm.create_model(name, **kwargs)
+
+
+def profile(run, batch: int, size: int, train: bool, amp, channels_last: bool):
+    """The kernels of a few steps by total GPU time, largest first (torch.profiler)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
-    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-        measure_throughput(model, train=train, **dict(kw, steps=3, warmup=0))
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        measure_throughput(run, batch, size, train, amp, warmup=0, steps=3, channels_last=channels_last)
+    sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    tqdm.write(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
+
+
+def run_model(name: str, impl: str, args, env: dict, sizes, batches):
+    """Measure one model over sizes x batches x modes; rows of the results file."""
+    device = torch.device(args.device)
+    model = create(name, impl, args).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model, mode=args.torchcompile) if args.torchcompile else model
+    amp = getattr(torch, args.amp_dtype) if args.amp else None
+    modes = ["inference", "train"] if args.bench == "both" else [args.bench]
+    rows = []
+    for size in sizes:
+        for mode in modes:
+            train = mode == "train"
+            for rule in batches:
+                batch = int(rule) if rule != "max" else largest_batch(
+                    run, size, train, amp, args.channels_last, limit=args.max_batch_size)
+                try:
+                    result = measure_throughput(run, batch, size, train, amp, warmup=args.num_warm_iter,
+                                                steps=args.num_bench_iter, channels_last=args.channels_last)
+                except RuntimeError as err:
+                    if not is_out_of_memory(err):
+                        raise
+                    tqdm.write(f"{name} ({impl}) {mode} {size}x{size} batch {batch}: out of memory")
+                    torch.cuda.empty_cache()
+                    continue
+                rows.append(dict(env, model=name, impl=impl, mode=mode, img_s=round(result.img_s, 1),
+                                 ms_per_img=round(result.ms_per_img, 4),
+                                 peak_gib=None if result.peak_gib is None else round(result.peak_gib, 3),
+                                 batch_size=batch, batch_rule=rule if args.sweep else "", img_size=size,
+                                 dtype=args.amp_dtype if args.amp else "float32",
+                                 channels_last=int(args.channels_last), compile=args.torchcompile or "eager",
+                                 note=args.note))
+                tqdm.write(f"{name} ({impl}) {mode} {size}x{size} batch {batch}: {result.img_s:.1f} img/s, "
+                           f"{result.ms_per_img:.3f} ms/img"
+                           + ("" if result.peak_gib is None else f", peak {result.peak_gib:.2f} GiB"))
+                if args.profile:
+                    profile(run, batch, size, train, amp, args.channels_last)
+    del model, run
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def markdown(rows) -> str:
+    """The run's rows as a Markdown table."""
+    lines = ["| model | impl | mode | batch | size | img/s | ms/img | peak GiB |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        peak = "—" if r["peak_gib"] in (None, "") else f"{float(r['peak_gib']):.2f}"
+        lines.append(f"| {r['model']} | {r['impl']} | {r['mode']} | {r['batch_size']} | {r['img_size']} | "
+                     f"{float(r['img_s']):.1f} | {float(r['ms_per_img']):.3f} | {peak} |")
+    return "\n".join(lines)
+
+
+def plot_sweep(rows, path):
+    """ms/img and peak GiB against the pixel count, one line per model, implementation, mode and batch rule."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = {}
+    for r in rows:
+        batch = "largest batch" if r["batch_rule"] == "max" else f"batch {r['batch_rule'] or r['batch_size']}"
+        label = f"{r['model']} ({r['impl']}) {r['mode']}, {batch}"
+        series.setdefault(label, []).append(r)
+    for label, points in series.items():
+        points.sort(key=lambda r: int(r["img_size"]))
+        megapixels = [int(r["img_size"]) ** 2 / 1e6 for r in points]
+        ax_time.plot(megapixels, [float(r["ms_per_img"]) for r in points], marker="o", label=label)
+        if all(r["peak_gib"] not in (None, "") for r in points):
+            ax_mem.plot(megapixels, [float(r["peak_gib"]) for r in points], marker="o", label=label)
+    ax_time.set(xlabel="input pixels (M)", ylabel="ms / image", title="time per image")
+    ax_mem.set(xlabel="input pixels (M)", ylabel="peak GiB", title="peak memory")
+    if not ax_mem.lines:
+        ax_mem.text(0.5, 0.5, "measured on CUDA only", ha="center", va="center", transform=ax_mem.transAxes)
+    env = rows[0]
+    fig.suptitle(f"{env['device']}, {env['dtype']}, {env['compile']}, torch {env['torch']}")
+    ax_time.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--amp", choices=["fp16", "bf16"], default="fp16")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        help="torch.compile each model first, in MODE (default; 'reduce-overhead' replays CUDA "
-                             "graphs: no per-kernel launch cost on the host)")
-    parser.add_argument("--channels-last", action="store_true", help="feed channels-last images")
-    parser.add_argument("--no-train", action="store_true", help="inference only")
-    parser.add_argument("--profile", action="store_true", help="print the GPU kernels' time table per model")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("needs a CUDA GPU", file=sys.stderr)
+    args = parse_args(argv)
+    patterns = list(args.model)
+    if args.model_list:
+        patterns += [line.strip() for line in Path(args.model_list).read_text().splitlines()
+                     if line.strip() and not line.startswith("#")]
+    names = expand_models(patterns or ["vmamba_tiny"])
+    unknown = [n for n in names if n not in timm.list_models()]
+    if unknown:
+        print(f"unknown model(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    amp = torch.float16 if args.amp == "fp16" else torch.bfloat16
-    torch.backends.cudnn.benchmark = True
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    zoo = set(vmamba_zoo.list_models())
+    sizes = args.sweep_sizes if args.sweep else [args.img_size]
+    batches = args.sweep_batches if args.sweep else [str(args.batch_size)]
+    env = environment(device)
     rows = []
-    for name in args.models:
-        model = timm.create_model(name).cuda()
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        run = torch.compile(model, mode=args.compile) if args.compile else model
-        kw = dict(batch_size=args.batch_size, img_size=args.img_size, amp_dtype=amp, steps=args.steps,
-                  channels_last=args.channels_last)
-        inf = measure_throughput(run, train=False, **kw)
-        train = (None, None) if args.no_train else measure_throughput(run, train=True, **kw)
-        rows.append((name, inf, train))
-        if args.profile:
-            profile(run, kw, train=not args.no_train)
-        print(f"{name}: inference {inf[0]:.0f} img/s ({inf[1]:.1f} GiB)"
-              + ("" if args.no_train else f", training {train[0]:.0f} img/s ({train[1]:.1f} GiB)"), flush=True)
-        del model, run
-        torch.cuda.empty_cache()
-    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, batch {args.batch_size}, "
-          f"{args.img_size}x{args.img_size}, {args.amp} autocast"
-          + (f", compiled ({args.compile})" if args.compile else "")
-          + ("; peak memory leaves out the CUDA graphs' pool, made before the timed steps"
-             if args.compile == "reduce-overhead" else ""))
-    print("| model | inference img/s (peak GiB) | training img/s (peak GiB) |\n|---|---:|---:|")
-    for name, inf, train in rows:
-        t = "—" if train[0] is None else f"{train[0]:.0f} ({train[1]:.1f})"
-        print(f"| {name} | {inf[0]:.0f} ({inf[1]:.1f}) | {t} |")
+    for name in tqdm(names, desc="models", unit="model", file=sys.stderr):
+        impls = ["ours", "official"] if name in zoo and args.official else ["ours" if name in zoo else "timm"]
+        for impl in impls:
+            try:
+                measured = run_model(name, impl, args, env, sizes, batches)
+            except OfficialUnavailable as err:
+                tqdm.write(f"{name} (official): skipped: {err}")
+                continue
+            except Exception as err:  # the official code failing on this machine must not end the run
+                if impl != "official":
+                    raise
+                tqdm.write(f"{name} (official): failed: {type(err).__name__}: {err}")
+                continue
+            if args.results_file and measured:  # after each model: a later failure keeps what was measured
+                append_rows(args.results_file, measured)
+            rows += measured
+    print(f"\n{env['device']}, torch {env['torch']}, Triton {env['triton'] or '-'}, "
+          f"{args.amp_dtype + ' autocast' if args.amp else 'float32'}, {args.torchcompile or 'eager'}"
+          + (f"; appended to {args.results_file}" if args.results_file and rows else ""))
+    print(markdown(rows))
+    if args.sweep and rows:
+        plot = args.plot or (str(Path(args.results_file).with_suffix(".png")) if args.results_file else "sweep.png")
+        plot_sweep(rows, plot)
+        print(f"plot: {plot}")
     return 0
 
 

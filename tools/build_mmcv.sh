@@ -20,6 +20,8 @@
 #   MMCV_REBUILD=1   ignore the cached wheel
 #   MMCV_SDIST       a local copy of the sdist (machines without PyPI, e.g. a GPU cluster node)
 #   MMCV_NO_DEPS=1   install the wheel alone (its dependencies are already there or installed by hand)
+#   MMCV_PROGRESS_EVERY   seconds between progress lines while compiling (default 30); the compiler's
+#                    output goes to $MMCV_CACHE_DIR/<key>.build.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-.venv/bin/python}
@@ -71,7 +73,7 @@ fi
 
 wheel=$(ls "$cache"/*.whl 2>/dev/null | head -1 || true)
 if [ -z "$wheel" ] || [ "${MMCV_REBUILD:-0}" = 1 ]; then
-    echo "building $PACKAGE with ops ($device, $MAX_JOBS jobs); on 2 cores this takes about 23 minutes"
+    echo "building $PACKAGE with ops ($device, $MAX_JOBS jobs); on 2 cores this takes about 23 minutes (more on a busy machine)"
     start=$SECONDS
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
@@ -88,8 +90,26 @@ if [ -z "$wheel" ] || [ "${MMCV_REBUILD:-0}" = 1 ]; then
     sed -i -E 's/(-|\/)std[=:]c\+\+1[47]/\1std=c++20/g' "$src/setup.py"
     sed -i -E 's#/std=c\+\+20#/std:c++20#g' "$src/setup.py"
     grep -q 'c++20' "$src/setup.py" || { echo "setup.py of $PACKAGE changed: no C++ standard flag to patch" >&2; exit 1; }
-    MMCV_WITH_OPS=1 FORCE_CUDA=$MMCV_CUDA "$PY" -m pip wheel -q --no-build-isolation --no-deps \
-        -w "$work/dist" "$src"
+    # the compiler's output goes to a log kept beside the cache; every 30 s a line says how far it is
+    mkdir -p "$CACHE_ROOT"
+    log="$CACHE_ROOT/$key.build.log"
+    echo "compiler output: $log"
+    MMCV_WITH_OPS=1 FORCE_CUDA=$MMCV_CUDA "$PY" -m pip wheel -v --no-build-isolation --no-deps \
+        -w "$work/dist" "$src" >"$log" 2>&1 &
+    build=$!
+    ticks=0
+    while kill -0 "$build" 2>/dev/null; do
+        sleep 1
+        ticks=$((ticks + 1))
+        if [ $((ticks % ${MMCV_PROGRESS_EVERY:-30})) = 0 ]; then
+            "$PY" tools/build_progress.py "$log" $((SECONDS - start)) || true
+        fi
+    done
+    if ! wait "$build"; then
+        echo "building mmcv failed after $((SECONDS - start)) s; the end of $log:" >&2
+        tail -n 40 "$log" >&2
+        exit 1
+    fi
     mkdir -p "$cache.tmp" && rm -f "$cache.tmp"/*.whl
     cp "$work"/dist/*.whl "$cache.tmp"/
     rm -rf "$cache" && mv "$cache.tmp" "$cache"

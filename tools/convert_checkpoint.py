@@ -24,7 +24,8 @@ import timm
 import torch
 
 import vmamba_zoo
-from vmamba_zoo.models import CheckpointMismatchError, convert_official_state_dict, load_checkpoint_file, unwrap_state_dict
+from vmamba_zoo.models import (CheckpointMismatchError, CheckpointReadError, convert_official_state_dict, load_checkpoint_file,
+                               unwrap_state_dict)
 
 
 def parse_args(argv=None):
@@ -62,6 +63,15 @@ def convert_dense(config: str, checkpoint) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except CheckpointReadError as err:  # missing, empty, truncated or not a checkpoint: say so and stop
+        print(err, file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    """Convert as ``args`` say; exit status."""
     if args.mm_config:
         try:
             state_dict = convert_dense(args.mm_config, load_checkpoint_file(args.input))

@@ -22,8 +22,11 @@ import warnings
 
 import timm
 
-import vmamba_zoo
-from vmamba_zoo.profiling import count_params, flop_analysis
+# fvcore calls torch.jit.script when imported, which torch 2.14 answers with a FutureWarning (as pytest.ini)
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+import vmamba_zoo  # noqa: E402
+from vmamba_zoo.profiling import count_params, flop_analysis  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -1,59 +1,168 @@
 #!/usr/bin/env python
-"""The zoo table: every model's parameters, GFLOPs and forward latency, beside the published numbers.
+"""The zoo table: every registered model's parameters and GFLOPs beside the paper's, its published top-1
+and its GPU throughput from the committed results file.
 
-    python tools/zoo_table.py                       # all models, 224x224, CPU latency at batch 1
-    python tools/zoo_table.py --models 'vmamba_*' --img-size 512 --batch-size 2
+    python tools/zoo_table.py                         # print the table (Markdown)
+    python tools/zoo_table.py --perf                  # the performance table (every model of the latest run)
+    python tools/zoo_table.py --update README.md      # rewrite the README's two tables in place
+    python tools/zoo_table.py --count                 # recount params and GFLOPs with fvcore (slow)
+
+Params and GFLOPs (224x224) are the official models' exact counts, ``PUBLISHED[name]['official_params' /
+'official_flops']``, which the tests pin our models to (tests/test_models.py counts ours with fvcore
+and the family's FLOPs rule and requires equality); ``--count`` recounts them here. Throughput comes
+from ``results/benchmark.csv`` (tools/benchmark.py, batch 128, 224x224, fp16 autocast, eager), ours
+and, in brackets, the official implementation measured in the same run; "—" where not measured.
+The table grows by itself as families register (``vmamba_zoo.models.FAMILIES``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 
-import timm
-import torch
-from tqdm import tqdm
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, peak_gib, read_results  # noqa: E402
 
-import vmamba_zoo
-from vmamba_zoo.models import PUBLISHED
-from vmamba_zoo.profiling import count_flops, count_params, measure_latency
+import vmamba_zoo  # noqa: E402
+from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
+
+
+
+def markers(block: str):
+    """The README's begin / end markers of a generated block ('zoo-table' or 'perf-table')."""
+    return f"<!-- {block}: begin (tools/zoo_table.py --update README.md) -->", f"<!-- {block}: end -->"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="", help="wildcard filter on model names (default: all)")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the latency measurement")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results-file", default=str(BENCHMARK_FILE), help="benchmark results (CSV or JSON)")
+    parser.add_argument("--update", metavar="README", help="rewrite the README's generated tables (zoo-table and "
+                        "perf-table, between their <!-- ... begin/end --> markers)")
+    parser.add_argument("--perf", action="store_true", help="print the performance table instead")
+    parser.add_argument("--count", action="store_true", help="count params and GFLOPs with fvcore instead")
     return parser.parse_args(argv)
 
 
-def _fmt(value, spec):
+def _num(value, spec):
     return "—" if value is None else format(value, spec)
+
+
+def _throughput(results, name, mode):
+    ours, official = latest(results, name, "ours", mode), latest(results, name, "official", mode)
+    cell = img_s(ours)
+    return cell if not official else f"{cell} ({img_s(official)})"
+
+
+def _devices(results, names):
+    found = []
+    for name in names:
+        for impl in ("ours", "official"):
+            for mode in ("inference", "train"):
+                found += [(r["device"], r["date"]) for r in latest(results, name, impl, mode)]
+    return sorted(set(found))
+
+
+def counted(name):
+    """(params, FLOPs) of our model counted with fvcore by the family's rule, at 224x224."""
+    import timm
+
+    from vmamba_zoo.profiling import count_flops, count_params
+    model = timm.create_model(name).eval()
+    return count_params(model), count_flops(model, (3, 224, 224))
+
+
+def table(names, results, count=False) -> str:
+    """The zoo table in Markdown, with its caption and the sources of the top-1 numbers."""
+    lines = ["| model | params (M) | paper params (M) | GFLOPs @224 | paper GFLOPs | top-1 (%) | "
+             "inference img/s: ours (official) | training img/s: ours (official) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    sources = {}
+    for name in names:
+        paper = PUBLISHED.get(name, {})
+        params, flops = counted(name) if count else (paper.get("official_params"), paper.get("official_flops"))
+        card = getattr(family_module(name), "CARD", {})
+        sources[card.get("family", name)] = card.get("top1_source", "—")
+        lines.append(f"| `{name}` | {_num(params and params / 1e6, '.2f')} | {_num(paper.get('params_m'), 'g')} | "
+                     f"{_num(flops and flops / 1e9, '.2f')} | {_num(paper.get('gflops'), 'g')} | "
+                     f"{_num(paper.get('top1'), '.1f')} | {_throughput(results, name, 'inference')} | "
+                     f"{_throughput(results, name, 'train')} |")
+    where = "; ".join(f"{device} ({date})" for device, date in _devices(results, names)) or "not measured yet"
+    lines += ["", f"Throughput: {where}, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
+                  f"{STANDARD['dtype']} autocast, eager, from `results/benchmark.csv` (a range: several passes of "
+                  "one run); in brackets the official implementation in the same run. "
+                  + ("Params and GFLOPs counted with fvcore." if count else
+                     "Params and GFLOPs: ours, equal to the official models' exact counts (pinned by the tests)."),
+              "Top-1 (ImageNet-1k) sources: " + "; ".join(f"{family}: {src}" for family, src in sources.items()) + "."]
+    return "\n".join(lines)
+
+
+def perf_table(results) -> str:
+    """The README's performance table: every model of the latest standard run (ours, official, timm)."""
+    lines = ["| model | implementation | inference img/s | training img/s | peak GiB inference / training |",
+             "|---|---|---:|---:|---:|"]
+    seen = []
+    for row in results:
+        key = (row["model"], row["impl"])
+        if key not in seen and all(str(row.get(k, "")) == str(v) for k, v in STANDARD.items()):
+            seen.append(key)
+    order = {"ours": 0, "official": 1, "timm": 2}
+    zoo = vmamba_zoo.list_models()
+    seen.sort(key=lambda k: (k[1] == "timm", zoo.index(k[0]) if k[0] in zoo else 0, order.get(k[1], 3)))
+    for model, impl in seen:
+        inf, train = latest(results, model, impl, "inference"), latest(results, model, impl, "train")
+        label = {"ours": "ours", "official": f"official `{PUBLISHED.get(model, {}).get('official_name', '')}`",
+                 "timm": "timm"}.get(impl, impl)
+        lines.append(f"| `{model}` | {label} | {img_s(inf)} | {img_s(train)} | {peak_gib(inf)} / {peak_gib(train)} |")
+    where = "; ".join(sorted({f"{r['device']} ({r['date']})" for model, impl in seen
+                              for r in latest(results, model, impl, "inference") + latest(results, model, impl, "train")}))
+    lines += ["", f"{where or 'Not measured yet'}: `tools/benchmark.py`, batch {STANDARD['batch_size']}, "
+                  f"{STANDARD['img_size']}×{STANDARD['img_size']}, {STANDARD['dtype']} autocast, eager, all models in "
+                  "one run (`results/benchmark.csv`; a range: several passes of the run; — : not recorded)."]
+    return "\n".join(lines)
+
+
+def blocks(results, names=None, count=False) -> dict:
+    """The README's generated blocks by marker name."""
+    return {"zoo-table": table(names or vmamba_zoo.list_models(), results, count), "perf-table": perf_table(results)}
+
+
+def update_readme(path, texts) -> bool:
+    """Replace each generated block (name -> text) between its markers in ``path``; True when it changed."""
+    path = Path(path)
+    old = new = path.read_text()
+    for block, text in texts.items():
+        begin, end = markers(block)
+        if begin not in new or end not in new:
+            raise ValueError(f"{path} has no {block} markers ({begin} ... {end})")
+        head, rest = new.split(begin, 1)
+        new = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
+    if new != old:
+        path.write_text(new)
+    return new != old
+
+
+def readme_block(block: str, path=ROOT / "README.md") -> str:
+    """The text currently between the README's markers of ``block``."""
+    begin, end = markers(block)
+    return Path(path).read_text().split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # fvcore calls torch.jit.script when imported, which torch 2.14 answers with a FutureWarning (as pytest.ini)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     names = vmamba_zoo.list_models(args.models)
     if not names:
         print(f"no model matches {args.models!r}", file=sys.stderr)
         return 2
-    size = (3, args.img_size, args.img_size)
-    rows = []
-    for name in tqdm(names, desc="measuring", unit="model", file=sys.stderr):
-        model = timm.create_model(name).eval()
-        flops = count_flops(model, size)
-        latency = measure_latency(model.to(args.device), size, args.batch_size, repeats=args.repeats)
-        rows.append((name, count_params(model), flops, latency, PUBLISHED.get(name, {})))
-    device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"| model | params (M) | paper params (M) | GFLOPs @{args.img_size} | paper GFLOPs | "
-          f"latency (ms, batch {args.batch_size}, {where}) | paper top-1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, params, flops, latency, paper in rows:
-        print(f"| {name} | {params / 1e6:.2f} | {_fmt(paper.get('params_m'), 'g')} | {flops / 1e9:.2f} | "
-              f"{_fmt(paper.get('gflops') if args.img_size == 224 else None, 'g')} | {latency:.1f} | "
-              f"{_fmt(paper.get('top1'), '.1f')} |")
+    results = read_results(args.results_file)
+    if args.update:
+        changed = update_readme(args.update, blocks(results, count=args.count))
+        print(f"{args.update}: {'tables updated' if changed else 'tables already current'}")
+    else:
+        print(perf_table(results) if args.perf else table(names, results, count=args.count))
     return 0
 
 

@@ -9,7 +9,9 @@ overrides that make its models tiny, for the tests that run every model).
 import sys
 
 from . import vmamba
-from ._checkpoint import CheckpointMismatchError, load_checkpoint_file, remap_checkpoint, unwrap_state_dict
+from ._builder import PretrainedDownloadError, build_zoo_model
+from ._checkpoint import (CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, remap_checkpoint,
+                          unwrap_state_dict)
 from .vmamba import VMamba
 
 #: timm module names of the families, in the order the zoo table lists them
@@ -43,5 +45,6 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "convert_official_state_dict", "CheckpointMismatchError", "remap_checkpoint",
+__all__ = ["VMamba", "convert_official_state_dict", "CheckpointMismatchError", "CheckpointReadError",
+           "PretrainedDownloadError", "build_zoo_model", "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]

@@ -34,6 +34,14 @@ class CheckpointMismatchError(ValueError):
         super().__init__("\n".join(lines))
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read: missing, empty, truncated or not a checkpoint at all."""
+
+    def __init__(self, path, reason: str = "truncated or corrupt?"):
+        self.path = str(path)
+        super().__init__(f"{path} is not a readable PyTorch checkpoint ({reason})")
+
+
 def _inert(*args, **kwargs):
     return None
 
@@ -43,12 +51,20 @@ def load_checkpoint_file(path: Union[str, Path]) -> Mapping:
 
     Official training checkpoints also pickle their training configuration (yacs ``CfgNode``,
     argparse ``Namespace``, ...). Such objects are read as plain ``OrderedDict``s (functions as
-    no-ops) instead of failing, and no code from the file is ever run.
+    no-ops) instead of failing, and no code from the file is ever run. A missing, empty, truncated or
+    corrupt file raises :class:`CheckpointReadError` ("PATH is not a readable PyTorch checkpoint ...").
     """
     path = str(path)
+    if not Path(path).is_file():
+        raise CheckpointReadError(path, "no such file")
+    if Path(path).stat().st_size == 0:
+        raise CheckpointReadError(path, "empty file")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as err:  # safetensors raises its own error types for a bad header or size
+            raise CheckpointReadError(path) from err
     stand_ins = []
     for _ in range(32):
         try:
@@ -56,12 +72,15 @@ def load_checkpoint_file(path: Union[str, Path]) -> Mapping:
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-            if not found:
-                raise
+            if not found:  # not a pickle of ours to repair: random bytes, a cut-off stream, ...
+                raise CheckpointReadError(path) from err
             name = found[1]
             stand_in = collections.OrderedDict if name.rpartition(".")[2][:1].isupper() else _inert
             stand_ins.append((stand_in, name))
-    raise RuntimeError(f"{path}: too many unknown objects in the checkpoint")
+        except (RuntimeError, EOFError, ValueError, UnicodeDecodeError, KeyError, IndexError) as err:
+            # torch's zip reader on a truncated archive, an unpickler running out of bytes, ...
+            raise CheckpointReadError(path) from err
+    raise CheckpointReadError(path, "too many unknown objects in the checkpoint")
 
 
 def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:

@@ -12,11 +12,12 @@ from typing import Sequence
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS
 
 from ..layers import SS2D, ConvDownsample, ConvStem, FastLayerNorm, MixerBlock, Stage
+from ._builder import build_zoo_model
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -59,7 +60,7 @@ class VMamba(HierarchicalSSM):
             raise ValueError(f"dims {tuple(dims)} and depths {tuple(depths)} must have one entry per stage")
         self.in_chans = in_chans
         self.stem = ConvStem(in_chans, dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             blocks = [
@@ -117,7 +118,7 @@ def checkpoint_filter_fn(state_dict, model: VMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
-    return build_model_with_cfg(
+    return build_zoo_model(  # timm's build_model_with_cfg, with a clear message when offline
         VMamba, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
@@ -138,14 +139,24 @@ def _cfg(url: str = "", **kwargs):
 
 #: Published numbers (official README; throughput on an A100, batch 128, 224x224), the exact parameter
 #: counts of the official models and their FLOPs by the family's rule (the official fvcore count), for the
-#: tests, the zoo table and the model cards.
+#: tests, the zoo table and the model cards. ``coco`` / ``ade20k``: the official README's dense results
+#: (label -> value, as the model cards print them; detector GFLOPs at 1280x800, segmentor at 512x2048).
+_MASK_RCNN, _UPERNET = "Mask R-CNN, box AP / mask AP", "UperNet 160k, mIoU single-scale / multi-scale"
 PUBLISHED = {
     "vmamba_tiny": dict(official_name="vmamba_tiny_s1l8", official_params=30_249_064, params_m=30,
-                        official_flops=4_905_609_984, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571),
+                        official_flops=4_905_609_984, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571,
+                        coco={f"{_MASK_RCNN}, 1x": "47.3 / 42.7", f"{_MASK_RCNN}, 3x MS": "48.8 / 43.7",
+                              "detector params / GFLOPs": "50M / 271G"},
+                        ade20k={_UPERNET: "47.9 / 48.8", "segmentor params / GFLOPs": "62M / 949G"}),
     "vmamba_small": dict(official_name="vmamba_small_s2l15", official_params=50_147_752, params_m=50,
-                         official_flops=8_715_774_720, gflops=8.7, top1=83.6, img_s=877, train_img_s=314),
+                         official_flops=8_715_774_720, gflops=8.7, top1=83.6, img_s=877, train_img_s=314,
+                         coco={f"{_MASK_RCNN}, 1x": "48.7 / 43.7", f"{_MASK_RCNN}, 3x MS": "49.9 / 44.2",
+                               "detector params / GFLOPs": "70M / 349G (paper; the README says 384G)"},
+                         ade20k={_UPERNET: "50.6 / 51.2", "segmentor params / GFLOPs": "82M / 1028G"}),
     "vmamba_base": dict(official_name="vmamba_base_s2l15", official_params=88_557_800, params_m=89,
-                        official_flops=15_358_944_256, gflops=15.4, top1=83.9, img_s=646, train_img_s=247),
+                        official_flops=15_358_944_256, gflops=15.4, top1=83.9, img_s=646, train_img_s=247,
+                        coco={f"{_MASK_RCNN}, 1x": "49.2 / 44.1", "detector params / GFLOPs": "108M / 485G"},
+                        ade20k={_UPERNET: "51.0 / 51.6", "segmentor params / GFLOPs": "122M / 1170G"}),
 }
 
 #: What the model cards say about the family as a whole (tools/make_model_cards.py).
@@ -157,6 +168,8 @@ CARD = dict(
     commit="2ed52ea",
     license="MIT",
     top1_source="official README (ImageNet-1k, 224x224)",
+    dense_source="official README (COCO: detection/, ADE20K: segmentation/ tables)",
+    throughput_source="official README (A100, batch 128, 224x224)",
     flops_rule="fvcore multiply-adds; LayerNorm 5/elem; each selective scan 9*B*L*D*N + B*L*D (the official handle)",
     scan="cross: row-major, column-major and both reversed (K = 4)",
     bibtex="""@inproceedings{liu2024vmamba,

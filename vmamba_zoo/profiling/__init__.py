@@ -2,9 +2,10 @@
 
 The FLOP counter needs fvcore; it is imported on first use, so that timing works without it.
 """
-from .speed import measure_latency, measure_throughput
+from .speed import Throughput, largest_batch, measure_latency, measure_throughput
 
-__all__ = ["FLOP_HANDLES", "count_flops", "count_params", "flop_analysis", "measure_latency", "measure_throughput"]
+__all__ = ["FLOP_HANDLES", "Throughput", "count_flops", "count_params", "flop_analysis", "largest_batch", "measure_latency",
+           "measure_throughput"]
 
 
 def __getattr__(name):

@@ -1,9 +1,11 @@
-"""Timing of forward passes: CPU latency for the zoo table, GPU throughput for benchmarks."""
+"""Timing of forward passes: CPU latency for quick checks, throughput (images/s, ms/img, peak memory) for
+the benchmarks, on CUDA or CPU."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -37,20 +39,52 @@ def measure_latency(model: nn.Module, input_size: Tuple[int, int, int] = (3, 224
     return 1000 * statistics.median(times)
 
 
-def measure_throughput(model: nn.Module, batch_size: int = 128, img_size: int = 224, train: bool = False,
-                       amp_dtype: torch.dtype = torch.float16, warmup: int = 10, steps: int = 30,
-                       channels_last: bool = False) -> Tuple[float, float]:
-    """(images per second, peak GiB) on CUDA under autocast; ``train`` adds backward and an SGD step."""
-    device = next(model.parameters()).device
-    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    target = torch.randint(0, 1000, (batch_size,), device=device)
+class Throughput(NamedTuple):
+    """One measurement: images per second, milliseconds per image and peak memory (GiB; None on CPU)."""
+    img_s: float
+    ms_per_img: float
+    peak_gib: Optional[float]
+
+
+class _Timer:
+    """Elapsed seconds between start() and stop(): CUDA events on a GPU (no host sync inside the timed
+    steps), the wall clock on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self):
+        if self.device.type == "cuda":
+            self._events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._events[0].record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.device.type == "cuda":
+            self._events[1].record()
+            self._events[1].synchronize()
+            return self._events[0].elapsed_time(self._events[1]) / 1000
+        return time.perf_counter() - self._t0
+
+
+def make_step(model: nn.Module, x: torch.Tensor, train: bool, amp_dtype: Optional[torch.dtype] = None):
+    """One benchmark step as a closure: a no-grad forward, or forward + cross-entropy + backward + SGD step.
+
+    ``amp_dtype`` runs the forward under autocast in that dtype (None: the model's own dtype).
+    """
+    device = x.device
+    target = torch.randint(0, getattr(model, "num_classes", 1000) or 1, (x.shape[0],), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if train else None
     model.train(train)
 
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
     def step():
-        with torch.autocast(device.type, dtype=amp_dtype):
+        with autocast():
             if not train:
                 with torch.no_grad():
                     return model(x)
@@ -59,13 +93,61 @@ def measure_throughput(model: nn.Module, batch_size: int = 128, img_size: int = 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def measure_throughput(model: nn.Module, batch_size: int = 128, img_size=224, train: bool = False,
+                       amp_dtype: Optional[torch.dtype] = torch.float16, warmup: int = 10, steps: int = 30,
+                       channels_last: bool = False) -> Throughput:
+    """Throughput of ``model`` on its own device (CUDA or CPU) at a fixed batch of random images.
+
+    ``warmup`` untimed steps (compilation, autotuning, cudnn's choice), then ``steps`` timed ones; on
+    CUDA timed with events and the peak memory counted from the first timed step. ``train`` adds
+    backward and an SGD step; ``amp_dtype`` None runs without autocast. ``img_size``: N or (H, W).
+    """
+    device = next(model.parameters()).device
+    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    x = torch.randn(batch_size, 3, height, width, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    step = make_step(model, x, train, amp_dtype)
     for _ in range(warmup):
         step()
     _sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = _Timer(device)
+    timer.start()
     for _ in range(steps):
         step()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return batch_size * steps / seconds, torch.cuda.max_memory_allocated(device) / 2 ** 30
+    seconds = timer.stop()
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+    images = batch_size * steps
+    return Throughput(images / seconds, 1000 * seconds / images, peak)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the GPU running out of memory (what a batch search backs off from)."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
+
+
+def largest_batch(model: nn.Module, img_size, train: bool = False, amp_dtype: Optional[torch.dtype] = None,
+                  channels_last: bool = False, limit: int = 256) -> int:
+    """The largest power-of-two batch (up to ``limit``) whose step runs without running out of memory."""
+    device = next(model.parameters()).device
+    best, batch = 0, 1
+    while batch <= limit:
+        try:
+            measure_throughput(model, batch, img_size, train, amp_dtype, warmup=1, steps=1,
+                               channels_last=channels_last)
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            break
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        best, batch = batch, batch * 2
+    if best == 0:
+        raise RuntimeError(f"not even a batch of 1 fits at {img_size}")
+    return best
