@@ -91,7 +91,7 @@ def table(names, results, count=False) -> str:
     where = "; ".join(f"{device} ({date})" for device, date in _devices(results, names)) or "not measured yet"
     lines += ["", f"Throughput: {where}, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
                   f"{STANDARD['dtype']} autocast, eager, from `results/benchmark.csv` (a range: several passes of "
-                  "one run); in brackets the official implementation in the same run. "
+                  "one run); in brackets the official implementation (where each was measured: the performance table). "
                   + ("Params and GFLOPs counted with fvcore." if count else
                      "Params and GFLOPs: ours, equal to the official models' exact counts (pinned by the tests)."),
               "Top-1 (ImageNet-1k) sources: " + "; ".join(f"{family}: {src}" for family, src in sources.items()) + "."]
@@ -110,16 +110,25 @@ def perf_table(results) -> str:
     order = {"ours": 0, "official": 1, "timm": 2}
     zoo = vmamba_zoo.list_models()
     seen.sort(key=lambda k: (k[1] == "timm", zoo.index(k[0]) if k[0] in zoo else 0, order.get(k[1], 3)))
+    runs = []  # the distinct runs (device, date, note) the rows come from, numbered in the table
     for model, impl in seen:
         inf, train = latest(results, model, impl, "inference"), latest(results, model, impl, "train")
-        label = {"ours": "ours", "official": f"official `{PUBLISHED.get(model, {}).get('official_name', '')}`",
+        official_name = PUBLISHED.get(model, {}).get("official_name")
+        label = {"ours": "ours", "official": f"official `{official_name}`" if official_name else "official",
                  "timm": "timm"}.get(impl, impl)
-        lines.append(f"| `{model}` | {label} | {img_s(inf)} | {img_s(train)} | {peak_gib(inf)} / {peak_gib(train)} |")
-    where = "; ".join(sorted({f"{r['device']} ({r['date']})" for model, impl in seen
-                              for r in latest(results, model, impl, "inference") + latest(results, model, impl, "train")}))
-    lines += ["", f"{where or 'Not measured yet'}: `tools/benchmark.py`, batch {STANDARD['batch_size']}, "
-                  f"{STANDARD['img_size']}×{STANDARD['img_size']}, {STANDARD['dtype']} autocast, eager, all models in "
-                  "one run (`results/benchmark.csv`; a range: several passes of the run; — : not recorded)."]
+        marks = []
+        for r in inf + train:
+            run = (r["device"], r["date"], r.get("note", ""))
+            if run not in runs:
+                runs.append(run)
+            if str(runs.index(run) + 1) not in marks:
+                marks.append(str(runs.index(run) + 1))
+        lines.append(f"| `{model}` | {label} [{','.join(marks)}] | {img_s(inf)} | {img_s(train)} | "
+                     f"{peak_gib(inf)} / {peak_gib(train)} |")
+    lines += ["", f"`tools/benchmark.py`, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
+                  f"{STANDARD['dtype']} autocast, eager (`results/benchmark.csv`; a range: several passes; — : not "
+                  "recorded). Runs:" if runs else "Not measured yet."]
+    lines += [f"- [{i}] {device}, {date}{': ' + note if note else ''}." for i, (device, date, note) in enumerate(runs, 1)]
     return "\n".join(lines)
 
 
