@@ -273,3 +273,21 @@ def test_stride8_checkpoint_differs_only_in_the_position_embedding():
     shapes8 = {k: v.shape for k, v in stride8.state_dict().items()}
     assert {k for k in shapes16 if shapes16[k] != shapes8[k]} == {"pos_embed"}
     assert shapes8["pos_embed"] == (1, 730, 192)
+
+
+@pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
+def test_torch_compile_single_graph_matches_eager(monkeypatch):
+    """The conv1d and scan Triton ops are custom ops: torch.compile traces the whole model in one graph."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    model = Vim(embed_dim=16, depth=1, d_state=4, num_classes=3)
+    x = torch.randn(2, 3, 32, 48)
+    eager = model(x)
+    eager.sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+    compiled.sum().backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -365,27 +365,27 @@ def _cfg(url: str = "", **kwargs):
     }
 
 
-#: Published numbers (official README: ImageNet-1k top-1 at 224x224), the exact parameter counts of the
-#: official models, and FLOPs: the official repository has no count, so ``official_flops`` is the official
+#: Published numbers (official README: ImageNet-1k top-1 at 224x224; it rounds the parameters to 7M / 26M /
+#: 98M, ``params_m`` keeps one decimal), the exact parameter counts of the official models, and FLOPs: the official repository has no count, so ``official_flops`` is the official
 #: model counted by the zoo's rule (fvcore + 9BLDN + BLD per scan direction, VMamba's); ``cited_flops`` is
 #: the closed form of LocalMamba's ``VisionMamba.flops()`` behind the 1.5 / 5.1 G that later papers cite
 #: (each projection and conv counted once for the two directions, the class token left out).
 PUBLISHED = {
     "vim_tiny": dict(official_name="vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
-                     official_params=7_148_008, params_m=7, official_flops=1_819_227_648, gflops=1.82,
+                     official_params=7_148_008, params_m=7.1, official_flops=1_819_227_648, gflops=1.82,
                      cited_flops=1_475_175_936, cited_gflops=1.5, top1=76.1, top5=93.0),
     "vim_tiny_stride8": dict(
         official_name="vim_tiny_patch16_stride8_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
-        official_params=7_250_344, params_m=7, official_flops=6_741_179_904, gflops=6.74, top1=78.3, top5=94.2),
+        official_params=7_250_344, params_m=7.3, official_flops=6_741_179_904, gflops=6.74, top1=78.3, top5=94.2),
     "vim_small": dict(official_name="vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
-                      official_params=25_796_584, params_m=26, official_flops=5_904_264_192, gflops=5.90,
+                      official_params=25_796_584, params_m=25.8, official_flops=5_904_264_192, gflops=5.90,
                       cited_flops=5_117_955_072, cited_gflops=5.1, top1=80.5, top5=95.1),
     "vim_small_stride8": dict(
         official_name="vim_small_patch16_stride8_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
-        official_params=26_001_256, params_m=26, official_flops=21_878_504_448, gflops=21.88, top1=81.6, top5=95.4),
+        official_params=26_001_256, params_m=26.0, official_flops=21_878_504_448, gflops=21.88, top1=81.6, top5=95.4),
     "vim_base": dict(
         official_name="vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2",
-        official_params=97_598_440, params_m=98, official_flops=20_871_763_968, gflops=20.87,
+        official_params=97_598_440, params_m=97.6, official_flops=20_871_763_968, gflops=20.87,
         cited_flops=18_906_322_944, cited_gflops=18.9, top1=81.9, top5=95.8),
 }
 

@@ -171,11 +171,15 @@ def _(x, weight, bias, dout, reverse, silu):
 
 # ---- the backend protocol of ssm_kernels.conv1d ------------------------------------------------
 
+_OPS = {"causal_conv1d_fwd": (causal_conv1d_fwd_op, _causal_conv1d_fwd),
+        "causal_conv1d_bwd": (causal_conv1d_bwd_op, _causal_conv1d_bwd)}
+
+
 def _op(name: str):
     """The custom op under torch.compile / jit tracing; its Python body in plain eager mode (as
     :func:`ssm_kernels.triton.op` does for the scan ops)."""
     graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return globals()[name + "_op" if graph else "_" + name]
+    return _OPS[name][0 if graph else 1]
 
 
 def _readable(x: Tensor) -> Tensor:
