@@ -291,3 +291,18 @@ def test_torch_compile_single_graph_matches_eager(monkeypatch):
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
+def test_flops_do_not_depend_on_the_backend(monkeypatch):
+    """The conv1d node and the fused scan node count as the official conv1d, x/dt projections and scans."""
+    from vmamba_zoo.profiling import count_flops
+    model = Vim(embed_dim=16, depth=1, d_state=4, num_classes=3)
+    counts = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("SSM_KERNELS_BACKEND", backend)
+        counts[backend] = count_flops(model, (3, 32, 32))
+    L, D, E, R, N = 5, 16, 32, 1, 4   # 4 patches + the class token
+    per_block = L * D * 2 * E + L * E * D + 2 * L * E * 4 + 2 * L * E * (R + 2 * N) + 2 * L * E * R \
+        + 2 * (9 * L * E * N + L * E)
+    assert counts["triton"] == counts["reference"] == 4 * D * 3 * 256 + per_block + D * 3
