@@ -39,7 +39,7 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
             s = seq.flip(-1) if reverse[k] else seq
             y = F.conv1d(F.pad(s, (W - 1, 0)), weight[k].to(dtype).unsqueeze(1), biases[k], groups=C)
             outs.append(y.flip(-1) if reverse[k] else y)
-        y = torch.cat(outs, dim=1).transpose(1, 2)                             # (b, L, K*C)
+        y = torch.cat(outs, dim=1).transpose(1, 2).contiguous()                # (b, L, K*C)
         if silu:
             y = F.silu(y)
     return y.to(x.dtype)
@@ -129,7 +129,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
             (an anti-causal conv, out[t] = b + sum_j w[j] x[t + W - 1 - j]).
         silu: apply SiLU to the output.
 
-    Returns (batch, L, K*C) in x's dtype: direction k in channels k*C .. (k+1)*C - 1. Computed in
+    Returns (batch, L, K*C), contiguous, in x's dtype: direction k in channels k*C .. (k+1)*C - 1. Computed in
     float32; the gradients of the weight and bias come in their dtypes.
     """
     reverse = tuple(bool(r) for r in reverse)
