@@ -15,7 +15,7 @@ from .paths import BIDIRECTIONAL, CROSS, ScanPaths, ScanPattern, column_major, r
 __version__ = "0.1.0"
 
 __all__ = [
-    "ScanPaths", "ScanPattern", "CROSS", "BIDIRECTIONAL", "row_major", "column_major", "cross_scan", "cross_merge", "selective_scan", "scan2d",
-    "layer_norm", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
-    "Scan2dFn", "LayerNormFn",
+    "ScanPaths", "ScanPattern", "CROSS", "row_major", "column_major", "cross_scan", "cross_merge", "selective_scan", "scan2d",
+    "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
+    "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
 ]

@@ -8,5 +8,6 @@ from .ssm_init import a_log_init, dt_bias_init
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
-__all__ = ["BiMamba", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init"]
+__all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
+           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
+           "BiMamba"]

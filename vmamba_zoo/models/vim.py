@@ -365,11 +365,12 @@ def _cfg(url: str = "", **kwargs):
     }
 
 
-#: Published numbers (official README: ImageNet-1k top-1 at 224x224; it rounds the parameters to 7M / 26M /
-#: 98M, ``params_m`` keeps one decimal), the exact parameter counts of the official models, and FLOPs: the official repository has no count, so ``official_flops`` is the official
-#: model counted by the zoo's rule (fvcore + 9BLDN + BLD per scan direction, VMamba's); ``cited_flops`` is
-#: the closed form of LocalMamba's ``VisionMamba.flops()`` behind the 1.5 / 5.1 G that later papers cite
-#: (each projection and conv counted once for the two directions, the class token left out).
+#: Published numbers (official README: ImageNet-1k top-1 at 224x224; it rounds the parameters to 7M / 26M / 98M,
+#: ``params_m`` keeps one decimal), the exact parameter counts of the official models, and FLOPs: the official
+#: repository has no count, so ``official_flops`` is the official model counted by the zoo's rule (fvcore +
+#: 9BLDN + BLD per scan direction, VMamba's); ``cited_flops`` is the closed form of LocalMamba's
+#: ``VisionMamba.flops()`` behind the 1.5 / 5.1 G that later papers cite (each projection and conv counted once
+#: for the two directions, the class token left out).
 PUBLISHED = {
     "vim_tiny": dict(official_name="vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
                      official_params=7_148_008, params_m=7.1, official_flops=1_819_227_648, gflops=1.82,
