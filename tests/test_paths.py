@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssm_kernels import CROSS, ScanPaths, ScanPattern, column_major, cross_merge, cross_scan, row_major
+from ssm_kernels import BIDIRECTIONAL, CROSS, ScanPaths, ScanPattern, column_major, cross_merge, cross_scan, row_major
 
 
 def explicit_orders(height, width):
@@ -92,3 +92,17 @@ def test_bad_maps_raise_clear_errors():
         cross_merge(torch.randn(1, 4, 2, 14), CROSS(3, 5))
     with pytest.raises(ValueError, match="outside the 2x2 map"):
         ScanPaths(torch.tensor([[0, 4]]), 2, 2)
+
+
+def test_bidirectional_token_sequence():
+    """Vim's paths over a 1 x L sequence: direction 0 reads channel group 0 forward, direction 1 group 1
+    backward; merge puts each result back at its position, the groups side by side."""
+    L = 7
+    paths = BIDIRECTIONAL(1, L)
+    assert paths.split_channels and paths.num_directions == 2
+    assert paths.index.tolist() == [list(range(L)), list(range(L))[::-1]]
+    x = torch.randn(2, 1, L, 6)
+    seq = cross_scan(x, paths)
+    torch.testing.assert_close(seq[:, 0], x[:, 0, :, :3].transpose(1, 2))
+    torch.testing.assert_close(seq[:, 1], x[:, 0, :, 3:].flip(1).transpose(1, 2))
+    torch.testing.assert_close(cross_merge(seq, paths), x)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
-For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), a Vim-like N = 16 sequence and long
-sequences at batch 1 (1536x1536: the forward splits them into segments), runs
-the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), Vim's sequences (197 tokens at 224x224,
+730 for the stride-8 models, 785 at 448x448; d_state 16) and long sequences at batch 1 (1536x1536: the
+forward splits them into segments), runs the Triton selective scan, the fused 2-D
+scan (also as VMamba calls it: low-rank step size, dt/B/C read in place from one projection, the
+out-norm fused; and as Vim calls it: both directions of a token sequence in one launch), the
+LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -26,7 +28,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import BIDIRECTIONAL, CROSS, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -64,6 +66,23 @@ def vmamba_case(batch, H, W, Dg, N, dtype, device):
     x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
     x["norm_bias"] = torch.randn(Dg, device=device)
     return x
+
+
+def vim_scan_case(batch, L, E, N, dtype, device):
+    """Vim's call (BiMamba): a 1 x L map of both directions' conv outputs (2E channels, direction k reads
+    group k), dt/B/C as views of one (2, R + 2N) projection per position, the step-size projection fused."""
+    rank = -(-E // 32)  # ceil(dim / 16) with E = 2 * dim
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, 1, L, 2 * E), proj=mk(batch, 1, L, 2, rank + 2 * N),
+                dt_weight=torch.randn(2, E, rank, device=device) * rank ** -0.5,
+                A=-torch.rand(2 * E, N, device=device) * 2 - 0.05, D=torch.randn(2 * E, device=device),
+                delta_bias=torch.randn(2 * E, device=device) * 0.5 - 2.0)
+
+
+def conv1d_case(batch, L, E, dtype, device):
+    """Vim's conv: x a slice of the (batch, L, 2E) in-projection, both directions' (E, 4) kernels."""
+    return dict(xz=torch.randn(batch, L, 2 * E, device=device).to(dtype),
+                weight=torch.randn(2, E, 4, device=device) * 0.5, bias=torch.randn(2 * E, device=device))
 
 
 def norm_case(batch, H, W, C, dtype, device):
@@ -121,6 +140,10 @@ def main(argv=None) -> int:
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
     if device.type == "cuda":
+        for L in (197, 730, 785):
+            for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
+                cases.append((f"causal_conv1d {model} L={L}", "conv1d", (args.batch, L, E)))
+                cases.append((f"scan2d as Vim calls it {model} L={L}", "vim", (args.batch, L, E, 16)))
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
         # long sequences at batch 1: the forward splits them into segments (a summary pass first)
@@ -134,6 +157,19 @@ def main(argv=None) -> int:
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
 
+    def conv1d_fn(x, backend):
+        E = x["weight"].shape[1]
+        return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
+                             backend=backend)
+
+    def vim_fn(x, backend):
+        x = dict(x)
+        rank = x["dt_weight"].shape[2]
+        N = (x["proj"].shape[-1] - rank) // 2
+        x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+        paths = BIDIRECTIONAL(1, x["u"].shape[2], x["u"].device)
+        return scan2d(**x, paths=paths, delta_softplus=True, backend=backend)
+
     def map_fn(x, backend):
         x = dict(x)
         if "proj" in x:  # as VMamba calls it
@@ -145,7 +181,7 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn)}
+             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

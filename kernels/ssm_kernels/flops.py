@@ -17,3 +17,9 @@ def selective_scan_flops(batch: int, length: int, channels: int, d_state: int,
     if with_z:
         flops += batch * channels * length
     return flops
+
+
+def causal_conv1d_flops(batch: int, length: int, channels: int, width: int) -> int:
+    """FLOPs of a depthwise conv1d producing (batch, length, channels) with kernels of ``width`` taps:
+    one multiply-add per tap and output element, as fvcore counts ``nn.Conv1d`` (bias not counted)."""
+    return batch * length * channels * width

@@ -11,7 +11,8 @@ callers:
   positions it visited;
 - a multi-scale scan is a second map (the downsampled one) with its own ``ScanPaths``;
 - ``split_channels=True`` gives direction k only the k-th group of channels (per-group scans):
-  cross-scan splits the channels into K groups, cross-merge concatenates them instead of summing.
+  cross-scan splits the channels into K groups, cross-merge concatenates them instead of summing;
+- a token sequence is a 1 x L map: Vim's forward and reversed scans are :data:`BIDIRECTIONAL`.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable, Dict
 
 import torch
 
-__all__ = ["ScanPaths", "ScanPattern", "CROSS", "row_major", "column_major"]
+__all__ = ["ScanPaths", "ScanPattern", "CROSS", "BIDIRECTIONAL", "row_major", "column_major"]
 
 
 def row_major(height: int, width: int) -> torch.Tensor:
@@ -120,3 +121,13 @@ def _cross(height: int, width: int) -> ScanPaths:
 
 #: VMamba's four directions, in the official order: row-major, column-major, then both reversed.
 CROSS = ScanPattern("cross", 4, _cross)
+
+
+def _bidirectional(height: int, width: int) -> ScanPaths:
+    row = row_major(height, width)
+    return ScanPaths.from_orders([row, row.flip(0)], height, width, split_channels=True)
+
+
+#: Vim's two directions over a token sequence (a 1 x L map): forward, then reversed; direction k reads
+#: and writes the k-th channel group (each direction has its own conv1d output and parameters).
+BIDIRECTIONAL = ScanPattern("bidirectional", 2, _bidirectional)

@@ -1,4 +1,5 @@
 """Building blocks shared by the zoo's families (all channels last inside the stages)."""
+from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .norm import FastLayerNorm
@@ -8,4 +9,5 @@ from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init"]
+           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
+           "BiMamba"]

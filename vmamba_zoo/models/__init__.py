@@ -8,14 +8,15 @@ overrides that make its models tiny, for the tests that run every model).
 """
 import sys
 
-from . import vmamba
+from . import vim, vmamba
 from ._builder import PretrainedDownloadError, build_zoo_model
 from ._checkpoint import (CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, remap_checkpoint,
                           unwrap_state_dict)
+from .vim import Vim
 from .vmamba import VMamba
 
 #: timm module names of the families, in the order the zoo table lists them
-FAMILIES = ("vmamba",)
+FAMILIES = ("vmamba", "vim")
 
 #: published numbers of every model, by model name (see each family's ``PUBLISHED``)
 PUBLISHED = {name: row for family in FAMILIES for name, row in sys.modules[f"{__name__}.{family}"].PUBLISHED.items()}
@@ -45,6 +46,6 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "convert_official_state_dict", "CheckpointMismatchError", "CheckpointReadError",
+__all__ = ["VMamba", "Vim", "convert_official_state_dict", "CheckpointMismatchError", "CheckpointReadError",
            "PretrainedDownloadError", "build_zoo_model", "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]

@@ -15,7 +15,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import selective_scan_flops
+from ssm_kernels import causal_conv1d_flops, selective_scan_flops
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
@@ -63,6 +63,14 @@ def scan2d_flop_jit(inputs, outputs) -> int:
     return flops
 
 
+def causal_conv1d_flop_jit(inputs, outputs) -> int:
+    """The conv1d node (all its directions), as fvcore counts each direction's ``nn.Conv1d``: one multiply-add
+    per tap and output element."""
+    batch, length, _ = get_shape(inputs[0])
+    directions, channels, width = get_shape(inputs[1])
+    return causal_conv1d_flops(batch, length, directions * channels, width)
+
+
 def layer_norm_flop_jit(inputs, outputs) -> int:
     """The Triton LayerNorm node, as fvcore counts ``aten::layer_norm`` with its affine parameters."""
     return 5 * _numel(get_shape(inputs[0]))
@@ -93,6 +101,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
+    "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,
 }
