@@ -337,18 +337,20 @@ def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_sof
 
 # ---- scan2d (fused gather + scan + merge) ----------------------------------------------------
 
-def _direction_buffer(u, index, split_channels):
+def _direction_buffer(u, index, split_channels, disjoint=False):
     """Where the K directions write (output, or du): one slice each, or u's own layout when each
-    direction owns a channel group. Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
-    partial = index.shape[1] < u.shape[1] * u.shape[2]
-    shape = u.shape if split_channels else (index.shape[0], *u.shape)
+    direction owns a channel group or its own positions (disjoint paths: every position written once).
+    Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
+    one_map = split_channels or disjoint
+    partial = index.shape[1] < u.shape[1] * u.shape[2] and not disjoint
+    shape = u.shape if one_map else (index.shape[0], *u.shape)
     buf = torch.zeros(shape, dtype=u.dtype, device=u.device) if partial else _empty(shape, like=u)
-    return buf, (0 if split_channels else u.numel())
+    return buf, (0 if one_map else u.numel())
 
 
-def _merge(buf, split_channels, dtype=torch.float32):
-    """The K directions' slices summed onto one map (one slice: its channel groups)."""
-    return buf.to(dtype) if split_channels else merge(buf, dtype)
+def _merge(buf, one_map, dtype=torch.float32):
+    """The K directions' slices summed onto one map (a single map: as it is)."""
+    return buf.to(dtype) if one_map else merge(buf, dtype)
 
 
 def _map_layout(u, delta, B, index, split_channels, dt_weight):
@@ -360,27 +362,29 @@ def _map_layout(u, delta, B, index, split_channels, dt_weight):
 
 def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
-               norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
+               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
     factor (b, H, W, K, R); B, C (b, H, W, K, N) with equal strides; delta, B and C may be views (see
     :func:`map_strides`); index (K, L). The output is the merged map in float32, or, given
     ``norm_weight`` and ``norm_bias``, its LayerNorm in u's dtype; then the slices (K, b, H, W, C) and
-    the (2, rows) statistics are kept for the backward (else both empty)."""
-    out, s_dir = _direction_buffer(u, index, split_channels)
+    the (2, rows) statistics are kept for the backward (else both empty). With ``disjoint`` paths (each
+    position visited by one direction) the directions write one map: a single slice."""
+    out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
     if norm_weight is None:
-        return _merge(out, split_channels), ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
-    slices = out.unsqueeze(0) if split_channels else out
+        return (_merge(out, split_channels or disjoint), ckpt, u.new_empty(_EMPTY),
+                u.new_empty(_EMPTY, dtype=torch.float32))
+    slices = out.unsqueeze(0) if split_channels or disjoint else out
     y, stats = merge_norm_fwd(slices, norm_weight, norm_bias, norm_eps)
     return y, ckpt, slices, stats
 
 
-def _slices_shape(u, index, split_channels):
-    return ((1 if split_channels else index.shape[0]), *u.shape)
+def _slices_shape(u, index, one_map):
+    return ((1 if one_map else index.shape[0]), *u.shape)
 
 
 scan2d_fwd = _custom_op(_scan2d_fwd)
@@ -388,31 +392,31 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels):
+      split_channels, disjoint=False):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
     rows = u.numel() // u.shape[-1]
-    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels)),
+    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels or disjoint)),
             u.new_empty((2, rows), dtype=torch.float32))
 
 
 def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
-               ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor]:
+               ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool,
+               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
     bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
     flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
-    du, s_dir = _direction_buffer(u, index, split_channels)
-    partial = index.shape[1] < u.shape[1] * u.shape[2]
+    du, s_dir = _direction_buffer(u, index, split_channels, disjoint)
+    partial = index.shape[1] < u.shape[1] * u.shape[2]  # the step-size gradient is still per direction
     ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                             delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
                             partial)
-    return _merge(du, split_channels, u.dtype), ddelta, flat
+    return _merge(du, split_channels or disjoint, u.dtype), ddelta, flat
 
 
 scan2d_bwd = _custom_op(_scan2d_bwd)
@@ -420,7 +424,7 @@ scan2d_bwd = _custom_op(_scan2d_bwd)
 
 @_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
-      split_channels):
+      split_channels, disjoint=False):
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 
