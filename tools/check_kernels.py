@@ -3,7 +3,8 @@
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+read in place from one projection, the out-norm fused; and as EfficientVMamba calls it at its two SSM
+stages: atrous paths, N = 16, one projected map read by all four directions) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -24,7 +25,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import ATROUS, CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -61,6 +62,14 @@ def vmamba_case(batch, H, W, Dg, N, dtype, device):
     x["dt_weight"] = torch.randn(4, Dg, rank, device=device) * rank ** -0.5
     x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
     x["norm_bias"] = torch.randn(Dg, device=device)
+    return x
+
+
+def evm_case(batch, H, W, Dg, N, dtype, device):
+    """EfficientVMamba's call: as VMamba's, on the atrous paths, with dt/B/C one projected map (each position
+    by its own direction's weights) that all four directions read through a stride-0 direction axis."""
+    x = vmamba_case(batch, H, W, Dg, N, dtype, device)
+    x["proj"] = x["proj"][:, :, :, :1].contiguous()
     return x
 
 
@@ -117,6 +126,10 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+        for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
+            side = size // (4 * 2 ** stage)
+            cases.append((f"scan2d as EfficientVMamba calls it s{stage + 1} @{size}", "evm",
+                          (args.batch, side, side, inner, 16)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -132,13 +145,18 @@ def main(argv=None) -> int:
         if "proj" in x:  # as VMamba calls it
             rank = x["dt_weight"].shape[2]
             N = (x["proj"].shape[-1] - rank) // 2
-            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+            proj = x.pop("proj")
+            atrous = proj.shape[3] == 1  # as EfficientVMamba calls it
+            x["delta"], x["B"], x["C"] = proj.expand(-1, -1, -1, 4, -1).split([rank, N, N], dim=-1)
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
-        return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        else:
+            atrous = False
+        pattern = ATROUS if atrous else CROSS
+        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn)}
+             "evm": (evm_case, map_fn), "norm": (norm_case, norm_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0

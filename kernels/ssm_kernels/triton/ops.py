@@ -241,9 +241,11 @@ def _accumulators(shapes, device):
 
 
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, acc, partial_paths=False):
+                softplus, acc, partial_paths=False, one_map_delta=False):
     """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
-    gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None)."""
+    gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None).
+    ``one_map_delta``: disjoint paths whose directions all read one low-rank step-size map; the full
+    step size's gradient is then one map, each position written once."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
@@ -253,11 +255,14 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     # over a sub-grid) get nothing written, hence zeros for partial paths. dB, dC: contiguous in B's
     # shape (B itself may be a view). Their strides come from the buffers.
     maps = delta.dim() == 5
-    shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) if dtw is not None else delta.shape
-    ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
+    one_map = one_map_delta and dtw is not None
+    shape = ((1 if one_map else layout.K), layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) \
+        if dtw is not None else delta.shape
+    partial = partial_paths and not one_map
+    ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial else _empty(shape, like=delta)
     if dtw is not None:
         sk, sb, sp, sc = ddelta.stride()
-        g_strides = (sb, sk, sc, sp)
+        g_strides = (sb, 0 if one_map else sk, sc, sp)
     else:
         g_strides = _per_direction(ddelta) if maps else layout.delta
     dA, dD, dbias, dB, dC, ddtw = acc[:6]
@@ -275,7 +280,8 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
-        ddelta = projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta))
+        ddelta = projection_grads(ddelta.view(shape[0], -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta),
+                                  index if one_map else None)
     return ddelta, dz
 
 
@@ -412,10 +418,11 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
     du, s_dir = _direction_buffer(u, index, split_channels, disjoint)
-    partial = index.shape[1] < u.shape[1] * u.shape[2]  # the step-size gradient is still per direction
+    partial = index.shape[1] < u.shape[1] * u.shape[2]
+    one_map_delta = disjoint and delta.stride(3) == 0  # every direction reads one step-size map
     ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                             delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
-                            partial)
+                            partial, one_map_delta)
     return _merge(du, split_channels or disjoint, u.dtype), ddelta, flat
 
 
