@@ -10,7 +10,7 @@ the reference backend run in float64 on the same inputs. Fresh random inputs per
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
 gradients of every input.
 
-    python tools/check_kernels.py [--batch 32] [--sizes 224 512]
+    python tools/check_kernels.py [--batch 32] [--sizes 224 512] [--only EfficientVMamba]
     TRITON_INTERPRET=1 python tools/check_kernels.py --device cpu --batch 1 --sizes 32   # dry run on CPU
 """
 from __future__ import annotations
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512], help="image sizes of the stage shapes")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
+
+    cases = [case for case in cases if args.only in case[0]]
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
