@@ -118,6 +118,18 @@ def test_mismatched_keys_are_all_listed():
         convert_official_state_dict(official_state_dict(), timm.create_model("efficientvmamba_small"))
 
 
+def test_timm_pretrained_from_an_official_file(tmp_path):
+    official = official_state_dict()
+    path = tmp_path / "efficient_vmamba_tiny.ckpt"
+    torch.save({"model": official, "epoch": 299}, path)
+    overlay = dict(file=str(path), custom_load=True)
+    model = timm.create_model("efficientvmamba_tiny", pretrained=True, pretrained_cfg_overlay=overlay)
+    torch.testing.assert_close(model.head.fc.weight, official["classifier.head.weight"])
+    features = timm.create_model("efficientvmamba_tiny", pretrained=True, features_only=True, out_indices=(1, 2),
+                                 pretrained_cfg_overlay=overlay)
+    torch.testing.assert_close(features.model.stages[1].blocks[1].mixer.D, official["layers.1.blocks.1.op.Ds"])
+
+
 def test_flops_rule_counts_the_pools_but_not_the_channel_attention_mean():
     """The official fvcore count takes average pooling as 1 per element (the head, the inverted residuals'
     squeeze-excite) but leaves the mean inside BiAttn (an aten::mean) uncounted."""
