@@ -35,7 +35,8 @@ def test_params_match_official_and_paper(name):
 def test_gflops_match_official_and_paper(name):
     flops = count_flops(timm.create_model(name), (3, 224, 224))
     assert flops == PUBLISHED[name]["official_flops"]  # the official code's count by its own rule
-    assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= 0.02 * PUBLISHED[name]["gflops"]
+    # within 2% of the published figure, or within its rounding to one decimal (EfficientVMamba-S: 1.34 -> 1.3)
+    assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= max(0.02 * PUBLISHED[name]["gflops"], 0.05)
 
 
 def test_gflops_do_not_depend_on_the_backend(monkeypatch):

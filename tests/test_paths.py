@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ssm_kernels import BIDIRECTIONAL, CROSS, ScanPaths, ScanPattern, column_major, cross_merge, cross_scan, row_major
+from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, ScanPaths, ScanPattern, column_major, cross_merge, cross_scan, row_major
 
 
 def explicit_orders(height, width):
@@ -106,3 +106,37 @@ def test_bidirectional_token_sequence():
     torch.testing.assert_close(seq[:, 0], x[:, 0, :, :3].transpose(1, 2))
     torch.testing.assert_close(seq[:, 1], x[:, 0, :, 3:].flip(1).transpose(1, 2))
     torch.testing.assert_close(cross_merge(seq, paths), x)
+
+
+def explicit_atrous(height, width):
+    """EfficientVMamba's four sub-grids written out: (even, even) row-major, (odd, even) column-major,
+    (even, odd) row-major, (odd, odd) column-major."""
+    return [[(h, w) for h in range(0, height, 2) for w in range(0, width, 2)],
+            [(h, w) for w in range(0, width, 2) for h in range(1, height, 2)],
+            [(h, w) for h in range(0, height, 2) for w in range(1, width, 2)],
+            [(h, w) for w in range(1, width, 2) for h in range(1, height, 2)]]
+
+
+@pytest.mark.parametrize("height,width", [(2, 2), (4, 6), (6, 4), (2, 8)])
+def test_atrous_paths_are_the_four_subgrids_in_the_official_order(height, width):
+    paths = ATROUS(height, width)
+    assert paths.disjoint and not paths.split_channels and paths.length == height * width // 4
+    for k, order in enumerate(explicit_atrous(height, width)):
+        assert paths.index[k].tolist() == [h * width + w for h, w in order]
+        # direction k visits its own 2x2 phase: row parity + 2 * column parity = k
+        assert all(h % 2 + 2 * (w % 2) == k for h, w in order)
+    x = torch.randn(2, height, width, 3)
+    seq = cross_scan(x, paths)
+    for k, order in enumerate(explicit_atrous(height, width)):
+        torch.testing.assert_close(seq[:, k], torch.stack([x[:, h, w] for h, w in order], dim=-1))
+    # each position visited once: merge inverts scan
+    torch.testing.assert_close(cross_merge(seq, paths), x)
+
+
+def test_atrous_needs_an_even_map_and_disjoint_paths_are_checked():
+    with pytest.raises(ValueError, match="even-sized map, got 5x4"):
+        ATROUS(5, 4)
+    with pytest.raises(ValueError, match="exactly once"):
+        ScanPaths.from_orders([torch.arange(4), torch.arange(4)], 2, 4, disjoint=True)
+    with pytest.raises(ValueError, match="exactly once"):
+        ScanPaths.from_orders([torch.arange(2), torch.arange(2)], 2, 2, disjoint=True)

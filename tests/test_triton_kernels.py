@@ -163,6 +163,26 @@ def test_fused_scan2d_on_strided_subgrids_with_split_channels():
     check_scan2d(map_inputs(2, H, W, 4, 3, 2, torch.float32, split=True), paths, 2e-5)
 
 
+@pytest.mark.parametrize("batch,H,W,Dg,N,rank,dtype,tol", [
+    (2, 6, 10, 5, 16, 3, torch.float32, 2e-5),    # N = 16, odd channels and rank, 15 steps per direction
+    (1, 4, 6, 3, 16, 0, torch.float32, 2e-5),     # a full step-size map
+    (1, 2, 2, 33, 3, 6, torch.float32, 2e-5),     # one step per direction, two channel blocks
+    (1, 6, 4, 6, 16, 3, torch.bfloat16, 1e-2),
+])
+@pytest.mark.parametrize("with_norm", [False, True])
+def test_fused_scan2d_on_atrous_paths_reads_one_projected_map(batch, H, W, Dg, N, rank, dtype, tol, with_norm):
+    """EfficientVMamba's scan: disjoint sub-grid paths (one output map, no slices), dt / B / C one map whose
+    direction axis is a stride-0 expansion (each position projected once, by its own direction)."""
+    mk = lambda *s: torch.randn(*s).to(dtype).requires_grad_()
+    leaves = dict(u=mk(batch, H, W, Dg), delta=mk(batch, H, W, 1, rank or Dg), B=mk(batch, H, W, 1, N),
+                  C=mk(batch, H, W, 1, N), A=(-torch.rand(4 * Dg, N) - 0.1).requires_grad_(), D=mk(4 * Dg),
+                  delta_bias=mk(4 * Dg))
+    if rank:
+        leaves["dt_weight"] = (torch.randn(4, Dg, rank) * rank ** -0.5).requires_grad_()
+    x = dict(leaves, **{k: leaves[k].expand(-1, -1, -1, 4, -1) for k in ("delta", "B", "C")})
+    check_scan2d(x, ssm_kernels.ATROUS(H, W), tol, out_norm=_norm(Dg) if with_norm else None, leaves=leaves)
+
+
 def _norm(channels):
     norm = torch.nn.LayerNorm(channels)
     with torch.no_grad():  # not the identity: the gradients of both must show

@@ -5,8 +5,9 @@ For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), Vim's sequences (
 730 for the stride-8 models, 785 at 448x448; d_state 16) and long sequences at batch 1 (1536x1536: the
 forward splits them into segments), runs the Triton selective scan, the fused 2-D
 scan (also as VMamba calls it: low-rank step size, dt/B/C read in place from one projection, the
-out-norm fused; and as Vim calls it: both directions of a token sequence in one launch), the
-LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
+out-norm fused; as Vim calls it: both directions of a token sequence in one launch; as EfficientVMamba
+calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions),
+the LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -28,7 +29,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import BIDIRECTIONAL, CROSS, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -85,6 +86,14 @@ def conv1d_case(batch, L, E, dtype, device):
                 weight=torch.randn(2, E, 4, device=device) * 0.5, bias=torch.randn(2 * E, device=device))
 
 
+def evm_case(batch, H, W, Dg, N, dtype, device):
+    """EfficientVMamba's call: as VMamba's, on the atrous paths, with dt/B/C one projected map (each position
+    by its own direction's weights) that all four directions read through a stride-0 direction axis."""
+    x = vmamba_case(batch, H, W, Dg, N, dtype, device)
+    x["proj"] = x["proj"][:, :, :, :1].contiguous()
+    return x
+
+
 def norm_case(batch, H, W, C, dtype, device):
     """The blocks' pre-norm: LayerNorm over C of a (batch, H, W, C) map."""
     return dict(x=(torch.randn(batch, H, W, C, device=device) * 2 + 0.5).to(dtype),
@@ -139,6 +148,10 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+        for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
+            side = size // (4 * 2 ** stage)
+            cases.append((f"scan2d as EfficientVMamba calls it s{stage + 1} @{size}", "evm",
+                          (args.batch, side, side, inner, 16)))
     if device.type == "cuda":
         for L in (197, 730, 785):
             for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
@@ -150,6 +163,7 @@ def main(argv=None) -> int:
         cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))
         cases.append(("selective_scan L=147456, batch 1", "seq", (1, 4, 96, 1, 147456)))
         cases.append(("selective_scan N=16 L=16384, batch 1", "seq", (1, 2, 64, 16, 16384)))
+
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
@@ -175,13 +189,19 @@ def main(argv=None) -> int:
         if "proj" in x:  # as VMamba calls it
             rank = x["dt_weight"].shape[2]
             N = (x["proj"].shape[-1] - rank) // 2
-            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+            proj = x.pop("proj")
+            atrous = proj.shape[3] == 1  # as EfficientVMamba calls it
+            x["delta"], x["B"], x["C"] = proj.expand(-1, -1, -1, 4, -1).split([rank, N, N], dim=-1)
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
-        return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        else:
+            atrous = False
+        pattern = ATROUS if atrous else CROSS
+        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn)}
+             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
+             "evm": (evm_case, map_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

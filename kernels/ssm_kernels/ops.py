@@ -101,8 +101,8 @@ class SelectiveScanFn(torch.autograd.Function):
 
 
 class Scan2dFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, split_channels, norm_eps), u, delta, A, B, C, D, delta_bias, index,
-    dt_weight, norm_weight, norm_bias)"""
+    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint), u, delta, A, B, C, D, delta_bias,
+    index, dt_weight, norm_weight, norm_bias)"""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias):
@@ -231,7 +231,10 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     (b, H, W, K, R) with delta[..., k, :] = dt_weight[k] @ delta_low[..., k, :]; B, C: (b, H, W, K, N);
     A: (K*C, N); D, delta_bias: (K*C,) or None. Returns the (b, H, W, C) map in float32 (the K
     directions are summed in float32; float64 for float64 inputs, on the reference backend), or
-    ``out_norm(map)`` given a LayerNorm over channels.
+    ``out_norm(map)`` given a LayerNorm over channels. Where the paths are ``disjoint`` the K directions
+    write one map (each position once), not K summed slices. delta, B and C may be stride-0 expansions
+    over K of one map (b, H, W, 1, .): with disjoint paths, a per-direction projection computed once per
+    position, at the position's own direction.
 
     With the Triton backend the projection, the gather, the K scans and the merge are one kernel (one
     more for backward): neither the K gathered copies nor the full step-size map ever exist in
@@ -260,16 +263,13 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
         index = paths.index.to(u.device)  # a no-op for paths built on u's device (as layers build them)
         fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
         norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
-        flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0)
+        flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0, paths.disjoint)
         y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
-    if dt_weight is not None:
-        delta = torch.einsum("bhwkr,kdr->bhwkd", delta, dt_weight.to(delta.dtype))  # as under autocast
-
     def scan_fn(*args):
         return selective_scan(*args, backend=name)
 
-    y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn)
+    y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn, dt_weight=dt_weight)
     return y if out_norm is None else out_norm(y)
 
 

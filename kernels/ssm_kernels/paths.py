@@ -8,7 +8,9 @@ callers:
 
 - the four VMamba directions (row-major, column-major, each reversed): :meth:`ScanPaths.cross`;
 - a path may visit a subset of the map (atrous / strided sub-grids): merge then scatters only the
-  positions it visited;
+  positions it visited; :data:`ATROUS` (EfficientVMamba) is four disjoint stride-2 sub-grids, and
+  ``disjoint=True`` says that the directions partition the map (each position visited by exactly one
+  direction), so their outputs can share one map instead of K slices that are summed;
 - a multi-scale scan is a second map (the downsampled one) with its own ``ScanPaths``;
 - ``split_channels=True`` gives direction k only the k-th group of channels (per-group scans):
   cross-scan splits the channels into K groups, cross-merge concatenates them instead of summing;
@@ -21,7 +23,7 @@ from typing import Callable, Dict
 
 import torch
 
-__all__ = ["ScanPaths", "ScanPattern", "CROSS", "BIDIRECTIONAL", "row_major", "column_major"]
+__all__ = ["ScanPaths", "ScanPattern", "CROSS", "ATROUS", "BIDIRECTIONAL", "row_major", "column_major"]
 
 
 def row_major(height: int, width: int) -> torch.Tensor:
@@ -42,12 +44,15 @@ class ScanPaths:
         index: (K, L) integer tensor of flat map positions; each row is one direction.
         height, width: size of the map the positions refer to.
         split_channels: direction k reads (and writes back) only the k-th of K equal channel groups.
+        disjoint: the K paths partition the map: every position is visited by exactly one direction
+            (checked).
     """
 
     index: torch.Tensor
     height: int
     width: int
     split_channels: bool = False
+    disjoint: bool = False
     #: K, the number of directions, and L, the steps of each (plain fields: torch.compile reads them)
     num_directions: int = field(init=False)
     length: int = field(init=False)
@@ -59,6 +64,8 @@ class ScanPaths:
         size = self.height * self.width
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
             raise ValueError(f"ScanPaths.index has positions outside the {self.height}x{self.width} map")
+        if self.disjoint and not torch.equal(index.reshape(-1).sort().values, torch.arange(size)):
+            raise ValueError("ScanPaths(disjoint=True): the paths must visit every position of the map exactly once")
         object.__setattr__(self, "index", index.to(torch.int64).contiguous())
         # int(): under torch.jit.trace (fvcore's FLOP count) sizes come back as 0-dim tensors
         object.__setattr__(self, "num_directions", int(index.shape[0]))
@@ -68,12 +75,13 @@ class ScanPaths:
         """The same paths with the index on ``device``."""
         if self.index.device == torch.device(device):
             return self
-        return ScanPaths(self.index.to(device), self.height, self.width, self.split_channels)
+        return ScanPaths(self.index.to(device), self.height, self.width, self.split_channels, self.disjoint)
 
     @classmethod
-    def from_orders(cls, orders, height: int, width: int, split_channels: bool = False) -> "ScanPaths":
+    def from_orders(cls, orders, height: int, width: int, split_channels: bool = False,
+                    disjoint: bool = False) -> "ScanPaths":
         """Paths from a list of 1-D position orders of equal length."""
-        return cls(torch.stack([torch.as_tensor(o) for o in orders]), height, width, split_channels)
+        return cls(torch.stack([torch.as_tensor(o) for o in orders]), height, width, split_channels, disjoint)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,22 @@ def _cross(height: int, width: int) -> ScanPaths:
 
 #: VMamba's four directions, in the official order: row-major, column-major, then both reversed.
 CROSS = ScanPattern("cross", 4, _cross)
+
+
+def _atrous(height: int, width: int) -> ScanPaths:
+    if height % 2 or width % 2:
+        raise ValueError(f"the atrous scan needs an even-sized map, got {height}x{width} (pad it first)")
+    grid = torch.arange(height * width).view(height, width)
+    return ScanPaths.from_orders([grid[0::2, 0::2].reshape(-1), grid[1::2, 0::2].t().reshape(-1),
+                                  grid[0::2, 1::2].reshape(-1), grid[1::2, 1::2].t().reshape(-1)],
+                                 height, width, disjoint=True)
+
+
+#: EfficientVMamba's atrous scan (ES2D): the four stride-2 sub-grids of an even-sized map, each scanned once,
+#: in the official order: (even rows, even columns) row-major, (odd rows, even columns) column-major, (even
+#: rows, odd columns) row-major, (odd rows, odd columns) column-major. Direction k = row parity + 2 * column
+#: parity visits the positions of its own 2x2 phase only.
+ATROUS = ScanPattern("atrous", 4, _atrous)
 
 
 def _bidirectional(height: int, width: int) -> ScanPaths:

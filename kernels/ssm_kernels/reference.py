@@ -188,18 +188,22 @@ def cross_merge_ref(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     return out.view(batch, paths.height, paths.width, channels)
 
 
-def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None):
+def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None,
+               dt_weight=None):
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
-    u: (b, H, W, C) map; delta: (b, H, W, K, C); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias:
-    (K*C,). Returns the (b, H, W, C) map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to
-    :func:`selective_scan_ref`.
+    u: (b, H, W, C) map; delta: (b, H, W, K, C), or with ``dt_weight`` (K, C, R) its low-rank factor
+    (b, H, W, K, R); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias: (K*C,). Returns the (b, H, W, C)
+    map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to :func:`selective_scan_ref`.
     """
     scan_fn = scan_fn or selective_scan_ref
     batch = u.shape[0]
     K = paths.num_directions
     us = cross_scan_ref(u, paths).reshape(batch, -1, paths.length)
-    dts = cross_scan_ref(delta, paths).reshape(batch, -1, paths.length)
+    dts = cross_scan_ref(delta, paths)
+    if dt_weight is not None:  # projected on the positions each direction visits (as under autocast)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_weight.to(dts.dtype))
+    dts = dts.reshape(batch, -1, paths.length)
     Bs = cross_scan_ref(B, paths)
     Cs = cross_scan_ref(C, paths)
     ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus)

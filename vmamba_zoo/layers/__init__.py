@@ -3,11 +3,11 @@ from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .norm import FastLayerNorm
-from .ss2d import SS2D
+from .ss2d import SS2D, AtrousSS2D
 from .ssm_init import a_log_init, dt_bias_init
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
+           "AtrousSS2D", "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
            "BiMamba"]

@@ -7,6 +7,9 @@ that direction's path, the K directions merged back onto the map, LayerNorm, out
 The per-direction projections are applied on the map, before the gather: a 1x1 projection commutes
 with reordering positions, so this is the official grouped projection of the K gathered copies,
 without making the copies.
+
+``z_gate=True`` adds Mamba's gate (in-projection to twice the inner channels, out-norm output times
+SiLU(z)). :class:`AtrousSS2D` is EfficientVMamba's ES2D: the same mixer over the atrous scan.
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ import math
 from typing import Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 
-from ssm_kernels import CROSS, ScanPattern, scan2d
+from ssm_kernels import ATROUS, CROSS, ScanPattern, scan2d
 
 from .ssm_init import a_log_init, dt_bias_init
 
@@ -33,17 +37,19 @@ class SS2D(nn.Module):
         d_conv: depthwise conv kernel size (< 2: no conv).
         conv_bias: bias in the depthwise conv.
         scan: the scan pattern (K directions, each with its own dt/B/C projection, A and D).
+        z_gate: gate the normalised scan output with SiLU(z), z a second half of the in-projection.
     """
 
     def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 1.0, dt_rank: Union[int, str] = "auto",
-                 d_conv: int = 3, conv_bias: bool = False, scan: ScanPattern = CROSS, act_layer=nn.SiLU):
+                 d_conv: int = 3, conv_bias: bool = False, scan: ScanPattern = CROSS, act_layer=nn.SiLU,
+                 z_gate: bool = False):
         super().__init__()
         inner = int(ssm_ratio * dim)
         rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K = scan.num_directions
-        self.scan, self.d_state, self.dt_rank, self.d_inner = scan, d_state, rank, inner
+        self.scan, self.d_state, self.dt_rank, self.d_inner, self.z_gate = scan, d_state, rank, inner, z_gate
 
-        self.in_proj = nn.Linear(dim, inner, bias=False)
+        self.in_proj = nn.Linear(dim, 2 * inner if z_gate else inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner,
                               bias=conv_bias) if d_conv > 1 else None
         self.act = act_layer()
@@ -61,19 +67,62 @@ class SS2D(nn.Module):
         trunc_normal_(self.dt_proj_weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
-        K, R, N = self.scan.num_directions, self.dt_rank, self.d_state
         x = self.in_proj(x)
+        if self.z_gate:
+            x, z = x.chunk(2, dim=-1)
         if self.conv is not None:
             x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = self.act(x)
-        dt, B, C = self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
+        y = self.scan_map(self.act(x))
+        if self.z_gate:
+            y = y * self.act(z)
+        return self.out_proj(y)
+
+    def project(self, x: torch.Tensor):
+        """Each direction's (dt, B, C) at every position: (b, H, W, K, R), (b, H, W, K, N) twice."""
+        K, R, N = self.scan.num_directions, self.dt_rank, self.d_state
+        return self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
+
+    def scan_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The scan of the activated inner map (b, H, W, inner), merged and normalised (out_norm)."""
+        height, width = x.shape[1:3]
+        dt, B, C = self.project(x)
         A = -_at_least_float32(self.A_log).exp()
         # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU)
-        y = scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
-                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
-                   out_norm=self.out_norm)
-        return self.out_proj(y)
+        return scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
+                      self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
+                      out_norm=self.out_norm)
+
+
+class AtrousSS2D(SS2D):
+    """EfficientVMamba's ES2D: SS2D with a z gate over the atrous scan (:data:`ssm_kernels.ATROUS`).
+
+    Direction k scans only the positions of one 2x2 phase of the map (row parity + 2 * column
+    parity = k), so each position is projected to (dt, B, C) once, with its own direction's weights
+    (the official cost: one projection per token, not K); the scan reads that one map for every
+    direction (a stride-0 direction axis) and, the directions being disjoint, writes one output map.
+    An odd height or width is zero-padded at the bottom / right for the scan and cropped after, as the
+    official code does (the padded positions still decay the state of the directions that cross them).
+    """
+
+    def __init__(self, dim: int, d_state: int = 16, ssm_ratio: float = 2.0, dt_rank: Union[int, str] = "auto",
+                 d_conv: int = 3, conv_bias: bool = True, act_layer=nn.SiLU):
+        super().__init__(dim, d_state, ssm_ratio, dt_rank, d_conv, conv_bias, scan=ATROUS, act_layer=act_layer,
+                         z_gate=True)
+
+    def project(self, x: torch.Tensor):
+        batch, height, width, inner = x.shape
+        R, N = self.dt_rank, self.d_state
+        # phases (row parity i, column parity j) meet direction k = i + 2 j: weight (K, R+2N, inner) as (j, i, ...)
+        weight = self.x_proj.weight.view(2, 2, R + 2 * N, inner)
+        phases = x.view(batch, height // 2, 2, width // 2, 2, inner)
+        proj = torch.einsum("bhiwje,jice->bhiwjc", phases, weight).reshape(batch, height, width, 1, -1)
+        return proj.expand(-1, -1, -1, 4, -1).split([R, N, N], dim=-1)
+
+    def scan_map(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[1:3]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        return super().scan_map(x)[:, :height, :width]
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:

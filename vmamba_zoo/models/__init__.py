@@ -8,15 +8,16 @@ overrides that make its models tiny, for the tests that run every model).
 """
 import sys
 
-from . import vim, vmamba
+from . import efficient_vmamba, vim, vmamba
 from ._builder import PretrainedDownloadError, build_zoo_model
 from ._checkpoint import (CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, remap_checkpoint,
                           unwrap_state_dict)
+from .efficient_vmamba import EfficientVMamba
 from .vim import Vim
 from .vmamba import VMamba
 
 #: timm module names of the families, in the order the zoo table lists them
-FAMILIES = ("vmamba", "vim")
+FAMILIES = ("vmamba", "vim", "efficient_vmamba")
 
 #: published numbers of every model, by model name (see each family's ``PUBLISHED``)
 PUBLISHED = {name: row for family in FAMILIES for name, row in sys.modules[f"{__name__}.{family}"].PUBLISHED.items()}
@@ -46,6 +47,6 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "Vim", "convert_official_state_dict", "CheckpointMismatchError", "CheckpointReadError",
-           "PretrainedDownloadError", "build_zoo_model", "remap_checkpoint",
+__all__ = ["VMamba", "Vim", "EfficientVMamba", "convert_official_state_dict", "CheckpointMismatchError",
+           "CheckpointReadError", "PretrainedDownloadError", "build_zoo_model", "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]

@@ -8,7 +8,8 @@ One pair of kernels serves both ops, told apart by how they address memory:
   (batch, H*W, K, N); step t of direction k visits position ``index[k, t]`` and writes its output
   (and, in backward, du) at that position of its own slice of a (K, batch, H*W, D) buffer, which the
   caller sums over K (plain stores: float32 atomic adds onto one map measured several times slower on
-  an H100). The K gathered copies of the input are never made. The step size comes either as a map
+  an H100); where the paths are disjoint (each position visited by one direction) the slices are one
+  map (``s_dir = 0``) and nothing is summed. The K gathered copies of the input are never made. The step size comes either as a map
   (batch, H*W, K, D) or, with ``HAS_DT_PROJ``, as its low-rank factor (batch, H*W, K, R) with the
   (K, D, R) projection applied in registers: the forward never materialises the (batch, H*W, K, D)
   step sizes. The backward writes their gradient for the caller's two batched matmuls.

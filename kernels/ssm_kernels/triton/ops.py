@@ -272,9 +272,11 @@ def _accumulators(shapes, device):
 
 
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, acc, partial_paths=False):
+                softplus, acc, partial_paths=False, one_map_delta=False):
     """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
-    gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None)."""
+    gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None).
+    ``one_map_delta``: disjoint paths whose directions all read one low-rank step-size map; the full
+    step size's gradient is then one map, each position written once."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
@@ -284,11 +286,14 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     # over a sub-grid) get nothing written, hence zeros for partial paths. dB, dC: contiguous in B's
     # shape (B itself may be a view). Their strides come from the buffers.
     maps = delta.dim() == 5
-    shape = (layout.K, layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) if dtw is not None else delta.shape
-    ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial_paths else _empty(shape, like=delta)
+    one_map = one_map_delta and dtw is not None
+    shape = ((1 if one_map else layout.K), layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) \
+        if dtw is not None else delta.shape
+    partial = partial_paths and not one_map
+    ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial else _empty(shape, like=delta)
     if dtw is not None:
         sk, sb, sp, sc = ddelta.stride()
-        g_strides = (sb, sk, sc, sp)
+        g_strides = (sb, 0 if one_map else sk, sc, sp)
     else:
         g_strides = _per_direction(ddelta) if maps else layout.delta
     dA, dD, dbias, dB, dC, ddtw = acc[:6]
@@ -306,7 +311,8 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
-        ddelta = projection_grads(ddelta.view(layout.K, -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta))
+        ddelta = projection_grads(ddelta.view(shape[0], -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta),
+                                  index if one_map else None)
     return ddelta, dz
 
 
@@ -368,18 +374,20 @@ def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_sof
 
 # ---- scan2d (fused gather + scan + merge) ----------------------------------------------------
 
-def _direction_buffer(u, index, split_channels):
+def _direction_buffer(u, index, split_channels, disjoint=False):
     """Where the K directions write (output, or du): one slice each, or u's own layout when each
-    direction owns a channel group. Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
-    partial = index.shape[1] < u.shape[1] * u.shape[2]
-    shape = u.shape if split_channels else (index.shape[0], *u.shape)
+    direction owns a channel group or its own positions (disjoint paths: every position written once).
+    Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
+    one_map = split_channels or disjoint
+    partial = index.shape[1] < u.shape[1] * u.shape[2] and not disjoint
+    shape = u.shape if one_map else (index.shape[0], *u.shape)
     buf = torch.zeros(shape, dtype=u.dtype, device=u.device) if partial else _empty(shape, like=u)
-    return buf, (0 if split_channels else u.numel())
+    return buf, (0 if one_map else u.numel())
 
 
-def _merge(buf, split_channels, dtype=torch.float32):
-    """The K directions' slices summed onto one map (one slice: its channel groups)."""
-    return buf.to(dtype) if split_channels else merge(buf, dtype)
+def _merge(buf, one_map, dtype=torch.float32):
+    """The K directions' slices summed onto one map (a single map: as it is)."""
+    return buf.to(dtype) if one_map else merge(buf, dtype)
 
 
 def _map_layout(u, delta, B, index, split_channels, dt_weight):
@@ -391,27 +399,29 @@ def _map_layout(u, delta, B, index, split_channels, dt_weight):
 
 def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
-               norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
+               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
     factor (b, H, W, K, R); B, C (b, H, W, K, N) with equal strides; delta, B and C may be views (see
     :func:`map_strides`); index (K, L). The output is the merged map in float32, or, given
     ``norm_weight`` and ``norm_bias``, its LayerNorm in u's dtype; then the slices (K, b, H, W, C) and
-    the (2, rows) statistics are kept for the backward (else both empty)."""
-    out, s_dir = _direction_buffer(u, index, split_channels)
+    the (2, rows) statistics are kept for the backward (else both empty). With ``disjoint`` paths (each
+    position visited by one direction) the directions write one map: a single slice."""
+    out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
     if norm_weight is None:
-        return _merge(out, split_channels), ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
-    slices = out.unsqueeze(0) if split_channels else out
+        return (_merge(out, split_channels or disjoint), ckpt, u.new_empty(_EMPTY),
+                u.new_empty(_EMPTY, dtype=torch.float32))
+    slices = out.unsqueeze(0) if split_channels or disjoint else out
     y, stats = merge_norm_fwd(slices, norm_weight, norm_bias, norm_eps)
     return y, ckpt, slices, stats
 
 
-def _slices_shape(u, index, split_channels):
-    return ((1 if split_channels else index.shape[0]), *u.shape)
+def _slices_shape(u, index, one_map):
+    return ((1 if one_map else index.shape[0]), *u.shape)
 
 
 scan2d_fwd = _custom_op(_scan2d_fwd)
@@ -419,31 +429,32 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels):
+      split_channels, disjoint=False):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
     rows = u.numel() // u.shape[-1]
-    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels)),
+    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels or disjoint)),
             u.new_empty((2, rows), dtype=torch.float32))
 
 
 def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
-               ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool
-               ) -> Tuple[Tensor, Tensor, Tensor]:
+               ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool,
+               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
     bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
     flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
-    du, s_dir = _direction_buffer(u, index, split_channels)
+    du, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     partial = index.shape[1] < u.shape[1] * u.shape[2]
+    one_map_delta = disjoint and delta.stride(3) == 0  # every direction reads one step-size map
     ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                             delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
-                            partial)
-    return _merge(du, split_channels, u.dtype), ddelta, flat
+                            partial, one_map_delta)
+    return _merge(du, split_channels or disjoint, u.dtype), ddelta, flat
 
 
 scan2d_bwd = _custom_op(_scan2d_bwd)
@@ -451,7 +462,7 @@ scan2d_bwd = _custom_op(_scan2d_bwd)
 
 @_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
-      split_channels):
+      split_channels, disjoint=False):
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 
