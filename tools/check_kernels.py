@@ -3,7 +3,8 @@
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+read in place from one projection, the out-norm fused; and as GroupMamba-T calls it: four channel
+groups, group k scanned in direction k only, on split-channel paths) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -24,7 +25,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import CROSS, CROSS_SPLIT, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -62,6 +63,18 @@ def vmamba_case(batch, H, W, Dg, N, dtype, device):
     x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
     x["norm_bias"] = torch.randn(Dg, device=device)
     return x
+
+
+def group_case(batch, H, W, C, N, dtype, device):
+    """GroupMamba's call: C channels in four groups of E = C / 4, each scanned in its own direction only
+    (split-channel paths), low-rank step size (rank ceil(E / 16)), dt/B/C views of one projection, no
+    fused norm (the per-group norm follows the scan)."""
+    E = C // 4
+    rank = -(-E // 16)
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, H, W, C), proj=mk(batch, H, W, 4, rank + 2 * N), A=-torch.rand(C, N, device=device) - 0.1,
+                D=torch.randn(C, device=device), delta_bias=torch.randn(C, device=device) * 0.5,
+                dt_weight=torch.randn(4, E, rank, device=device) * rank ** -0.5)
 
 
 def norm_case(batch, H, W, C, dtype, device):
@@ -117,6 +130,10 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+        for stage, dim in enumerate((64, 128, 348, 448)):
+            side = size // (4 * 2 ** stage)
+            cases.append((f"scan2d as GroupMamba-T calls it s{stage + 1} @{size}", "group",
+                          (args.batch, side, side, dim, 1)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -136,9 +153,16 @@ def main(argv=None) -> int:
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    def group_fn(x, backend):
+        x = dict(x)
+        rank = x["dt_weight"].shape[2]
+        N = (x["proj"].shape[-1] - rank) // 2
+        x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+        return scan2d(**x, paths=CROSS_SPLIT(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn)}
+             "group": (group_case, group_fn), "norm": (norm_case, norm_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0
