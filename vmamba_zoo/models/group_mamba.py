@@ -110,7 +110,8 @@ class GroupedSS2D(nn.Module):
         # the rank-R step-size projection runs inside the scan (fused on GPU); group k scans direction k
         y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
                    self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
-        y = self.out_norm(y.reshape(-1, dim)).view(batch, height, width, G, -1)
+        # the scan's float32 map, normalised in the parameters' precision (float64 models stay float64)
+        y = self.out_norm(y.reshape(-1, dim).to(self.out_norm.weight.dtype)).view(batch, height, width, G, -1)
         y = y.to(z.dtype) * self.act(z)
         return self.out_proj(y.flatten(3)).flatten(3)
 
