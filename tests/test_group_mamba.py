@@ -136,6 +136,11 @@ def test_any_input_size_and_intermediates():
         final, feats = model.forward_intermediates(torch.randn(1, 3, 64, 96))
     assert [tuple(f.shape) for f in feats] == [(1, 16, 16, 24), (1, 32, 8, 12), (1, 32, 4, 6), (1, 32, 2, 3)]
     torch.testing.assert_close(final, feats[-1].permute(0, 2, 3, 1))
+    # as dense prediction prunes it (VisualSSMBackbone): the class-token head goes entirely
+    assert model.prune_intermediate_layers(indices=[1]) == [1] and len(model.stages) == 2
+    assert not any(name.startswith("head.") for name, _ in model.named_parameters())
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
 
 
 def test_hard_distillation_with_a_timm_teacher():
