@@ -21,13 +21,19 @@ def test_registry():
     for name in MODELS:
         assert name in timm.list_models(), "timm must know the model after `import vmamba_zoo`"
         cfg = timm.models.get_pretrained_cfg(name)
-        assert cfg.interpolation == "bicubic" and cfg.crop_pct == 0.875 and cfg.classifier in ("head.fc", "head")
+        assert cfg.interpolation == "bicubic" and cfg.crop_pct == 0.875
+        # distilled models name both classifiers
+        assert cfg.classifier in ("head.fc", "head", ("head.fc", "head.fc_dist"))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_params_match_official_and_paper(name):
-    params = count_params(timm.create_model(name))
+    model = timm.create_model(name)
+    params = count_params(model)
     assert params == PUBLISHED[name]["official_params"]
+    # a paper may leave parts out of its count (GroupMamba: the distillation classifier)
+    left_out = tuple(PUBLISHED[name].get("params_m_without", ()))
+    params -= sum(p.numel() for n, p in model.named_parameters() if left_out and n.startswith(left_out))
     assert abs(params / 1e6 - PUBLISHED[name]["params_m"]) <= 0.01 * PUBLISHED[name]["params_m"]
 
 
@@ -35,8 +41,10 @@ def test_params_match_official_and_paper(name):
 def test_gflops_match_official_and_paper(name):
     flops = count_flops(timm.create_model(name), (3, 224, 224))
     assert flops == PUBLISHED[name]["official_flops"]  # the official code's count by its own rule
-    # within 2% of the published figure, or within its rounding to one decimal (EfficientVMamba-S: 1.34 -> 1.3)
-    assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= max(0.02 * PUBLISHED[name]["gflops"], 0.05)
+    # within the tolerance (2%) of the published figure, or within its rounding to one decimal (EfficientVMamba-S:
+    # 1.34 -> 1.3); a family whose paper printed another count says so, and by how much, in PUBLISHED and CARD
+    tolerance = PUBLISHED[name].get("gflops_tolerance", 0.02)
+    assert abs(flops / 1e9 - PUBLISHED[name]["gflops"]) <= max(tolerance * PUBLISHED[name]["gflops"], 0.05)
 
 
 def test_gflops_do_not_depend_on_the_backend(monkeypatch):

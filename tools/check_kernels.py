@@ -6,7 +6,8 @@ For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), Vim's sequences (
 forward splits them into segments), runs the Triton selective scan, the fused 2-D
 scan (also as VMamba calls it: low-rank step size, dt/B/C read in place from one projection, the
 out-norm fused; as Vim calls it: both directions of a token sequence in one launch; as EfficientVMamba
-calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions),
+calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions;
+as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths),
 the LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
@@ -29,7 +30,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -94,6 +95,18 @@ def evm_case(batch, H, W, Dg, N, dtype, device):
     return x
 
 
+def group_case(batch, H, W, C, N, dtype, device):
+    """GroupMamba's call: C channels in four groups of E = C / 4, each scanned in its own direction only
+    (split-channel paths), low-rank step size (rank ceil(E / 16)), dt/B/C views of one projection, no
+    fused norm (the per-group norm follows the scan)."""
+    E = C // 4
+    rank = -(-E // 16)
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, H, W, C), proj=mk(batch, H, W, 4, rank + 2 * N), A=-torch.rand(C, N, device=device) - 0.1,
+                D=torch.randn(C, device=device), delta_bias=torch.randn(C, device=device) * 0.5,
+                dt_weight=torch.randn(4, E, rank, device=device) * rank ** -0.5)
+
+
 def norm_case(batch, H, W, C, dtype, device):
     """The blocks' pre-norm: LayerNorm over C of a (batch, H, W, C) map."""
     return dict(x=(torch.randn(batch, H, W, C, device=device) * 2 + 0.5).to(dtype),
@@ -152,6 +165,10 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"scan2d as EfficientVMamba calls it s{stage + 1} @{size}", "evm",
                           (args.batch, side, side, inner, 16)))
+        for stage, dim in enumerate((64, 128, 348, 448)):
+            side = size // (4 * 2 ** stage)
+            cases.append((f"scan2d as GroupMamba-T calls it s{stage + 1} @{size}", "group",
+                          (args.batch, side, side, dim, 1)))
     if device.type == "cuda":
         for L in (197, 730, 785):
             for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
@@ -198,10 +215,17 @@ def main(argv=None) -> int:
         pattern = ATROUS if atrous else CROSS
         return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    def group_fn(x, backend):
+        x = dict(x)
+        rank = x["dt_weight"].shape[2]
+        N = (x["proj"].shape[-1] - rank) // 2
+        x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
+        return scan2d(**x, paths=CROSS_SPLIT(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
-             "evm": (evm_case, map_fn)}
+             "evm": (evm_case, map_fn), "group": (group_case, group_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

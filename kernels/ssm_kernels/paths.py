@@ -23,7 +23,7 @@ from typing import Callable, Dict
 
 import torch
 
-__all__ = ["ScanPaths", "ScanPattern", "CROSS", "ATROUS", "BIDIRECTIONAL", "row_major", "column_major"]
+__all__ = ["ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "BIDIRECTIONAL", "row_major", "column_major"]
 
 
 def row_major(height: int, width: int) -> torch.Tensor:
@@ -129,6 +129,16 @@ def _cross(height: int, width: int) -> ScanPaths:
 
 #: VMamba's four directions, in the official order: row-major, column-major, then both reversed.
 CROSS = ScanPattern("cross", 4, _cross)
+
+
+def _cross_split(height: int, width: int) -> ScanPaths:
+    paths = _cross(height, width)
+    return ScanPaths(paths.index, height, width, split_channels=True)
+
+
+#: GroupMamba's per-group scans: the four cross directions, direction k over the k-th quarter of the
+#: channels only (contiguous quarters), the groups concatenated back in place.
+CROSS_SPLIT = ScanPattern("cross_split", 4, _cross_split)
 
 
 def _atrous(height: int, width: int) -> ScanPaths:

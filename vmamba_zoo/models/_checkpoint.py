@@ -101,12 +101,12 @@ def _rename(key: str, rules: Iterable[Rule]) -> str:
 
 
 def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, rules: Sequence[Rule],
-                     native_key: str, classifier: Sequence[str] = _CLASSIFIER) -> Dict[str, torch.Tensor]:
+                     native_key: str, classifier_keys: Sequence[str] = _CLASSIFIER) -> Dict[str, torch.Tensor]:
     """Map an official-format state dict onto ``model``'s keys and shapes.
 
     Keys are renamed by the first matching rule; a tensor whose shape differs from the model's but has
     as many elements is reshaped (official checkpoints store some projections in other layouts). The
-    classifier and the first conv are left alone (timm adapts them to other class counts and input
+    classifier (``classifier_keys``) and the first conv are left alone (timm adapts them to other class counts and input
     channels). A state dict that already
     holds ``native_key`` is taken as ours and only checked. Raises :class:`CheckpointMismatchError`
     listing every missing, unexpected and mis-shaped key. ``classifier``: the model's classifier keys.
@@ -117,7 +117,7 @@ def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, r
         state_dict = {_rename(k, rules): v for k, v in state_dict.items()}
     # timm adapts these to the model's class count and input channels after filtering
     first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
-    adaptable = set(classifier) | ({f"{first_conv}.weight"} if first_conv else set())
+    adaptable = set(classifier_keys) | ({f"{first_conv}.weight"} if first_conv else set())
     out, mis_shaped = {}, []
     for key, value in state_dict.items():
         target = own.get(key)
@@ -127,8 +127,8 @@ def remap_checkpoint(state_dict: Mapping[str, torch.Tensor], model: nn.Module, r
             else:
                 mis_shaped.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target.shape)}")
         out[key] = value
-    missing = [k for k in own if k not in out and k not in classifier]
-    unexpected = [k for k in out if k not in own and k not in classifier]
+    missing = [k for k in own if k not in out and k not in classifier_keys]
+    unexpected = [k for k in out if k not in own and k not in classifier_keys]
     if missing or unexpected or mis_shaped:
         raise CheckpointMismatchError(type(model).__name__, missing, unexpected, mis_shaped)
     return out

@@ -26,6 +26,8 @@ class HierarchicalSSM(nn.Module):
     #: input height and width must be multiples of this (the total stride of the network)
     input_divisor: int = 32
     output_fmt = "NHWC"
+    #: the classifier's parameters (dropped from a checkpoint for another class count)
+    classifier_keys = ("head.fc.weight", "head.fc.bias")
 
     def _init_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float):
         """The classification end: LayerNorm on the final map, global pool, dropout, linear."""
@@ -62,7 +64,7 @@ class HierarchicalSSM(nn.Module):
         """
         state_dict = self.filter_checkpoint(load_checkpoint_file(checkpoint_path))
         own = self.state_dict()
-        for key in ("head.fc.weight", "head.fc.bias"):
+        for key in self.classifier_keys:
             if key in state_dict and (key not in own or own[key].shape != state_dict[key].shape):
                 del state_dict[key]
         first_conv = getattr(self, "pretrained_cfg", {}).get("first_conv")
@@ -70,7 +72,7 @@ class HierarchicalSSM(nn.Module):
         if weight is not None and weight.shape[1] != self.in_chans:
             state_dict[f"{first_conv}.weight"] = adapt_input_conv(self.in_chans, weight)
         missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        assert not unexpected and all(k.startswith("head.fc.") for k in missing), (missing, unexpected)
+        assert not unexpected and all(k in self.classifier_keys for k in missing), (missing, unexpected)
 
     # ---- timm interface -------------------------------------------------------------------------
     @torch.jit.ignore

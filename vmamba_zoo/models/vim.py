@@ -339,7 +339,7 @@ def checkpoint_filter_fn(state_dict, model: Vim):
         if side * side == pos_embed.shape[1] - 1:  # the official models' grids are square
             state_dict = dict(state_dict, pos_embed=resample_pos_embed(pos_embed, model.grid_size, (side, side)))
     return remap_checkpoint(state_dict, model, _RULES, native_key="blocks.0.mixer.conv_weight",
-                            classifier=_CLASSIFIER)
+                            classifier_keys=_CLASSIFIER)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> Vim:
