@@ -188,11 +188,13 @@ def cross_merge_ref(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     return out.view(batch, paths.height, paths.width, channels)
 
 
-def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None):
+def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None,
+               visit_norm=None):
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias:
     (K*C,). Returns the (b, H, W, C) map in float32. ``scan_fn`` defaults to :func:`selective_scan_ref`.
+    ``visit_norm`` (a LayerNorm over C) normalises every step's output before the merge.
     """
     scan_fn = scan_fn or selective_scan_ref
     batch = u.shape[0]
@@ -201,5 +203,7 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     dts = cross_scan_ref(delta, paths).reshape(batch, -1, paths.length)
     Bs = cross_scan_ref(B, paths)
     Cs = cross_scan_ref(C, paths)
-    ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus)
-    return cross_merge_ref(ys.float().view(batch, K, -1, paths.length), paths)
+    ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus).float().view(batch, K, -1, paths.length)
+    if visit_norm is not None:
+        ys = visit_norm(ys.transpose(2, 3)).transpose(2, 3).float()
+    return cross_merge_ref(ys, paths)

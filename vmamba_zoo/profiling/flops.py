@@ -7,6 +7,7 @@ With these rules our GFLOPs equal what the official repositories' own fvcore set
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Dict, Sequence, Tuple
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ssm_kernels import selective_scan_flops
 
-__all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
+__all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs", "scan_inputs"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
@@ -48,18 +49,34 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
     return selective_scan_flops(batch, length, channels, d_state, with_D="D" in args, with_z="z" in args)
 
 
-def scan2d_flop_jit(inputs, outputs) -> int:
+def scan_inputs(inputs, outputs, fused: bool) -> Dict[str, object]:
+    """A traced scan node's tensor inputs by argument name (of ``scan2d`` if ``fused``, else of
+    ``selective_scan``), for the families' own FLOP handles."""
+    return _present_inputs(inputs, outputs, _SCAN2D_ARGS if fused else _SCAN_ARGS, skip=2)
+
+
+def numpy_einsum_macs(macs: int) -> int:
+    """What fvcore's own einsum handle reports for a two-operand contraction of ``macs`` multiply-adds:
+    numpy's printed estimate of 2 * macs (4 significant digits), halved. For the families whose official
+    count used that handle (see :func:`scan2d_flop_jit`'s ``einsum_macs``)."""
+    return math.floor(float(f"{2 * macs:.3e}") / 2)
+
+
+def scan2d_flop_jit(inputs, outputs, einsum_macs=int) -> int:
     """The fused 2-D scan counts as the K selective scans it performs (gather and merge are free),
-    plus, with a low-rank step size, its projection's multiply-adds, and with a fused output norm,
-    the norm's 5 FLOPs per element (both as fvcore counts separate layers)."""
+    plus, with a low-rank step size, its projection's multiply-adds (as ``einsum_macs`` counts the
+    official einsum), and with a fused output norm, the norm's 5 FLOPs per element (both as fvcore
+    counts separate layers): per position, or per step of paths that visit positions more than once
+    (the norm then runs on every visit)."""
     args = _present_inputs(inputs, outputs, _SCAN2D_ARGS, skip=2)
     channels, d_state = get_shape(args["A"])
     batch, length = get_shape(args["u"])[0], get_shape(args["index"])[1]
     flops = selective_scan_flops(batch, length, channels, d_state, with_D="D" in args)
     if "dt_weight" in args:
-        flops += batch * length * _numel(get_shape(args["dt_weight"]))
+        flops += einsum_macs(batch * length * _numel(get_shape(args["dt_weight"])))
     if "norm_weight" in args:
-        flops += 5 * _numel(get_shape(args["u"]))
+        by_step = outputs[0].node().scalar_args()[1][3]  # Scan2dFn's flags: see ssm_kernels.ops
+        flops += 5 * (batch * length * get_shape(args["u"])[-1] if by_step else _numel(get_shape(args["u"])))
     return flops
 
 
@@ -114,6 +131,8 @@ def flop_analysis(model: nn.Module, inputs=None, input_size: Tuple[int, int, int
         inputs = (_example_input(model, input_size),)
     handles = {**FLOP_HANDLES, **getattr(model, "flop_handles", {})}
     analysis = FlopCountAnalysis(model, inputs).set_op_handle(**handles)
+    for name in [name for name, handle in handles.items() if handle is None]:
+        analysis._op_handles.pop(name, None)  # fvcore ignores an op set to None only if it has no handle yet
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis
