@@ -3,7 +3,9 @@
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+read in place from one projection, the out-norm fused; and as MSVMamba-T calls it, both branches: the
+row-major scan of the full map, and the half-resolution map's path that visits every position three
+times, each visit out-normed then summed) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -24,7 +26,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import CROSS, MULTISCALE_LOW, ROW, layer_norm, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -62,6 +64,16 @@ def vmamba_case(batch, H, W, Dg, N, dtype, device):
     x["norm_weight"] = torch.rand(Dg, device=device) + 0.5
     x["norm_bias"] = torch.randn(Dg, device=device)
     return x
+
+
+def msvmamba_case(batch, H, W, Dg, rank, dtype, device):
+    """One branch of MSVMamba's mixer (K = 1): dt (low rank), B and C views of one projection, N = 1, the
+    out-norm fused."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, H, W, Dg), proj=mk(batch, H, W, 1, rank + 2), A=-torch.rand(Dg, 1, device=device) - 0.1,
+                D=torch.randn(Dg, device=device), delta_bias=torch.randn(Dg, device=device) * 0.5,
+                dt_weight=torch.randn(1, Dg, rank, device=device) * rank ** -0.5,
+                norm_weight=torch.rand(Dg, device=device) + 0.5, norm_bias=torch.randn(Dg, device=device))
 
 
 def norm_case(batch, H, W, C, dtype, device):
@@ -117,6 +129,13 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+        for stage, dim in enumerate((96, 192, 384, 768)):  # MSVMamba-T: E = 2 * dim, rank ceil(dim / 16)
+            side, rank = size // (4 * 2 ** stage), -(-dim // 16)
+            low = -(-side // 2)
+            cases.append((f"scan2d MSVMamba-T full-res s{stage + 1} @{size}", "ms_full",
+                          (args.batch, side, side, 2 * dim, rank)))
+            cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
+                          (args.batch, low, low, 2 * dim, rank)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -136,9 +155,19 @@ def main(argv=None) -> int:
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    def branch_fn(pattern):  # MSVMamba's branches
+        def fn(x, backend):
+            x = dict(x)
+            rank = x["dt_weight"].shape[2]
+            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, 1, 1], dim=-1)
+            x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
+            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        return fn
+
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn)}
+             "norm": (norm_case, norm_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
+             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW))}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0
