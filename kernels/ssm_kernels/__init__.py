@@ -14,7 +14,8 @@ from .paths import CROSS, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_ma
 __version__ = "0.1.0"
 
 __all__ = [
-    "ScanPaths", "ScanPattern", "CROSS", "ROW", "MULTISCALE_LOW", "row_major", "column_major", "cross_scan", "cross_merge", "selective_scan", "scan2d",
+    "ScanPaths", "ScanPattern", "CROSS", "row_major", "column_major", "cross_scan", "cross_merge", "selective_scan", "scan2d",
+    "ROW", "MULTISCALE_LOW",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn",
 ]

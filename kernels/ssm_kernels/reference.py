@@ -193,7 +193,8 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias:
-    (K*C,). Returns the (b, H, W, C) map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to :func:`selective_scan_ref`.
+    (K*C,). Returns the (b, H, W, C) map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to
+    :func:`selective_scan_ref`.
     ``visit_norm`` (a LayerNorm over C) normalises every step's output before the merge.
     """
     scan_fn = scan_fn or selective_scan_ref

@@ -198,7 +198,8 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
-        STORE_STATES=store_states, STORE_LAST=store_last, BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+        STORE_STATES=store_states, STORE_LAST=store_last, BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages,
+        num_warps=warps,
     )
     return last, states, ckpt
 
