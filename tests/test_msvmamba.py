@@ -104,3 +104,19 @@ def test_repeated_visits_are_refused_where_undefined():
     with pytest.raises(ValueError, match="cannot split the channels"):
         scan2d(**dict(x, delta=torch.randn(1, 3, 4, 2, 4)), paths=split)
     assert MULTISCALE_LOW(3, 4).repeats == 3 and CROSS(3, 4).repeats == 1
+
+
+@pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
+@pytest.mark.parametrize("norm", [True, False])
+def test_repeated_visit_custom_ops_pass_opcheck(norm):
+    """Schemas and fake (meta) kernels of the fused scan's custom ops on a path with repeated visits."""
+    from ssm_kernels.triton import ops as tops
+
+    H, W, E, R = 3, 2, 5, 3
+    u, low = torch.randn(1, H, W, E), torch.randn(1, H, W, 1, R + 2)
+    nw, nb = (torch.rand(E) + 0.5, torch.randn(E)) if norm else (None, None)
+    args = (u, low[..., :R], -torch.rand(E, 1) - 0.1, low[..., R:R + 1], low[..., R + 1:], torch.randn(E),
+            torch.randn(E), MULTISCALE_LOW(H, W).index, torch.randn(1, E, R), nw, nb, 1e-5)
+    torch.library.opcheck(tops.scan2d_fwd, (*args, True, False, True))
+    out, ckpt, slices, stats = tops.scan2d_fwd(*args, True, False, True)
+    torch.library.opcheck(tops.scan2d_bwd, (*args[:10], ckpt, slices, stats, torch.randn_like(out), True, False, True))
