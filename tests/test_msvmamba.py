@@ -63,6 +63,15 @@ def test_official_keys_load_strictly_and_land_where_they_belong():
                                official["layers.1.blocks.0.convFFN.linear1.weight"].flatten(1))
 
 
+def test_any_input_with_sides_divisible_by_4():
+    """Odd maps at every stage (25x17 .. 4x3; half-resolution 13x9 .. 2x2), as the official code allows."""
+    model = timm.create_model("msvmamba_nano", **TINY_KWARGS, num_classes=3).eval()
+    _, feats = model.forward_intermediates(torch.randn(1, 3, 100, 68))
+    assert [tuple(f.shape[2:]) for f in feats] == [(25, 17), (13, 9), (7, 5), (4, 3)]
+    with pytest.raises(ValueError, match="divisible by 4, got 66x64"):
+        model(torch.randn(1, 3, 66, 64))
+
+
 def test_msvmamba_matches_across_backends():
     """The whole model (both branches, odd half-resolution maps) on the fused Triton scan against the
     reference, outputs and every parameter's gradient."""

@@ -39,9 +39,12 @@ class MSVMamba(HierarchicalSSM):
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
 
-    Inputs with sides divisible by 32 (odd maps inside would be padded by the patch merging, as the
-    official code does; the half-resolution branch of an odd map has ceil(H / 2) x ceil(W / 2) positions).
+    Any input whose sides are multiples of 4 (the patch stem): odd maps inside are zero-padded by the patch
+    merging, and the half-resolution branch of an odd map has ceil(H / 2) x ceil(W / 2) positions, as in the
+    official code.
     """
+
+    input_divisor = 4
 
     def __init__(
         self,
