@@ -125,11 +125,14 @@ def flop_analysis(model: nn.Module, inputs=None, input_size: Tuple[int, int, int
 
     A model whose family counts some operator its own way carries the handles in ``flop_handles``
     (a dict of fvcore handles by operator name, or None to leave an operator uncounted): they
-    override the defaults, so that each family is counted by the rule its official code uses.
+    override the defaults, so that each family is counted by the rule its official code uses; a model
+    holding such a model (a detector's backbone) is counted by the same handles.
     """
     if inputs is None:
         inputs = (_example_input(model, input_size),)
-    handles = {**FLOP_HANDLES, **getattr(model, "flop_handles", {})}
+    handles = dict(FLOP_HANDLES)
+    for module in reversed(list(model.modules())):  # a detector counted by its zoo backbone's rule too
+        handles.update(getattr(module, "flop_handles", {}))
     analysis = FlopCountAnalysis(model, inputs).set_op_handle(**handles)
     for name in [name for name, handle in handles.items() if handle is None]:
         analysis._op_handles.pop(name, None)  # fvcore ignores an op set to None only if it has no handle yet
