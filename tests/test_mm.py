@@ -25,7 +25,7 @@ from mmseg.registry import MODELS as MMSEG_MODELS  # noqa: E402
 
 import vmamba_zoo.mm  # noqa: E402
 from vmamba_zoo.mm import VisualSSMBackbone, convert_dense_state_dict  # noqa: E402
-from vmamba_zoo.models import CheckpointMismatchError  # noqa: E402
+from vmamba_zoo.models import CheckpointMismatchError, family_module  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -315,6 +315,21 @@ PAPER_CONFIGS = {
     "configs/mmdet/mask-rcnn_groupmamba-t_fpn_1x_coco.py": ("groupmamba_tiny", 0.05, 1e-4, 0.05, 2, 12),
     "configs/mmseg/upernet_groupmamba-t_8xb2-160k_ade20k-512x512.py": ("groupmamba_tiny", 0.05, 6e-5, 0.01, 2,
                                                                        160000),
+    "configs/mmdet/mask-rcnn_msvmamba-m_fpn_1x_coco.py": ("msvmamba_micro", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_msvmamba-m_fpn_ms-crop-3x_coco.py": ("msvmamba_micro", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_msvmamba-t_fpn_1x_coco.py": ("msvmamba_tiny", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_msvmamba-t_fpn_ms-crop-3x_coco.py": ("msvmamba_tiny", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_msvmamba-m_8xb2-160k_ade20k-512x512.py": ("msvmamba_micro", 0.3, 6e-5, 0.01, 2, 160000),
+    "configs/mmseg/upernet_msvmamba-t_8xb2-160k_ade20k-512x512.py": ("msvmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+}
+
+#: per family, the backbone LayerNorms whose names (ours) and official names differ on 'norm', and whether
+#: the official recipe decays them (its rule: no decay where the official name contains 'norm')
+DECAYED_NORMS = {
+    "vmamba": {"stem.norm1.weight": True,                      # official patch_embed.2
+               "stages.1.downsample.norm.weight": True},       # official downsample.3
+    "msvmamba": {"stem.norm.weight": True,                     # official patch_embed.2
+                 "stages.1.downsample.norm.weight": False},    # official downsample.norm
 }
 
 
@@ -324,10 +339,11 @@ def test_configs_carry_the_official_recipes(path):
     cfg = Config.fromfile(ROOT / path)
     backbone = cfg.model.backbone
     assert backbone.type == "VisualSSMBackbone" and backbone.model_name == model_name
-    assert backbone.get("drop_path_rate") is None  # the model's own rate, which is the official one
-    # the official release's URL, or, where it has none (a Drive link), the local file the header names
+    rate = backbone.get("drop_path_rate")  # None: the model's own rate, which is the official one
+    assert rate is None or rate == pytest.approx(drop_path)
     url = timm.models.get_pretrained_cfg(f"{model_name}.in1k").url
-    assert backbone.init_cfg.checkpoint == (url or f"checkpoints/{model_name}.pth")
+    # the official release's URL, or a local file where the release has none (Google Drive folders)
+    assert backbone.init_cfg.checkpoint == url if url else backbone.init_cfg.checkpoint.endswith(".pth")
     assert cfg.custom_imports == dict(imports=["vmamba_zoo.mm"], allow_failed_imports=False)
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ("AdamW", lr, weight_decay)
@@ -337,21 +353,23 @@ def test_configs_carry_the_official_recipes(path):
     else:
         assert cfg.train_cfg.max_iters == schedule and cfg.model.decode_head.type == "UPerHead"
         assert cfg.model.decode_head.num_classes == 150 and cfg.crop_size == (512, 512)
-    if not model_name.startswith("vmamba_"):
-        return  # below: VMamba's official norm names
+    family = family_module(model_name)
+    if family.__name__.rpartition(".")[2] not in DECAYED_NORMS:
+        return  # below: the norm names of the families whose official recipes exempt norms by name
     # no weight decay exactly where the official backbone's parameter names contain 'norm'
     init_default_scope(cfg.default_scope)
     tiny = Config(dict(cfg.to_dict()))
-    tiny.model.backbone.update(model_name="vmamba_tiny", model_kwargs=MINI, init_cfg=None)
-    tiny.model.get("neck", tiny.model.get("decode_head")).in_channels = list(MINI["dims"])
+    tiny.model.backbone.update(model_kwargs=family.TINY_KWARGS, init_cfg=None)
+    channels = list(VisualSSMBackbone(model_name=model_name, model_kwargs=family.TINY_KWARGS).channels)
+    tiny.model.get("neck", tiny.model.get("decode_head")).in_channels = channels
     if cfg.default_scope == "mmseg":
-        tiny.model.auxiliary_head.in_channels = MINI["dims"][2]
+        tiny.model.auxiliary_head.in_channels = channels[2]
     model = (MMDET_MODELS if cfg.default_scope == "mmdet" else MMSEG_MODELS).build(tiny.model)
     groups = _build_optim_wrapper(model, tiny).optimizer.param_groups
     decay = {name: group["weight_decay"] for name, param in model.named_parameters()
              for group in groups if any(p is param for p in group["params"])}
-    assert decay["backbone.model.stem.norm1.weight"] == weight_decay          # official patch_embed.2
-    assert decay["backbone.model.stages.1.downsample.norm.weight"] == weight_decay  # official downsample.3
+    for name, decayed in DECAYED_NORMS[family.__name__.rpartition(".")[2]].items():
+        assert decay[f"backbone.model.{name}"] == (weight_decay if decayed else 0.0), name
     assert decay["backbone.model.stages.0.blocks.0.norm1.weight"] == 0.0       # official blocks.0.norm
     assert decay["backbone.model.stages.0.blocks.0.mixer.out_norm.weight"] == 0.0
     assert decay["backbone.outnorm3.bias"] == 0.0

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, ScanPaths, ScanPattern, column_major, cross_merge, cross_scan, row_major
+from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
+                         cross_merge, cross_scan, row_major)
 
 
 def explicit_orders(height, width):
@@ -70,6 +71,28 @@ def test_split_channels_and_strided_subsets():
         for p in idx.tolist():
             groups[0, p // width, p % width, k] = x[0, p // width, p % width, 2 * k:2 * k + 2]
     torch.testing.assert_close(out, groups.flatten(-2))
+
+
+@pytest.mark.parametrize("height,width", [(4, 3), (1, 5), (2, 2)])
+def test_multiscale_low_path_visits_three_orders_in_one_sequence(height, width):
+    """MSVMamba's half-resolution branch: row-major reversed, column-major, column-major reversed, one after
+    the other in ONE direction; merging sums the three visits of every position."""
+    row = [(h, w) for h in range(height) for w in range(width)]
+    col = [(h, w) for w in range(width) for h in range(height)]
+    order = row[::-1] + col + col[::-1]
+    paths = MULTISCALE_LOW(height, width)
+    assert paths.num_directions == 1 and paths.length == 3 * height * width and paths.repeats == 3
+    assert paths.index[0].tolist() == [h * width + w for h, w in order]
+    x = torch.randn(2, height, width, 5)
+    seq = cross_scan(x, paths)
+    torch.testing.assert_close(seq[:, 0], torch.stack([x[:, h, w] for h, w in order], dim=-1))
+    y = torch.randn(2, 1, 5, 3 * height * width)
+    expected = torch.zeros(2, height, width, 5)
+    for t, (h, w) in enumerate(order):
+        expected[:, h, w] += y[:, 0, :, t]
+    torch.testing.assert_close(cross_merge(y, paths), expected)
+    assert ROW(height, width).index.tolist() == [list(range(height * width))] and ROW(height, width).repeats == 1
+    assert CROSS(height, width).repeats == 1
 
 
 def test_pattern_and_orders():

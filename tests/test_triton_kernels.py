@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ssm_kernels
-from ssm_kernels import CROSS, ScanPaths, row_major, scan2d, selective_scan
+from ssm_kernels import CROSS, MULTISCALE_LOW, ScanPaths, column_major, row_major, scan2d, selective_scan
 from ssm_kernels.reference import selective_scan_naive
 from vmamba_zoo.models.vmamba import VMamba
 
@@ -208,6 +208,27 @@ def test_fused_scan2d_out_norm_with_split_channels():
     paths = ScanPaths.from_orders([grid[i::2, j::2].reshape(-1) for i in (0, 1) for j in (0, 1)], H, W,
                                   split_channels=True)
     check_scan2d(map_inputs(2, H, W, 4, 3, 2, torch.float32, split=True), paths, 2e-5, out_norm=_norm(12))
+
+
+@pytest.mark.parametrize("H,W,Dg,rank,dtype,tol,norm", [
+    (4, 3, 5, 3, torch.float32, 2e-5, True),     # a 7x5 map's stride-2 branch: 36 steps, three chunks
+    (4, 3, 5, 3, torch.float32, 2e-5, False),
+    (3, 2, 4, 0, torch.float32, 2e-5, False),    # full step-size maps
+    (4, 3, 8, 3, torch.bfloat16, 1e-2, True),
+])
+def test_fused_scan2d_on_a_path_that_visits_every_position_three_times(H, W, Dg, rank, dtype, tol, norm):
+    """MSVMamba's low-resolution path: one recurrence over three orders of the map; the kernels write by
+    step and the visits are summed (with the out-norm: each visit normalised first)."""
+    x = map_inputs(2, H, W, 1, Dg, 1, dtype, rank=rank)
+    check_scan2d(x, MULTISCALE_LOW(H, W), tol, out_norm=_norm(Dg) if norm else None)
+
+
+def test_fused_scan2d_with_repeated_visits_in_several_directions():
+    H, W = 3, 4
+    row, col = row_major(H, W), column_major(H, W)
+    paths = ScanPaths.from_orders([torch.cat([row, row.flip(0)]), torch.cat([col, col[:6], row[6:]])], H, W)
+    assert paths.repeats == 3  # uneven: some positions once more, some twice more
+    check_scan2d(map_inputs(2, H, W, 2, 3, 2, torch.float32, rank=2), paths, 2e-5)
 
 
 def test_fused_scan2d_reads_projection_slices_in_place():

@@ -7,7 +7,9 @@ forward splits them into segments), runs the Triton selective scan, the fused 2-
 scan (also as VMamba calls it: low-rank step size, dt/B/C read in place from one projection, the
 out-norm fused; as Vim calls it: both directions of a token sequence in one launch; as EfficientVMamba
 calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions;
-as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths),
+as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths;
+as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
+path that visits every position three times, each visit out-normed then summed),
 the LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
@@ -30,7 +32,8 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, causal_conv1d, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d,  # noqa: E402
+                         layer_norm, scan2d, selective_scan)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -107,6 +110,16 @@ def group_case(batch, H, W, C, N, dtype, device):
                 dt_weight=torch.randn(4, E, rank, device=device) * rank ** -0.5)
 
 
+def msvmamba_case(batch, H, W, Dg, rank, dtype, device):
+    """One branch of MSVMamba's mixer (K = 1): dt (low rank), B and C views of one projection, N = 1, the
+    out-norm fused."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, H, W, Dg), proj=mk(batch, H, W, 1, rank + 2), A=-torch.rand(Dg, 1, device=device) - 0.1,
+                D=torch.randn(Dg, device=device), delta_bias=torch.randn(Dg, device=device) * 0.5,
+                dt_weight=torch.randn(1, Dg, rank, device=device) * rank ** -0.5,
+                norm_weight=torch.rand(Dg, device=device) + 0.5, norm_bias=torch.randn(Dg, device=device))
+
+
 def norm_case(batch, H, W, C, dtype, device):
     """The blocks' pre-norm: LayerNorm over C of a (batch, H, W, C) map."""
     return dict(x=(torch.randn(batch, H, W, C, device=device) * 2 + 0.5).to(dtype),
@@ -169,6 +182,13 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"scan2d as GroupMamba-T calls it s{stage + 1} @{size}", "group",
                           (args.batch, side, side, dim, 1)))
+        for stage, dim in enumerate((96, 192, 384, 768)):  # MSVMamba-T: E = 2 * dim, rank ceil(dim / 16)
+            side, rank = size // (4 * 2 ** stage), -(-dim // 16)
+            low = -(-side // 2)
+            cases.append((f"scan2d MSVMamba-T full-res s{stage + 1} @{size}", "ms_full",
+                          (args.batch, side, side, 2 * dim, rank)))
+            cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
+                          (args.batch, low, low, 2 * dim, rank)))
     if device.type == "cuda":
         for L in (197, 730, 785):
             for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
@@ -222,10 +242,20 @@ def main(argv=None) -> int:
         x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, N, N], dim=-1)
         return scan2d(**x, paths=CROSS_SPLIT(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    def branch_fn(pattern):  # MSVMamba's branches
+        def fn(x, backend):
+            x = dict(x)
+            rank = x["dt_weight"].shape[2]
+            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, 1, 1], dim=-1)
+            x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
+            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        return fn
+
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
-             "evm": (evm_case, map_fn), "group": (group_case, group_fn)}
+             "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
+             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW))}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

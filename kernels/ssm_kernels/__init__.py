@@ -10,13 +10,15 @@ from .conv1d import CausalConv1dFn, causal_conv1d
 from .flops import causal_conv1d_flops, selective_scan_flops
 from .ops import (BACKEND_ENV, LayerNormFn, Scan2dFn, SelectiveScanFn, available_backends, cross_merge, cross_scan,
                   layer_norm, resolve_backend, scan2d, selective_scan)
-from .paths import ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, ScanPaths, ScanPattern, column_major, row_major
+from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
+                    row_major)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "row_major", "column_major", "cross_scan",
     "cross_merge", "selective_scan", "scan2d",
+    "ROW", "MULTISCALE_LOW",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
 ]

@@ -101,8 +101,8 @@ class SelectiveScanFn(torch.autograd.Function):
 
 
 class Scan2dFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint), u, delta, A, B, C, D, delta_bias,
-    index, dt_weight, norm_weight, norm_bias)"""
+    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step), u, delta, A, B, C, D,
+    delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions more than once."""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias):
@@ -240,6 +240,10 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     more for backward): neither the K gathered copies nor the full step-size map ever exist in
     memory; ``out_norm`` then runs fused with the merge (one more kernel each way) and returns the
     normalised map in u's dtype, the dtype the matmul after it reads under autocast.
+
+    Paths that visit a position more than once (``paths.repeats > 1``, e.g. :data:`MULTISCALE_LOW`) sum
+    the visits on merge; with ``out_norm`` (then K = 1) each visit's output is normalised before the
+    visits are summed (MSVMamba's order).
     """
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
     K = paths.num_directions
@@ -258,19 +262,28 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
             raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
     if out_norm is not None and tuple(out_norm.normalized_shape) != (channels,):
         raise ValueError(f"scan2d: out_norm must normalise the {channels} channels, got {out_norm}")
+    by_step = paths.repeats > 1
+    if by_step and paths.split_channels:
+        raise ValueError("scan2d: paths that visit positions more than once cannot split the channels")
+    if by_step and out_norm is not None and (K != 1 or out_norm.weight is None or out_norm.bias is None):
+        raise ValueError("scan2d: an out_norm after paths that visit positions more than once needs one direction "
+                         "(K = 1) and a LayerNorm with weight and bias (each visit is normalised, then summed)")
     name = resolve_backend(u, backend)
     if hasattr(_BACKENDS[name], "scan2d_fwd"):
         index = paths.index.to(u.device)  # a no-op for paths built on u's device (as layers build them)
         fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
         norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
-        flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0, paths.disjoint)
+        flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0, paths.disjoint,
+                 by_step)
         y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
     def scan_fn(*args):
         return selective_scan(*args, backend=name)
 
-    y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn, dt_weight=dt_weight)
-    return y if out_norm is None else out_norm(y)
+    visit_norm = out_norm if by_step else None
+    y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn, dt_weight=dt_weight,
+                   visit_norm=visit_norm)
+    return y if out_norm is None or by_step else out_norm(y)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,

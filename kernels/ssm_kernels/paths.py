@@ -12,6 +12,8 @@ callers:
   ``disjoint=True`` says that the directions partition the map (each position visited by exactly one
   direction), so their outputs can share one map instead of K slices that are summed;
 - a multi-scale scan is a second map (the downsampled one) with its own ``ScanPaths``;
+- a path may visit a position more than once (:data:`MULTISCALE_LOW`: three orders of one map as one
+  sequence, the state carrying across them); merge sums the visits (``repeats`` says how many at most);
 - ``split_channels=True`` gives direction k only the k-th group of channels (per-group scans):
   cross-scan splits the channels into K groups, cross-merge concatenates them instead of summing;
 - a token sequence is a 1 x L map: Vim's forward and reversed scans are :data:`BIDIRECTIONAL`.
@@ -23,7 +25,8 @@ from typing import Callable, Dict
 
 import torch
 
-__all__ = ["ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "BIDIRECTIONAL", "row_major", "column_major"]
+__all__ = ["ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "BIDIRECTIONAL", "ROW", "MULTISCALE_LOW",
+           "row_major", "column_major"]
 
 
 def row_major(height: int, width: int) -> torch.Tensor:
@@ -56,6 +59,8 @@ class ScanPaths:
     #: K, the number of directions, and L, the steps of each (plain fields: torch.compile reads them)
     num_directions: int = field(init=False)
     length: int = field(init=False)
+    #: the most times one direction visits one position (1: each position at most once per direction)
+    repeats: int = field(init=False)
 
     def __post_init__(self):
         index = self.index
@@ -70,6 +75,9 @@ class ScanPaths:
         # int(): under torch.jit.trace (fvcore's FLOP count) sizes come back as 0-dim tensors
         object.__setattr__(self, "num_directions", int(index.shape[0]))
         object.__setattr__(self, "length", int(index.shape[1]))
+        size_k = self.index + size * torch.arange(index.shape[0], device=index.device)[:, None]
+        visits = torch.bincount(size_k.reshape(-1).cpu(), minlength=1) if index.numel() else torch.ones(1)
+        object.__setattr__(self, "repeats", int(visits.max()))
 
     def to(self, device) -> "ScanPaths":
         """The same paths with the index on ``device``."""
@@ -165,3 +173,21 @@ def _bidirectional(height: int, width: int) -> ScanPaths:
 #: Vim's two directions over a token sequence (a 1 x L map): forward, then reversed; direction k reads
 #: and writes the k-th channel group (each direction has its own conv1d output and parameters).
 BIDIRECTIONAL = ScanPattern("bidirectional", 2, _bidirectional)
+
+
+def _row(height: int, width: int) -> ScanPaths:
+    return ScanPaths.from_orders([row_major(height, width)], height, width)
+
+
+def _multiscale_low(height: int, width: int) -> ScanPaths:
+    row, col = row_major(height, width), column_major(height, width)
+    return ScanPaths.from_orders([torch.cat([row.flip(0), col, col.flip(0)])], height, width)
+
+
+#: One row-major pass (K = 1): MSVMamba's full-resolution branch.
+ROW = ScanPattern("row", 1, _row)
+
+#: MSVMamba's half-resolution branch: ONE path of length 3 * H * W that visits every position three times,
+#: row-major reversed, then column-major, then column-major reversed (one recurrence: the state carries
+#: across the three segments); merging sums the three visits of each position.
+MULTISCALE_LOW = ScanPattern("multiscale_low", 1, _multiscale_low)

@@ -189,12 +189,13 @@ def cross_merge_ref(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
 
 
 def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None,
-               dt_weight=None):
+               dt_weight=None, visit_norm=None):
     """Gather by ``paths``, selective scan, merge back: the unfused 2-D scan.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C), or with ``dt_weight`` (K, C, R) its low-rank factor
     (b, H, W, K, R); B, C: (b, H, W, K, N); A: (K*C, N); D, delta_bias: (K*C,). Returns the (b, H, W, C)
     map in float32 (float64 for float64 inputs). ``scan_fn`` defaults to :func:`selective_scan_ref`.
+    ``visit_norm`` (a LayerNorm over C) normalises every step's output before the merge.
     """
     scan_fn = scan_fn or selective_scan_ref
     batch = u.shape[0]
@@ -207,5 +208,7 @@ def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplu
     Bs = cross_scan_ref(B, paths)
     Cs = cross_scan_ref(C, paths)
     ys = scan_fn(us, dts, A, Bs, Cs, D, None, delta_bias, delta_softplus)
-    ys = ys.to(_compute_dtype(ys))
-    return cross_merge_ref(ys.view(batch, K, -1, paths.length), paths)
+    ys = ys.to(_compute_dtype(ys)).view(batch, K, -1, paths.length)
+    if visit_norm is not None:
+        ys = visit_norm(ys.transpose(2, 3)).transpose(2, 3)
+    return cross_merge_ref(ys, paths)

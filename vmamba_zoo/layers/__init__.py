@@ -2,6 +2,8 @@
 from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
+from .mlp import ConvFFN, SqueezeExcite
+from .msss2d import MultiScaleSS2D
 from .norm import FastLayerNorm
 from .ss2d import SS2D, AtrousSS2D
 from .ssm_init import a_log_init, dt_bias_init
@@ -9,5 +11,5 @@ from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "AtrousSS2D", "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
-           "BiMamba"]
+           "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "Stage", "ConvStem", "PatchStem", "ConvBN",
+           "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba"]

@@ -11,11 +11,12 @@ class MixerBlock(nn.Module):
 
     The mixer is any module mapping (B, H, W, C) to itself (VMamba's SS2D, ...). ``mlp_ratio=0``
     drops the MLP half (the v0 VMamba blocks have none). ``cpe=True`` adds a conditional position
-    encoding before each half, x + dwconv3x3(x) (Spatial-Mamba, VSSD).
+    encoding before each half, x + dwconv3x3(x) (Spatial-Mamba, VSSD). ``mlp_layer`` builds the MLP
+    half from (dim, hidden, act_layer=) (e.g. :class:`~vmamba_zoo.layers.ConvFFN`).
     """
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, cpe: bool = False):
+                 norm_layer=nn.LayerNorm, act_layer=nn.GELU, cpe: bool = False, mlp_layer=Mlp):
         super().__init__()
         self.cpe1 = ConvPosEnc(dim) if cpe else None
         self.cpe2 = ConvPosEnc(dim) if cpe and mlp_ratio > 0 else None
@@ -24,7 +25,7 @@ class MixerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if mlp_ratio > 0:
             self.norm2 = norm_layer(dim)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+            self.mlp = mlp_layer(dim, int(dim * mlp_ratio), act_layer=act_layer)
         else:
             self.norm2 = self.mlp = None
 

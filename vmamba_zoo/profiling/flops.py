@@ -18,7 +18,7 @@ from torch import nn
 
 from ssm_kernels import causal_conv1d_flops, selective_scan_flops
 
-__all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs"]
+__all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs", "scan_inputs"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
@@ -49,6 +49,12 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
     return selective_scan_flops(batch, length, channels, d_state, with_D="D" in args, with_z="z" in args)
 
 
+def scan_inputs(inputs, outputs, fused: bool) -> Dict[str, object]:
+    """A traced scan node's tensor inputs by argument name (of ``scan2d`` if ``fused``, else of
+    ``selective_scan``), for the families' own FLOP handles."""
+    return _present_inputs(inputs, outputs, _SCAN2D_ARGS if fused else _SCAN_ARGS, skip=2)
+
+
 def numpy_einsum_macs(macs: int) -> int:
     """What fvcore's own einsum handle reports for a two-operand contraction of ``macs`` multiply-adds:
     numpy's printed estimate of 2 * macs (4 significant digits), halved. For the families whose official
@@ -60,7 +66,8 @@ def scan2d_flop_jit(inputs, outputs, einsum_macs=int) -> int:
     """The fused 2-D scan counts as the K selective scans it performs (gather and merge are free),
     plus, with a low-rank step size, its projection's multiply-adds (as ``einsum_macs`` counts the
     official einsum), and with a fused output norm, the norm's 5 FLOPs per element (both as fvcore
-    counts separate layers)."""
+    counts separate layers): per position, or per step of paths that visit positions more than once
+    (the norm then runs on every visit)."""
     args = _present_inputs(inputs, outputs, _SCAN2D_ARGS, skip=2)
     channels, d_state = get_shape(args["A"])
     batch, length = get_shape(args["u"])[0], get_shape(args["index"])[1]
@@ -68,7 +75,8 @@ def scan2d_flop_jit(inputs, outputs, einsum_macs=int) -> int:
     if "dt_weight" in args:
         flops += einsum_macs(batch * length * _numel(get_shape(args["dt_weight"])))
     if "norm_weight" in args:
-        flops += 5 * _numel(get_shape(args["u"]))
+        by_step = outputs[0].node().scalar_args()[1][4]  # Scan2dFn's flags: see ssm_kernels.ops
+        flops += 5 * (batch * length * get_shape(args["u"])[-1] if by_step else _numel(get_shape(args["u"])))
     return flops
 
 
@@ -126,12 +134,17 @@ def flop_analysis(model: nn.Module, inputs=None, input_size: Tuple[int, int, int
 
     A model whose family counts some operator its own way carries the handles in ``flop_handles``
     (a dict of fvcore handles by operator name, or None to leave an operator uncounted): they
-    override the defaults, so that each family is counted by the rule its official code uses.
+    override the defaults, so that each family is counted by the rule its official code uses; a model
+    holding such a model (a detector's backbone) is counted by the same handles.
     """
     if inputs is None:
         inputs = (_example_input(model, input_size),)
-    handles = {**FLOP_HANDLES, **getattr(model, "flop_handles", {})}
+    handles = dict(FLOP_HANDLES)
+    for module in reversed(list(model.modules())):  # a detector counted by its zoo backbone's rule too
+        handles.update(getattr(module, "flop_handles", {}))
     analysis = FlopCountAnalysis(model, inputs).set_op_handle(**handles)
+    for name in [name for name, handle in handles.items() if handle is None]:
+        analysis._op_handles.pop(name, None)  # fvcore ignores an op set to None only if it has no handle yet
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis

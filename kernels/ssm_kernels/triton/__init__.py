@@ -69,20 +69,20 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
 
 def scan2d_fwd(inputs, flags):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, norm_bias = inputs
-    delta_softplus, split_channels, norm_eps, disjoint = flags
+    delta_softplus, split_channels, norm_eps, disjoint, by_step = flags
     (delta,), (B, C) = _in_place(delta), _in_place(B, C)
     out, ckpt, slices, stats = op("scan2d_fwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight),
-        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint)
+        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step)
     return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats)
 
 
 def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats = saved
-    delta_softplus, split_channels, _, disjoint = flags
+    delta_softplus, split_channels, _, disjoint, by_step = flags
     du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
-        slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint)
+        slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint, by_step)
     dA, dD, dbias, dB, dC, ddtw, dnorm = _ops.split_accumulators(
         acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_weight))
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None

@@ -194,12 +194,14 @@ def scan_fwd_kernel(
     s_dir,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
-    STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr,
+    STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr, BY_STEP: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Chunks [segment * seg_chunks, ...) of the sequence (all of it when n_seg = 1). With ``SUMMARY``
     only the segment's decay product and end state from a zero start go to ``seg_ptr`` ((batch, K, n_seg,
-    2, NP, Dg), float32); otherwise the state entering the segment is folded from those summaries."""
+    2, NP, Dg), float32); otherwise the state entering the segment is folded from those summaries. The
+    output has u's strides, direction k offset by ``k * s_dir``; with ``BY_STEP`` (paths that visit a
+    position more than once) it is (K, batch, L, Dg), one row per step, for the caller to sum."""
     k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
         A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
@@ -242,7 +244,13 @@ def scan_fwd_kernel(
             if HAS_Z:
                 z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
                 y = y * z * _sigmoid(z, FAST_MATH)
-            tl.store(out_ptr + (k.to(tl.int64) * s_dir + u_base) + u_off, y.to(out_ptr.dtype.element_ty), mask=m_td)
+            if BY_STEP:
+                step_base = (k * (tl.num_programs(2) // n_seg) + b) * L * Dg   # (K, batch, L, Dg) by step, int64
+                tl.store(out_ptr + step_base + (t[:, None] * Dg + d[None, :]), y.to(out_ptr.dtype.element_ty),
+                         mask=m_td)
+            else:
+                tl.store(out_ptr + (k.to(tl.int64) * s_dir + u_base) + u_off, y.to(out_ptr.dtype.element_ty),
+                         mask=m_td)
         if STORE_LAST:  # (batch, K*Dg, N), by the last segment
             last_off = (b * K * Dg + channel[None, :]) * N + n[:, None]
             tl.store(last_ptr + last_off, h, mask=m_nd & (segment == n_seg - 1))
@@ -260,14 +268,16 @@ def scan_bwd_kernel(
     s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
-    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr,
+    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Gradients. dout, z and dz have u's strides; du too, offset by ``k * s_dir`` (one slice per
     direction where directions share a map, summed by the caller); the gradient of the full step size
     (also with a low-rank step size: the caller takes it through the projection) has strides sg_*.
     dB and dC (float32, strides sdb_*: B itself may be a strided view), dA (K*Dg, N), dD and dbias
-    (K*Dg) are accumulated with atomic adds."""
+    (K*Dg) are accumulated with atomic adds. With ``BY_STEP`` dout and du are (K, batch, L, Dg) and the
+    step-size gradient is indexed by step, not position (a path may visit a position more than once: the
+    caller sums the visits)."""
     k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
         A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
@@ -282,6 +292,9 @@ def scan_bwd_kernel(
         sigma = tl.zeros([NP, BD], tl.float32)
     ones = tl.full([BL, NP, BD], 1.0, tl.float32)
     ddt_at, du_at = ddt_ptr + (b * sg_b + k * sg_k), du_ptr + (k.to(tl.int64) * s_dir + u_base)
+    step_base = (k * tl.num_programs(2) + b) * L * Dg     # (K, batch, L, Dg) rows by step, int64
+    if BY_STEP:
+        du_at = du_ptr + step_base
     dB_at, dC_at = dB_ptr + (b * sdb_b + k * sdb_k), dC_ptr + (b * sdb_b + k * sdb_k)
     dA_acc = tl.zeros([NP, BD], tl.float32)
     dD_acc = tl.zeros([BD], tl.float32)
@@ -297,7 +310,12 @@ def scan_bwd_kernel(
         h = x_cum + a_cum * h_start[None, :, :]
 
         # gradient reaching y (before the D skip and the z gate)
-        dout = tl.load(dout_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
+        if BY_STEP:
+            step_off = t[:, None] * Dg + d[None, :]
+            dout = tl.load(dout_ptr + step_base + step_off, mask=m_td, other=0.0).to(tl.float32)
+        else:
+            step_off = u_off
+            dout = tl.load(dout_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
         if HAS_Z:
             z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
             sig = _sigmoid(z, FAST_MATH)
@@ -329,9 +347,9 @@ def scan_bwd_kernel(
             ddt = ddt * _sigmoid(raw, FAST_MATH)
         ddt = tl.where(m_td, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=0)
-        g_off = pos[:, None] * sg_l + d[None, :] * sg_d
+        g_off = (t if BY_STEP else pos)[:, None] * sg_l + d[None, :] * sg_d
         tl.store(ddt_at + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
-        tl.store(du_at + u_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
+        tl.store(du_at + step_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
         dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
         tl.atomic_add(dB_at + dbc_off, dB, mask=m_tn, sem="relaxed")
         tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")

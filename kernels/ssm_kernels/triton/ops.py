@@ -208,9 +208,9 @@ def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, 
 
 
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
-                store_last, store_states):
-    """Forward into ``out`` (u's layout, direction k offset by k * s_dir); returns (last or None, states or
-    None, ckpt)."""
+                store_last, store_states, by_step=False):
+    """Forward into ``out`` (u's layout, direction k offset by k * s_dir; with ``by_step``, (K, batch, L, Dg)
+    by step); returns (last or None, states or None, ckpt)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
@@ -229,7 +229,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
             s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
             HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
             FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
-            BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+            BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
         )
     return last, states, ckpt
 
@@ -272,11 +272,13 @@ def _accumulators(shapes, device):
 
 
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, acc, partial_paths=False, one_map_delta=False):
+                softplus, acc, partial_paths=False, one_map_delta=False, by_step=False):
     """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
     gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None).
     ``one_map_delta``: disjoint paths whose directions all read one low-rank step-size map; the full
-    step size's gradient is then one map, each position written once."""
+    step size's gradient is then one map, each position written once. With ``by_step`` (paths that visit
+    positions more than once), dout and du are (K, batch, L, Dg) by step, and the step-size gradient,
+    written by step, is summed over each position's visits here."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
@@ -287,11 +289,13 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     # shape (B itself may be a view). Their strides come from the buffers.
     maps = delta.dim() == 5
     one_map = one_map_delta and dtw is not None
-    shape = ((1 if one_map else layout.K), layout.batch, delta.shape[1] * delta.shape[2], layout.Dg) \
-        if dtw is not None else delta.shape
+    positions = delta.shape[1] * delta.shape[2] if maps else 0
+    shape = ((1 if one_map else layout.K), layout.batch, positions, layout.Dg) if dtw is not None else delta.shape
+    if by_step:
+        shape = (layout.K, layout.batch, layout.L, layout.Dg)
     partial = partial_paths and not one_map
     ddelta = torch.zeros(shape, dtype=delta.dtype, device=u.device) if partial else _empty(shape, like=delta)
-    if dtw is not None:
+    if dtw is not None or by_step:
         sk, sb, sp, sc = ddelta.stride()
         g_strides = (sb, 0 if one_map else sk, sc, sp)
     else:
@@ -308,8 +312,13 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
         HAS_DSTATES=dstates is not None,
-        HAS_DLAST=dlast is not None, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+        HAS_DLAST=dlast is not None, BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
+    if by_step:  # (K, batch, positions, Dg), each position's visits summed
+        ddelta = sum_visits(ddelta, index, positions, torch.float32, per_direction=True).to(delta.dtype)
+        if dtw is None:
+            ddelta = ddelta.permute(1, 2, 0, 3).reshape(delta.shape)
+        shape = ddelta.shape
     if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
         ddelta = projection_grads(ddelta.view(shape[0], -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta),
                                   index if one_map else None)
@@ -385,6 +394,18 @@ def _direction_buffer(u, index, split_channels, disjoint=False):
     return buf, (0 if one_map else u.numel())
 
 
+def sum_visits(steps: Tensor, index: Tensor, positions: int, dtype, per_direction: bool = False) -> Tensor:
+    """(K, batch, L, C) rows by step -> (batch, positions, C), each position the sum of its visits by every
+    direction (``per_direction``: (K, batch, positions, C), by each direction apart), accumulated in ``dtype``."""
+    K, batch, L, channels = steps.shape
+    first = torch.arange(K * batch if per_direction else batch, device=steps.device) * positions
+    rows = first.view(-1, batch, 1) if per_direction else first.view(1, batch, 1).expand(K, batch, 1)
+    rows = (rows + index.view(K, 1, L)).reshape(-1)
+    out = torch.zeros(first.numel() * positions, channels, dtype=dtype, device=steps.device)
+    out.index_add_(0, rows, steps.reshape(-1, channels).to(dtype))
+    return out.view(K, batch, positions, channels) if per_direction else out.view(batch, positions, channels)
+
+
 def _merge(buf, one_map, dtype=torch.float32):
     """The K directions' slices summed onto one map (a single map: as it is)."""
     return buf.to(dtype) if one_map else merge(buf, dtype)
@@ -400,7 +421,7 @@ def _map_layout(u, delta, B, index, split_channels, dt_weight):
 def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
@@ -408,7 +429,14 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     :func:`map_strides`); index (K, L). The output is the merged map in float32, or, given
     ``norm_weight`` and ``norm_bias``, its LayerNorm in u's dtype; then the slices (K, b, H, W, C) and
     the (2, rows) statistics are kept for the backward (else both empty). With ``disjoint`` paths (each
-    position visited by one direction) the directions write one map: a single slice."""
+    position visited by one direction) the directions write one map: a single slice.
+
+    ``by_step``: the paths visit positions more than once (not with split channels). The kernel writes its
+    outputs by step, (K, b, L, C); these (with a norm: K = 1, each step normalised) are summed onto the map.
+    The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L)."""
+    if by_step:
+        return _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias,
+                                   norm_eps, delta_softplus)
     out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
@@ -420,7 +448,24 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     return y, ckpt, slices, stats
 
 
-def _slices_shape(u, index, one_map):
+def _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps,
+                        delta_softplus):
+    K, L = index.shape
+    batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
+    steps = _empty(K, batch, L, channels, like=u)
+    _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
+                             None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True)
+    if norm_weight is None:
+        y = sum_visits(steps, index, positions, torch.float32).view(u.shape)
+        return y, ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
+    normed, stats = merge_norm_fwd(steps, norm_weight, norm_bias, norm_eps)  # K = 1: each step's LayerNorm
+    y = sum_visits(normed.unsqueeze(0), index, positions, torch.float32).view(u.shape).to(u.dtype)
+    return y, ckpt, steps, stats
+
+
+def _slices_shape(u, index, one_map, by_step=False):
+    if by_step:
+        return (index.shape[0], u.shape[0], index.shape[1], u.shape[3])
     return ((1 if one_map else index.shape[0]), *u.shape)
 
 
@@ -429,23 +474,35 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels, disjoint=False):
+      split_channels, disjoint=False, by_step=False):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
-    rows = u.numel() // u.shape[-1]
-    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels or disjoint)),
+    rows = u.shape[0] * index.shape[1] if by_step else u.numel() // u.shape[-1]
+    return (torch.empty_like(u), ckpt, u.new_empty(_slices_shape(u, index, split_channels or disjoint, by_step)),
             u.new_empty((2, rows), dtype=torch.float32))
 
 
 def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
     bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
     flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
+    if by_step:  # every step's gradient gathered from its position (with a norm: back through each step's)
+        K, L = index.shape
+        batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
+        dsteps = dout.reshape(batch, positions, channels)[:, index.reshape(-1)]
+        dsteps = dsteps.view(batch, K, L, channels).transpose(0, 1).contiguous()
+        if norm_weight is not None:
+            dsteps, _ = merge_norm_bwd(slices, norm_weight, stats, dsteps[0], dwb=acc[6])
+        du = _empty(K, batch, L, channels, like=u)
+        ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
+                                None, index, dt_weight, ckpt, dsteps, None, None, du, 0, delta_softplus, acc,
+                                by_step=True)
+        return sum_visits(du, index, positions, torch.float32).view(u.shape).to(u.dtype), ddelta, flat
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
     du, s_dir = _direction_buffer(u, index, split_channels, disjoint)
@@ -462,7 +519,7 @@ scan2d_bwd = _custom_op(_scan2d_bwd)
 
 @_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
-      split_channels, disjoint=False):
+      split_channels, disjoint=False, by_step=False):
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 

@@ -1,0 +1,39 @@
+"""Channel mixers beside the blocks' MLP, channels last: the convolutional FFN and squeeze-excitation."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvFFN(nn.Module):
+    """Feed-forward with a depthwise 3x3 convolution inside (MSVMamba): expand with a 1x1 map, add a
+    depthwise 3x3 conv of the expansion to itself, GELU, project back. The 1x1 convolutions are linear
+    layers on the channels-last map (same weights, reshaped). Takes timm ``Mlp``'s arguments, so that
+    :class:`~vmamba_zoo.layers.MixerBlock` builds it with ``mlp_layer=ConvFFN``."""
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.dwconv = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1(x)
+        x = x + self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.fc2(self.act(x))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation on a channels-last map, without biases (MSVMamba's SE): x times
+    sigmoid(fc2(ReLU(fc1(the mean of x over the map))))."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=False)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((1, 2))))))
+        return x * gate[:, None, None, :]
