@@ -4,17 +4,18 @@ Every visual SSM gathers a 2-D map into K sequences along scan paths, runs a sel
 each, and merges the results back onto the map. This package holds those pieces, with a plain-PyTorch
 reference (the oracle, runs anywhere) behind the same functions as the fast GPU kernels.
 
-    from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d
+    from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, non_causal_ssd
 """
 from .flops import selective_scan_flops
 from .ops import (BACKEND_ENV, LayerNormFn, Scan2dFn, SelectiveScanFn, available_backends, cross_merge, cross_scan,
                   layer_norm, resolve_backend, scan2d, selective_scan)
 from .paths import CROSS, ScanPaths, ScanPattern, column_major, row_major
+from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ScanPaths", "ScanPattern", "CROSS", "row_major", "column_major", "cross_scan", "cross_merge", "selective_scan", "scan2d",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
-    "Scan2dFn", "LayerNormFn",
+    "Scan2dFn", "LayerNormFn", "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
 ]

@@ -15,7 +15,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import selective_scan_flops
+from ssm_kernels import non_causal_ssd_flops, selective_scan_flops
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
@@ -63,6 +63,12 @@ def scan2d_flop_jit(inputs, outputs) -> int:
     return flops
 
 
+def non_causal_ssd_flop_jit(inputs, outputs) -> int:
+    """The non-causal SSD's two matmuls over every head (inputs x (b, L, heads, P), dt, A, B (b, L, N), ...)."""
+    batch, length, heads, head_dim = get_shape(inputs[0])
+    return non_causal_ssd_flops(batch, length, heads, get_shape(inputs[3])[2], head_dim)
+
+
 def layer_norm_flop_jit(inputs, outputs) -> int:
     """The Triton LayerNorm node, as fvcore counts ``aten::layer_norm`` with its affine parameters."""
     return 5 * _numel(get_shape(inputs[0]))
@@ -93,6 +99,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
+    "prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,
 }
