@@ -1,0 +1,303 @@
+"""Triton kernels of the non-causal SSD (:func:`ssm_kernels.non_causal_ssd`), forward and backward.
+
+Per head h (x (b, L, H, P), Δ = softplus(dt + bias) (b, L, H), B, C (b, L, N) shared by the heads):
+
+    forward   KV_h = Σ_l B_lᵀ (Δ_{l,h} a_h x_{l,h})            kv kernel: one program per (head, image, L-split)
+              y_{l,h} = C_l KV_h + D_h x_{l,h}                   out kernel: one per (row block, head, image)
+    backward  dKV_h = Σ_l C_lᵀ dy_{l,h}                          kv kernel again, on (C, dy) with unit weights
+              dC_l = Σ_h dy_{l,h} KV_hᵀ,  dB_l = Σ_h v_{l,h} dKV_hᵀ,  dv = B_l dKV_h,
+              dx = Δ a dv + D dy,  dΔ = a <dv, x>,  da_h, dD_h: sums      rows kernel: one per (row block, image),
+                                                                          looping over the heads
+
+The scaled values Δ·a·x and the heads' copies of B and C never exist in memory: each program scales the
+values it loaded in registers and reads the one B / C block. x, dt, B and C are read in place (strided
+views of one projection, channels contiguous). KV and dKV, (b, H, N, P) in float32, are the only
+intermediates; a split over L (for small batches: one image at a detection size has only H programs)
+writes partial sums that one torch ``sum`` adds (deterministic, no atomics).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .launch import _INTERPRETED, Launcher, cdiv, next_power_of_2
+from .ops import _custom_op, _empty, _fake
+
+__all__ = ["non_causal_ssd_fwd", "non_causal_ssd_bwd", "TUNING"]
+
+#: overrides of the launch heuristics (tests, tools/bench_ssd.py): "BL" rows per block, "splits" of L
+TUNING = {}
+
+
+@triton.jit
+def _step(dt_ptr, bias, l, ml, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """(raw step size with bias, Δ) at rows l, float32; 0 where masked."""
+    raw = tl.load(dt_ptr + l, mask=ml, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw += bias
+    delta = raw
+    if SOFTPLUS:
+        delta = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
+    return raw, tl.where(ml, delta, 0.0)
+
+
+@triton.jit
+def _dot(a, b, DOT_F32: tl.constexpr):
+    """a @ b with float32 accumulation: in float32 (exact products), or in a's dtype on tensor cores."""
+    if DOT_F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b.to(a.dtype))
+
+
+@Launcher
+@triton.jit
+def ssd_kv_kernel(v_ptr, dt_ptr, a_ptr, bias_ptr, k_ptr, kv_ptr, L, H, N, P, rows,
+                  s_vb, s_vl, s_vh, s_db, s_dl, s_dh, s_kb, s_kl,
+                  SCALED: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
+                  BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """kv[split, b, h] = Σ_{l in split} k_lᵀ (w_{l,h} v_{l,h}), (NP, PP) float32, padding zero. w = Δ a
+    (SCALED: forward, k = B, v = x), or 1 (backward's dKV: k = C, v = dy)."""
+    h, b, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n, p = tl.arange(0, NP), tl.arange(0, PP)
+    v_base = v_ptr + b.to(tl.int64) * s_vb + h * s_vh
+    k_base = k_ptr + b.to(tl.int64) * s_kb
+    d_base = dt_ptr + b.to(tl.int64) * s_db + h * s_dh
+    a = 1.0
+    if SCALED:
+        a = tl.load(a_ptr + h).to(tl.float32)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + h).to(tl.float32)
+    acc = tl.zeros([NP, PP], tl.float32)
+    start = split * rows
+    stop = tl.minimum(start + rows, L)
+    for l0 in range(start, stop, BL):
+        l = l0 + tl.arange(0, BL)
+        ml = l < stop
+        v = tl.load(v_base + l[:, None] * s_vl + p[None, :], mask=ml[:, None] & (p < P)[None, :], other=0.0)
+        k = tl.load(k_base + l[:, None] * s_kl + n[None, :], mask=ml[:, None] & (n < N)[None, :], other=0.0)
+        if SCALED:
+            _, delta = _step(d_base, bias, l * s_dl, ml, HAS_BIAS, SOFTPLUS)
+            v = (v.to(tl.float32) * (delta * a)[:, None]).to(v.dtype)
+        acc += _dot(tl.trans(k), v, DOT_F32)
+    out = kv_ptr + ((split * tl.num_programs(1) + b) * H + h).to(tl.int64) * NP * PP
+    tl.store(out + n[:, None] * PP + p[None, :], acc)
+
+
+@Launcher
+@triton.jit
+def ssd_out_kernel(x_ptr, c_ptr, kv_ptr, D_ptr, y_ptr, L, H, N, P,
+                   s_xb, s_xl, s_xh, s_cb, s_cl,
+                   HAS_D: tl.constexpr, DOT_F32: tl.constexpr, BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """y[b, l, h] = C_l KV[b, h] + D_h x[b, l, h] for a block of rows; y (b, L, H, P) contiguous."""
+    blk, h, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    l = blk * BL + tl.arange(0, BL)
+    n, p = tl.arange(0, NP), tl.arange(0, PP)
+    ml, mp = l < L, p < P
+    c = tl.load(c_ptr + b.to(tl.int64) * s_cb + l[:, None] * s_cl + n[None, :], mask=ml[:, None] & (n < N)[None, :],
+                other=0.0)
+    kv = tl.load(kv_ptr + (b * H + h).to(tl.int64) * NP * PP + n[:, None] * PP + p[None, :])
+    y = _dot(c, kv, DOT_F32)
+    m = ml[:, None] & mp[None, :]
+    if HAS_D:
+        x = tl.load(x_ptr + b.to(tl.int64) * s_xb + h * s_xh + l[:, None] * s_xl + p[None, :], mask=m, other=0.0)
+        y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
+    out = y_ptr + b.to(tl.int64) * L * H * P + (l[:, None] * H + h) * P + p[None, :]
+    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@Launcher
+@triton.jit
+def ssd_rows_bwd_kernel(x_ptr, dt_ptr, a_ptr, bias_ptr, b_ptr, c_ptr, D_ptr, kv_ptr, dkv_ptr, dy_ptr,
+                        dx_ptr, ddt_ptr, db_ptr, dc_ptr, part_ptr, L, H, N, P,
+                        s_xb, s_xl, s_xh, s_db, s_dl, s_dh, s_bb, s_bl, s_cb, s_cl,
+                        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
+                        BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """Everything but dKV for a block of rows, over all heads: dx, the raw step size's gradient (float32,
+    (b, L, H)), dB and dC (summed over the heads, (b, L, N)), and per head the block's share of da and
+    dD (part: (2, b, blocks, H) float32). dx, dy: (b, L, H, P) contiguous."""
+    blk, b = tl.program_id(0), tl.program_id(1)
+    l = blk * BL + tl.arange(0, BL)
+    n, p = tl.arange(0, NP), tl.arange(0, PP)
+    ml, mn, mp = l < L, n < N, p < P
+    m_ln, m_lp = ml[:, None] & mn[None, :], ml[:, None] & mp[None, :]
+    b64 = b.to(tl.int64)
+    kb = tl.load(b_ptr + b64 * s_bb + l[:, None] * s_bl + n[None, :], mask=m_ln, other=0.0)
+    dC = tl.zeros([BL, NP], tl.float32)
+    dB = tl.zeros([BL, NP], tl.float32)
+    row = b64 * L * H * P + l[:, None] * H * P + p[None, :]          # dy, dx at head 0
+    tile = n[:, None] * PP + p[None, :]
+    n_blocks = tl.num_programs(0)
+    for h in range(H):
+        a = tl.load(a_ptr + h).to(tl.float32)
+        bias = 0.0
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + h).to(tl.float32)
+        raw, delta = _step(dt_ptr + b64 * s_db + h * s_dh, bias, l * s_dl, ml, HAS_BIAS, SOFTPLUS)
+        s = delta * a
+        x = tl.load(x_ptr + b64 * s_xb + h * s_xh + l[:, None] * s_xl + p[None, :], mask=m_lp, other=0.0)
+        dy = tl.load(dy_ptr + row + h * P, mask=m_lp, other=0.0)
+        kv = tl.load(kv_ptr + (b64 * H + h) * NP * PP + tile)
+        dkv = tl.load(dkv_ptr + (b64 * H + h) * NP * PP + tile)
+        dC += _dot(dy, tl.trans(kv), DOT_F32)
+        dv = _dot(kb, dkv, DOT_F32)                                      # (BL, PP) float32
+        x32 = x.to(tl.float32)
+        dB += _dot((x32 * s[:, None]).to(x.dtype), tl.trans(dkv), DOT_F32)
+        dx = s[:, None] * dv
+        dy32 = dy.to(tl.float32)
+        if HAS_D:
+            dx += tl.load(D_ptr + h).to(tl.float32) * dy32
+            tl.store(part_ptr + ((tl.num_programs(1) + b64) * n_blocks + blk) * H + h,  # part[1, b, blk, h]
+                     tl.sum(tl.sum(dy32 * x32, axis=1), axis=0))
+        tl.store(dx_ptr + row + h * P, dx.to(dx_ptr.dtype.element_ty), mask=m_lp)
+        ds = tl.sum(dv * x32, axis=1)                                    # d(Δ a) per row
+        tl.store(part_ptr + (b64 * n_blocks + blk) * H + h, tl.sum(ds * delta, axis=0))  # part[0, b, blk, h]
+        ddelta = ds * a
+        if SOFTPLUS:
+            ddelta = ddelta * tl.where(raw <= 20.0, tl.sigmoid(raw), 1.0)
+        tl.store(ddt_ptr + (b64 * L + l) * H + h, ddelta, mask=ml)
+    out = b64 * L * N + l[:, None] * N + n[None, :]
+    tl.store(db_ptr + out, dB.to(db_ptr.dtype.element_ty), mask=m_ln)
+    tl.store(dc_ptr + out, dC.to(dc_ptr.dtype.element_ty), mask=m_ln)
+
+
+# ---- launch heuristics and helpers -------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _blocks(N: int, P: int):
+    """(rows per block, padded N, padded P): tl.dot's operands need 16 or more along each axis."""
+    return TUNING.get("BL", 64), max(16, next_power_of_2(N)), max(16, next_power_of_2(P))
+
+
+def _split_rows(L: int, programs: int, BL: int, device: torch.device) -> Tuple[int, int]:
+    """(splits, rows per split) of the kv kernel's sums over L: enough programs to fill the card (four per
+    SM) when batch * heads alone does not, each still summing at least 4 blocks of rows."""
+    splits = TUNING.get("splits") or max(1, min(cdiv(L, 4 * BL), cdiv(4 * _sms(device), programs)))
+    rows = cdiv(cdiv(L, splits), BL) * BL
+    return cdiv(L, rows), rows
+
+
+def _dot_in_float32(t: Tensor) -> bool:
+    """float32 (and float64) inputs multiply exactly; bfloat16 under Triton's interpreter too (its tl.dot
+    returns garbage for bfloat16 operands: see ops._dot_in_float32)."""
+    return t.dtype in (torch.float32, torch.float64) or (_INTERPRETED and t.dtype == torch.bfloat16)
+
+
+def _rowwise(t: Tensor) -> Tensor:
+    """t with a contiguous last axis (the kernels' channel stride is 1): views of a projection pass as they are."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def _kv(v: Tensor, dt: Optional[Tensor], a: Optional[Tensor], bias: Optional[Tensor], k: Tensor,
+        softplus: bool) -> Tensor:
+    """Σ_l k_lᵀ (Δ a v) per (image, head) (or Σ_l k_lᵀ v without dt): (b, H, NP, PP) float32, zero padded."""
+    batch, L, H, P = v.shape
+    N = k.shape[2]
+    BL, NP, PP = _blocks(N, P)
+    splits, rows = _split_rows(L, batch * H, BL, v.device)
+    kv = torch.empty(splits, batch, H, NP, PP, dtype=torch.float32, device=v.device)
+    scaled = dt is not None
+    d_strides = dt.stride() if scaled else (0, 0, 0)
+    ssd_kv_kernel[(H, batch, splits)](
+        v, dt if scaled else v, a if scaled else v, bias if bias is not None else v, k, kv, L, H, N, P, rows,
+        v.stride(0), v.stride(1), v.stride(2), *d_strides, k.stride(0), k.stride(1),
+        SCALED=scaled, HAS_BIAS=bias is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(v),
+        BL=BL, NP=NP, PP=PP, num_warps=4)
+    return kv[0] if splits == 1 else kv.sum(0)
+
+
+# ---- custom ops --------------------------------------------------------------------------------------------
+
+def _ssd_fwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             dt_bias: Optional[Tensor], dt_softplus: bool) -> Tuple[Tensor, Tensor]:
+    """(y (b, L, H, P) in x's dtype, KV (b, H, NP, PP) float32 for the backward). x, dt, B, C: channels
+    contiguous (strided rows allowed)."""
+    batch, L, H, P = x.shape
+    N = B.shape[2]
+    kv = _kv(x, dt, A, dt_bias, B, dt_softplus)
+    BL, NP, PP = _blocks(N, P)
+    y = _empty(batch, L, H, P, like=x)
+    ssd_out_kernel[(cdiv(L, BL), H, batch)](
+        x, C, kv, D if D is not None else x, y, L, H, N, P, x.stride(0), x.stride(1), x.stride(2),
+        C.stride(0), C.stride(1), HAS_D=D is not None, DOT_F32=_dot_in_float32(x), BL=BL, NP=NP, PP=PP,
+        num_warps=4)
+    return y, kv
+
+
+ssd_fwd = _custom_op(_ssd_fwd)
+
+
+@_fake(ssd_fwd)
+def _(x, dt, A, B, C, D, dt_bias, dt_softplus):
+    _, NP, PP = _blocks(B.shape[2], x.shape[3])
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(
+        (x.shape[0], x.shape[2], NP, PP), dtype=torch.float32)
+
+
+def _ssd_bwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             dt_bias: Optional[Tensor], kv: Tensor, dy: Tensor, dt_softplus: bool
+             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx in x's dtype, d(raw dt) (b, L, H) float32, dB, dC in B's and C's dtypes, (2, H) float32 gradients of
+    A and D)."""
+    batch, L, H, P = x.shape
+    N = B.shape[2]
+    BL, NP, PP = _blocks(N, P)
+    dkv = _kv(dy, None, None, None, C, False)
+    n_blocks = cdiv(L, BL)
+    dx = _empty(batch, L, H, P, like=x)
+    ddt = _empty(batch, L, H, like=x, dtype=torch.float32)
+    dB, dC = _empty(batch, L, N, like=B), _empty(batch, L, N, like=C)
+    part = torch.zeros(2, batch, n_blocks, H, dtype=torch.float32, device=x.device)
+    ssd_rows_bwd_kernel[(n_blocks, batch)](
+        x, dt, A, dt_bias if dt_bias is not None else A, B, C, D if D is not None else A, kv, dkv, dy,
+        dx, ddt, dB, dC, part, L, H, N, P, x.stride(0), x.stride(1), x.stride(2), *dt.stride(),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1),
+        HAS_D=D is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, DOT_F32=_dot_in_float32(x),
+        BL=BL, NP=NP, PP=PP, num_warps=4)
+    return dx, ddt, dB, dC, part.sum((1, 2))
+
+
+ssd_bwd = _custom_op(_ssd_bwd)
+
+
+@_fake(ssd_bwd)
+def _(x, dt, A, B, C, D, dt_bias, kv, dy, dt_softplus):
+    batch, L, H, _ = x.shape
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty((batch, L, H), dtype=torch.float32), B.new_empty(B.shape), C.new_empty(C.shape),
+            x.new_empty((2, H), dtype=torch.float32))
+
+
+def _op(name: str):
+    """The custom op under torch.compile / tracing, its Python body in eager mode (as triton.op)."""
+    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return globals()[name if graph else "_" + name]
+
+
+# ---- the backend protocol of ssm_kernels.ssd ---------------------------------------------------------------
+
+def non_causal_ssd_fwd(inputs, flags):
+    x, dt, A, B, C, D, dt_bias = inputs
+    x, dt, B, C = _rowwise(x), _rowwise(dt), _rowwise(B), _rowwise(C)
+    A = A.contiguous()
+    y, kv = _op("ssd_fwd")(x, dt, A, B, C, D, dt_bias, flags[0])
+    return (y,), (x, dt, A, B, C, D, dt_bias, kv)
+
+
+def non_causal_ssd_bwd(saved, dy, flags, needs_grad):
+    x, dt, A, B, C, D, dt_bias, kv = saved
+    dx, ddt, dB, dC, dAD = _op("ssd_bwd")(x, dt, A, B, C, D, dt_bias, kv, dy.contiguous(), flags[0])
+    grads = [dx, ddt.to(dt.dtype), dAD[0].to(A.dtype), dB, dC,
+             None if D is None else dAD[1].to(D.dtype),
+             None if dt_bias is None else ddt.sum((0, 1)).to(dt_bias.dtype)]
+    return [g if need else None for g, need in zip(grads, needs_grad)]
