@@ -80,7 +80,8 @@ CASES = [  # (batch, L, heads, P, N, splits, with D and bias, softplus)
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# float16 runs the tensor-core path (under the interpreter bfloat16 multiplies in float32, see triton/ssd.py)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("batch,length,heads,head_dim,d_state,splits,extras,softplus", CASES)
 def test_triton_matches_reference(monkeypatch, dtype, batch, length, heads, head_dim, d_state, splits, extras,
                                   softplus):
@@ -90,7 +91,7 @@ def test_triton_matches_reference(monkeypatch, dtype, batch, length, heads, head
     dy = torch.randn(batch, length, heads, head_dim).to(dtype)
     y_ref, g_ref = _run("reference", inputs, softplus, dy)
     y, g = _run("triton", inputs, softplus, dy)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     scale = y_ref.float().abs().max()
     torch.testing.assert_close(y.float() / scale, y_ref.float() / scale, **tol)
     for name, a, b in zip(("x", "dt", "A", "B", "C", "D", "dt_bias"), g, g_ref):

@@ -3,13 +3,14 @@
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
 the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
-read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
+read in place from one projection, the out-norm fused) and the LayerNorm, and at VSSD's NC-SSD stage
+shapes (micro, tiny, base) the non-causal SSD as VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
 gradients of every input.
 
-    python tools/check_kernels.py [--batch 32] [--sizes 224 512]
+    python tools/check_kernels.py [--batch 32] [--sizes 224 512] [--only non_causal_ssd]
     TRITON_INTERPRET=1 python tools/check_kernels.py --device cpu --batch 1 --sizes 32   # dry run on CPU
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import CROSS, layer_norm, non_causal_ssd, scan2d, selective_scan  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -70,6 +71,16 @@ def norm_case(batch, H, W, C, dtype, device):
                 weight=torch.rand(C, device=device) + 0.5, bias=torch.randn(C, device=device))
 
 
+def ssd_case(batch, L, heads, P, N, dtype, device):
+    """VSSD's call of the non-causal SSD, all views as in the model: x (with 3 spare channels per head:
+    strided heads), B and C of one map, dt of a wider projection; the per-head weight a > 0, D, the
+    step-size bias."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(xs=mk(batch, L, heads, P + 3), bc=mk(batch, L, 2 * N + 5), proj=(mk(batch, L, heads + 7) - 1.0).to(dtype),
+                A=torch.rand(heads, device=device) * 15 + 1, D=torch.randn(heads, device=device),
+                dt_bias=torch.randn(heads, device=device) - 3)
+
+
 class _Norm:
     """A LayerNorm over channels whose weight and bias are given tensors (leaves of the comparison)."""
 
@@ -100,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512], help="image sizes of the stage shapes")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this (e.g. non_causal_ssd)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -117,6 +129,13 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+    for size in args.sizes:
+        for model, dims, heads, N in (("micro", (48, 96, 192), (2, 4, 8), 48), ("tiny", (64, 128, 256), (2, 4, 8), 64),
+                                      ("base", (96, 192, 384), (3, 6, 12), 64)):
+            for stage, (dim, nh) in enumerate(zip(dims, heads)):
+                side = size // (4 * 2 ** stage)
+                cases.append((f"non_causal_ssd VSSD-{model} s{stage + 1} @{size}", "ssd",
+                              (args.batch, side * side, nh, 2 * dim // nh, N)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -136,9 +155,17 @@ def main(argv=None) -> int:
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         return scan2d(**x, paths=CROSS(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
+    def ssd_fn(x, backend):
+        x = dict(x)
+        heads, N = x["A"].shape[0], (x["bc"].shape[-1] - 5) // 2
+        xs, bc, proj = x.pop("xs"), x.pop("bc"), x.pop("proj")
+        return non_causal_ssd(xs[..., :-3], proj[..., 3:3 + heads], B=bc[..., :N], C=bc[..., N:2 * N], **x,
+                              dt_softplus=True, backend=backend)
+
+    cases = [case for case in cases if args.only in case[0]]
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn)}
+             "norm": (norm_case, norm_fn), "ssd": (ssd_case, ssd_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
     failures = 0
