@@ -310,6 +310,25 @@ PAPER_CONFIGS = {
     "configs/mmseg/upernet_vmamba-t_8xb2-160k_ade20k-512x512.py": ("vmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_vmamba-s_8xb2-160k_ade20k-512x512.py": ("vmamba_small", 0.3, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_vmamba-b_8xb2-160k_ade20k-512x512.py": ("vmamba_base", 0.6, 6e-5, 0.01, 2, 160000),
+    # VSSD: micro's dense-prediction recipes set drop path 0.1 (its classifier trained with 0.2)
+    "configs/mmdet/mask-rcnn_vssd-m_fpn_1x_coco.py": ("vssd_micro", 0.1, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-m_fpn_ms-crop-3x_coco.py": ("vssd_micro", 0.1, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_vssd-t_fpn_1x_coco.py": ("vssd_tiny", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-t_fpn_ms-crop-3x_coco.py": ("vssd_tiny", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_vssd-s_fpn_1x_coco.py": ("vssd_small", 0.4, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-s_fpn_ms-crop-3x_coco.py": ("vssd_small", 0.4, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_vssd-m_8xb2-160k_ade20k-512x512.py": ("vssd_micro", 0.1, 6e-5, 0.01, 2, 160000),
+    "configs/mmseg/upernet_vssd-t_8xb2-160k_ade20k-512x512.py": ("vssd_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+}
+
+#: per family, backbone parameters whose official names contain 'norm' (no decay) and some that do not
+DECAY_CHECKS = {
+    "vmamba": (["stages.0.blocks.0.norm1.weight", "stages.0.blocks.0.mixer.out_norm.weight"],
+               ["stem.norm1.weight", "stages.1.downsample.norm.weight", "stages.0.blocks.0.mixer.A_log"]),
+    "vssd": (["stem.conv1.1.weight", "stem.residual.1.1.bias", "stem.proj.1.weight", "stages.1.downsample.norm.weight",
+              "stages.0.blocks.0.norm1.weight", "stages.0.blocks.0.mixer.norm.weight"],
+             ["stem.conv1.0.weight", "stages.0.blocks.0.cpe1.proj.weight", "stages.0.blocks.0.mixer.A_log",
+              "stages.1.downsample.expand.weight"]),
 }
 
 
@@ -319,7 +338,11 @@ def test_configs_carry_the_official_recipes(path):
     cfg = Config.fromfile(ROOT / path)
     backbone = cfg.model.backbone
     assert backbone.type == "VisualSSMBackbone" and backbone.model_name == model_name
-    assert backbone.get("drop_path_rate") is None  # the model's own rate, which is the official one
+    if backbone.get("drop_path_rate") is None:  # the model's own rate, which is the official one
+        last = timm.create_model(model_name).stages[-1].blocks[-1].drop_path
+        assert last.drop_prob == pytest.approx(drop_path)
+    else:
+        assert backbone.drop_path_rate == drop_path
     assert timm.create_model(model_name, pretrained=False).pretrained_cfg and \
         backbone.init_cfg.checkpoint == timm.models.get_pretrained_cfg(f"{model_name}.in1k").url
     assert cfg.custom_imports == dict(imports=["vmamba_zoo.mm"], allow_failed_imports=False)
@@ -334,20 +357,22 @@ def test_configs_carry_the_official_recipes(path):
     # no weight decay exactly where the official backbone's parameter names contain 'norm'
     init_default_scope(cfg.default_scope)
     tiny = Config(dict(cfg.to_dict()))
-    tiny.model.backbone.update(model_name="vmamba_tiny", model_kwargs=MINI, init_cfg=None)
-    tiny.model.get("neck", tiny.model.get("decode_head")).in_channels = list(MINI["dims"])
+    family = model_name.split("_")[0]
+    mini = vmamba_zoo.models.tiny_kwargs(model_name)
+    tiny.model.backbone.update(model_name=model_name, model_kwargs=mini, init_cfg=None)
+    tiny.model.get("neck", tiny.model.get("decode_head")).in_channels = list(mini["dims"])
     if cfg.default_scope == "mmseg":
-        tiny.model.auxiliary_head.in_channels = MINI["dims"][2]
+        tiny.model.auxiliary_head.in_channels = mini["dims"][2]
     model = (MMDET_MODELS if cfg.default_scope == "mmdet" else MMSEG_MODELS).build(tiny.model)
     groups = _build_optim_wrapper(model, tiny).optimizer.param_groups
     decay = {name: group["weight_decay"] for name, param in model.named_parameters()
              for group in groups if any(p is param for p in group["params"])}
-    assert decay["backbone.model.stem.norm1.weight"] == weight_decay          # official patch_embed.2
-    assert decay["backbone.model.stages.1.downsample.norm.weight"] == weight_decay  # official downsample.3
-    assert decay["backbone.model.stages.0.blocks.0.norm1.weight"] == 0.0       # official blocks.0.norm
-    assert decay["backbone.model.stages.0.blocks.0.mixer.out_norm.weight"] == 0.0
+    no_decay, decayed = DECAY_CHECKS[family]
     assert decay["backbone.outnorm3.bias"] == 0.0
-    assert decay["backbone.model.stages.0.blocks.0.mixer.A_log"] == weight_decay
+    for name in no_decay:
+        assert decay[f"backbone.model.{name}"] == 0.0, name
+    for name in decayed:
+        assert decay[f"backbone.model.{name}"] == weight_decay, name
 
 
 def test_convert_an_official_detector_checkpoint_for_load_from(tmp_path):
