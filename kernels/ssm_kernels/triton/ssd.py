@@ -283,10 +283,13 @@ def _(x, dt, A, B, C, D, dt_bias, kv, dy, dt_softplus):
             x.new_empty((2, H), dtype=torch.float32))
 
 
+_OPS = {"ssd_fwd": (ssd_fwd, _ssd_fwd), "ssd_bwd": (ssd_bwd, _ssd_bwd)}
+
+
 def _op(name: str):
     """The custom op under torch.compile / tracing, its Python body in eager mode (as triton.op)."""
     graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return globals()[name if graph else "_" + name]
+    return _OPS[name][0 if graph else 1]
 
 
 # ---- the backend protocol of ssm_kernels.ssd ---------------------------------------------------------------
