@@ -57,6 +57,9 @@ def test_one_traced_node_and_reference_gradients():
     (dict(A=torch.randn(2)), "A must be"),
     (dict(D=torch.randn(3, 1)), "D must be"),
     (dict(x=torch.zeros(2, 5, 3, 4, dtype=torch.int64)), "floating point"),
+    (dict(z=torch.randn(2, 5, 3, 4)), "gate z comes after the norm"),
+    (dict(norm_weight=torch.ones(12)), "both norm_weight and norm_bias"),
+    (dict(norm_weight=torch.ones(8), norm_bias=torch.ones(8)), "heads \\* head_dim = 12"),
 ])
 def test_bad_arguments_raise_a_clear_error(bad, message):
     args = dict(x=torch.randn(2, 5, 3, 4), dt=torch.randn(2, 5, 3), A=torch.rand(3), B=torch.randn(2, 5, 8),
@@ -66,35 +69,49 @@ def test_bad_arguments_raise_a_clear_error(bad, message):
         non_causal_ssd(**args)
 
 
-def _run(backend, inputs, softplus, dy):
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in inputs]
-    y = non_causal_ssd(*leaves, dt_softplus=softplus, backend=backend)
+def _run(backend, inputs, softplus, dy, fused=()):
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in list(inputs) + list(fused)]
+    y = non_causal_ssd(*leaves[:7], dt_softplus=softplus, backend=backend,
+                       **dict(zip(("norm_weight", "norm_bias", "z"), leaves[7:])))
     y.backward(dy)
     return y, [t.grad if t is not None else None for t in leaves]
 
 
-CASES = [  # (batch, L, heads, P, N, splits, with D and bias, softplus)
-    (2, 37, 3, 16, 48, 1, True, True),     # L not a multiple of the block, N = 48 padded to 64
-    (1, 50, 2, 64, 64, 3, True, True),     # VSSD's P and N; L split over 3 programs
-    (2, 20, 2, 5, 64, 2, False, False),    # an odd small P, no D, no bias, raw step sizes
+def fused_inputs(kind, x, seed=1):
+    """The norm's weight and bias (and the gate z) for ``kind`` '', 'norm' or 'gate'."""
+    if not kind:
+        return ()
+    g = torch.Generator().manual_seed(seed)
+    E = x.shape[2] * x.shape[3]
+    norm = (torch.rand(E, generator=g) + 0.5, torch.randn(E, generator=g))
+    return norm + ((torch.randn(x.shape, generator=g).to(x.dtype),) if kind == "gate" else ())
+
+
+CASES = [  # (batch, L, heads, P, N, splits, with D and bias, softplus, then norm / gate)
+    (2, 37, 3, 16, 48, 1, True, True, ""),        # L not a multiple of the block, N = 48 padded to 64
+    (1, 50, 2, 64, 64, 3, True, True, "gate"),    # VSSD's P and N, its norm and gate; L split over 3 programs
+    (2, 20, 2, 5, 64, 2, False, False, "norm"),   # an odd small P, no D, no bias, raw step sizes, norm alone
+    (2, 21, 3, 5, 48, 1, True, True, "gate"),     # odd P with the norm and gate
 ]
 
 
 # float16 runs the tensor-core path (under the interpreter bfloat16 multiplies in float32, see triton/ssd.py)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("batch,length,heads,head_dim,d_state,splits,extras,softplus", CASES)
+@pytest.mark.parametrize("batch,length,heads,head_dim,d_state,splits,extras,softplus,fused", CASES)
 def test_triton_matches_reference(monkeypatch, dtype, batch, length, heads, head_dim, d_state, splits, extras,
-                                  softplus):
+                                  softplus, fused):
     monkeypatch.setenv("SSM_KERNELS_POISON", "1")  # outputs start as NaN: an element not written cannot pass
     monkeypatch.setattr(triton_ssd, "TUNING", dict(BL=16, splits=splits))
     inputs = make_inputs(batch, length, heads, head_dim, d_state, dtype, with_D=extras, with_bias=extras)
+    extra = fused_inputs(fused, inputs[0])
     dy = torch.randn(batch, length, heads, head_dim).to(dtype)
-    y_ref, g_ref = _run("reference", inputs, softplus, dy)
-    y, g = _run("triton", inputs, softplus, dy)
+    y_ref, g_ref = _run("reference", inputs, softplus, dy, extra)
+    y, g = _run("triton", inputs, softplus, dy, extra)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     scale = y_ref.float().abs().max()
     torch.testing.assert_close(y.float() / scale, y_ref.float() / scale, **tol)
-    for name, a, b in zip(("x", "dt", "A", "B", "C", "D", "dt_bias"), g, g_ref):
+    names = ("x", "dt", "A", "B", "C", "D", "dt_bias", "norm_weight", "norm_bias", "z")
+    for name, a, b in zip(names, g, g_ref):
         assert (a is None) == (b is None), name
         if a is not None:
             assert a.dtype == b.dtype and a.shape == b.shape, name

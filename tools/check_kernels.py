@@ -74,11 +74,12 @@ def norm_case(batch, H, W, C, dtype, device):
 def ssd_case(batch, L, heads, P, N, dtype, device):
     """VSSD's call of the non-causal SSD, all views as in the model: x (with 3 spare channels per head:
     strided heads), B and C of one map, dt of a wider projection; the per-head weight a > 0, D, the
-    step-size bias."""
+    step-size bias; the LayerNorm and the gate z fused after it."""
     mk = lambda *s: torch.randn(*s, device=device).to(dtype)
     return dict(xs=mk(batch, L, heads, P + 3), bc=mk(batch, L, 2 * N + 5), proj=(mk(batch, L, heads + 7) - 1.0).to(dtype),
                 A=torch.rand(heads, device=device) * 15 + 1, D=torch.randn(heads, device=device),
-                dt_bias=torch.randn(heads, device=device) - 3)
+                dt_bias=torch.randn(heads, device=device) - 3, z=mk(batch, L, heads, P),
+                norm_weight=torch.rand(heads * P, device=device) + 0.5, norm_bias=torch.randn(heads * P, device=device))
 
 
 class _Norm:
@@ -99,7 +100,8 @@ def compare(fn, inputs, dtype):
     ref = fn(exact, "reference")
     got, ref = (got if isinstance(got, tuple) else (got,)), (ref if isinstance(ref, tuple) else (ref,))
     errors = [rel(g, r) for g, r in zip(got, ref)]
-    seeds = [torch.randn_like(r) for r in ref]
+    # seeds representable in the output's dtype: both sides back-propagate the same gradient
+    seeds = [torch.randn_like(r).to(g.dtype).to(r.dtype) for r, g in zip(ref, got)]
     g_got = torch.autograd.grad(got, list(leaves.values()), [s.to(g.dtype) for s, g in zip(seeds, got)])
     g_ref = torch.autograd.grad(ref, list(exact.values()), seeds)
     grads = {k: rel(a, b) for k, a, b in zip(leaves, g_got, g_ref)}

@@ -10,7 +10,7 @@ github.com/YuHengsss/VSSD (``classification/models/mamba2.py``, model type ``vma
 """
 from __future__ import annotations
 
-import math
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +24,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ssm_kernels import non_causal_ssd
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, dt_bias_init
+from ..profiling.flops import non_causal_ssd_flop_jit
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
 
@@ -59,7 +60,7 @@ class NonCausalSSDMixer(nn.Module):
         self.dt_bias = nn.Parameter(dt_bias_init(num_heads))
         self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(num_heads))
-        self.norm = FastLayerNorm(inner)
+        self.norm = nn.LayerNorm(inner)  # applied inside non_causal_ssd, with the gate
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,11 +71,12 @@ class NonCausalSSDMixer(nn.Module):
         xbc = self.conv(xbc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
         xbc = self.act(xbc).permute(0, 2, 3, 1)
         xs, B, C = xbc.split([self.inner, n, n], dim=-1)
-        y = non_causal_ssd(xs.reshape(batch, length, heads, self.head_dim), dt.reshape(batch, length, heads),
-                           self.A_log.exp(), B.reshape(batch, length, n), C.reshape(batch, length, n), self.D,
-                           self.dt_bias, dt_softplus=True)
-        y = self.norm(y.view(batch, height, width, self.inner)) * z
-        return self.out_proj(y)
+        heads_shape = (batch, length, heads, self.head_dim)
+        y = non_causal_ssd(xs.reshape(heads_shape), dt.reshape(batch, length, heads), self.A_log.exp(),
+                           B.reshape(batch, length, n), C.reshape(batch, length, n), self.D, self.dt_bias,
+                           dt_softplus=True, z=z.reshape(heads_shape), norm_weight=self.norm.weight,
+                           norm_bias=self.norm.bias, norm_eps=self.norm.eps)   # LayerNorm(y) * z, fused
+        return self.out_proj(y.view(batch, height, width, self.inner))
 
 
 class SoftmaxAttention(nn.Module):
@@ -172,21 +174,6 @@ def _init_weights(m: nn.Module):
 
 # ---- FLOPs by the official rule (fvcore, as VMAMBA2.flops() runs it) -------------------------------------
 
-def _ssd_one_head_flop_jit(inputs, outputs) -> int:
-    """The official count of an NC-SSD: its two matmuls broadcast B and C over the heads, and fvcore's
-    matmul handle counts the broadcast operand's shape only, i.e. ONE head: 2 * b * L * N * P."""
-    batch, length, _, head_dim = get_shape(inputs[0])
-    d_state = get_shape(inputs[3])[2]
-    return 2 * batch * length * d_state * head_dim
-
-
-def _ssd_all_heads_flop_jit(inputs, outputs) -> int:
-    """The NC-SSD's true multiply-adds: 2 * b * L * N * P per head."""
-    batch, length, heads, head_dim = get_shape(inputs[0])
-    d_state = get_shape(inputs[3])[2]
-    return 2 * batch * length * heads * d_state * head_dim
-
-
 def _attention_flop_jit(inputs, outputs) -> int:
     """Softmax attention as the official code's two einsums count in fvcore: numpy's estimate of each
     (2 * b * heads * L * L * d), printed to 4 digits, halved."""
@@ -198,14 +185,16 @@ def _attention_flop_jit(inputs, outputs) -> int:
 #: the official rule: the NC-SSD for one head, attention by fvcore's rounded einsum count, the
 #: 1-D average pool uncounted
 OFFICIAL_FLOP_HANDLES = {
-    "prim::PythonOp.NonCausalSSDFn": _ssd_one_head_flop_jit,
+    # its two matmuls broadcast B and C over the heads, and fvcore's matmul handle counts the broadcast
+    # operand's shape only: 2 * b * L * N * P, ONE head
+    "prim::PythonOp.NonCausalSSDFn": functools.partial(non_causal_ssd_flop_jit, all_heads=False),
     "aten::scaled_dot_product_attention": _attention_flop_jit,
     "aten::mean": None,
 }
 VSSD.flop_handles = OFFICIAL_FLOP_HANDLES
 
 #: the same with every head of the NC-SSD counted (the work the model does)
-ALL_HEADS_FLOP_HANDLES = dict(OFFICIAL_FLOP_HANDLES, **{"prim::PythonOp.NonCausalSSDFn": _ssd_all_heads_flop_jit})
+ALL_HEADS_FLOP_HANDLES = dict(OFFICIAL_FLOP_HANDLES, **{"prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit})
 
 
 # ---- official checkpoints ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ssm_kernels import non_causal_ssd_flops, selective_scan_flops
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+_SSD_ARGS = ("x", "dt", "A", "B", "C", "D", "dt_bias", "z", "norm_weight", "norm_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
 
 
@@ -63,10 +64,16 @@ def scan2d_flop_jit(inputs, outputs) -> int:
     return flops
 
 
-def non_causal_ssd_flop_jit(inputs, outputs) -> int:
-    """The non-causal SSD's two matmuls over every head (inputs x (b, L, heads, P), dt, A, B (b, L, N), ...)."""
-    batch, length, heads, head_dim = get_shape(inputs[0])
-    return non_causal_ssd_flops(batch, length, heads, get_shape(inputs[3])[2], head_dim)
+def non_causal_ssd_flop_jit(inputs, outputs, all_heads: bool = True) -> int:
+    """The non-causal SSD's two matmuls over every head (``all_heads=False``: over one head, VSSD's official
+    rule), plus, with the LayerNorm fused in, its 5 FLOPs per element as fvcore counts the layer (the gate
+    and the scaling, elementwise, are not counted)."""
+    args = _present_inputs(inputs, outputs, _SSD_ARGS, skip=2)
+    batch, length, heads, head_dim = get_shape(args["x"])
+    flops = non_causal_ssd_flops(batch, length, heads if all_heads else 1, get_shape(args["B"])[2], head_dim)
+    if "norm_weight" in args:
+        flops += 5 * batch * length * heads * head_dim
+    return flops
 
 
 def layer_norm_flop_jit(inputs, outputs) -> int:

@@ -117,13 +117,123 @@ def ssd_out_kernel(x_ptr, c_ptr, kv_ptr, D_ptr, y_ptr, L, H, N, P,
     tl.store(out, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _y_tile(x_ptr, c, kv_ptr, D_ptr, b64, h, l, p, n, m_lp, H, s_xb, s_xl, s_xh,
+            HAS_D: tl.constexpr, DOT_F32: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """Head h's y = C KV_h + D_h x on the rows l, (BL, PP) float32, 0 outside the mask."""
+    kv = tl.load(kv_ptr + (b64 * H + h) * NP * PP + n[:, None] * PP + p[None, :])
+    y = _dot(c, kv, DOT_F32)
+    if HAS_D:
+        x = tl.load(x_ptr + b64 * s_xb + h * s_xh + l[:, None] * s_xl + p[None, :], mask=m_lp, other=0.0)
+        y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
+    return tl.where(m_lp, y, 0.0)
+
+
+@Launcher
+@triton.jit
+def ssd_out_norm_kernel(x_ptr, c_ptr, kv_ptr, D_ptr, z_ptr, w_ptr, nb_ptr, out_ptr, stats_ptr, L, H, N, P, eps,
+                        s_xb, s_xl, s_xh, s_cb, s_cl, s_zb, s_zl, s_zh,
+                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, DOT_F32: tl.constexpr,
+                        BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """out = LayerNorm over the H*P channels of y (weight w, bias nb), times z, for a block of rows and all
+    heads; y is never stored: the first pass over the heads gathers each row's mean and variance (Chan's
+    combination of the heads' centred sums), the second recomputes y and writes the output. stats: (2, b*L)
+    mean and 1/std, float32."""
+    blk, b = tl.program_id(0), tl.program_id(1)
+    b64 = b.to(tl.int64)
+    l = blk * BL + tl.arange(0, BL)
+    n, p = tl.arange(0, NP), tl.arange(0, PP)
+    ml, mp = l < L, p < P
+    m_lp = ml[:, None] & mp[None, :]
+    c = tl.load(c_ptr + b64 * s_cb + l[:, None] * s_cl + n[None, :], mask=ml[:, None] & (n < N)[None, :], other=0.0)
+    count = 0.0
+    mean = tl.zeros([BL], tl.float32)
+    m2 = tl.zeros([BL], tl.float32)
+    for h in range(H):
+        y = _y_tile(x_ptr, c, kv_ptr, D_ptr, b64, h, l, p, n, m_lp, H, s_xb, s_xl, s_xh, HAS_D, DOT_F32, NP, PP)
+        mean_h = tl.sum(y, axis=1) / P
+        d = tl.where(m_lp, y - mean_h[:, None], 0.0)
+        total = count + P
+        delta = mean_h - mean
+        mean += delta * (P / total)
+        m2 += tl.sum(d * d, axis=1) + delta * delta * (count * P / total)
+        count = total
+    rstd = 1.0 / tl.sqrt(m2 / count + eps)
+    rows = b64 * L + l
+    tl.store(stats_ptr + rows, mean, mask=ml)
+    tl.store(stats_ptr + tl.num_programs(1) * L + rows, rstd, mask=ml)
+    for h in range(H):
+        y = _y_tile(x_ptr, c, kv_ptr, D_ptr, b64, h, l, p, n, m_lp, H, s_xb, s_xl, s_xh, HAS_D, DOT_F32, NP, PP)
+        w = tl.load(w_ptr + h * P + p, mask=mp, other=0.0).to(tl.float32)
+        nb = tl.load(nb_ptr + h * P + p, mask=mp, other=0.0).to(tl.float32)
+        o = (y - mean[:, None]) * rstd[:, None] * w[None, :] + nb[None, :]
+        if HAS_Z:
+            z = tl.load(z_ptr + b64 * s_zb + h * s_zh + l[:, None] * s_zl + p[None, :], mask=m_lp, other=0.0)
+            o = o * z.to(tl.float32)
+        tl.store(out_ptr + (rows[:, None] * H + h) * P + p[None, :], o.to(out_ptr.dtype.element_ty), mask=m_lp)
+
+
+@Launcher
+@triton.jit
+def ssd_norm_bwd_kernel(x_ptr, c_ptr, kv_ptr, D_ptr, z_ptr, w_ptr, nb_ptr, stats_ptr, dout_ptr, dy_ptr, dz_ptr,
+                        dwb_ptr, L, H, N, P, s_xb, s_xl, s_xh, s_cb, s_cl, s_zb, s_zl, s_zh,
+                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, DOT_F32: tl.constexpr,
+                        BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+    """Back through out = LN(y) * z for a block of rows, y recomputed: dy (b, L, H, P) float32, dz
+    (b, L, H, P) in z's, and the block's shares of the norm's weight and bias gradients (dwb: (2, b, blocks,
+    H*P) float32). Two passes over the heads: the row sums of g and g * yhat, then dy."""
+    blk, b = tl.program_id(0), tl.program_id(1)
+    b64 = b.to(tl.int64)
+    l = blk * BL + tl.arange(0, BL)
+    n, p = tl.arange(0, NP), tl.arange(0, PP)
+    ml, mp = l < L, p < P
+    m_lp = ml[:, None] & mp[None, :]
+    c = tl.load(c_ptr + b64 * s_cb + l[:, None] * s_cl + n[None, :], mask=ml[:, None] & (n < N)[None, :], other=0.0)
+    rows = b64 * L + l
+    mean = tl.load(stats_ptr + rows, mask=ml, other=0.0)
+    rstd = tl.load(stats_ptr + tl.num_programs(1) * L + rows, mask=ml, other=0.0)
+    E = H * P
+    part = dwb_ptr + (b64 * tl.num_programs(0) + blk) * E                  # dwb[0, b, blk]
+    part_stride = tl.num_programs(1).to(tl.int64) * tl.num_programs(0) * E  # to dwb[1, b, blk]
+    sum_g = tl.zeros([BL], tl.float32)
+    sum_gy = tl.zeros([BL], tl.float32)
+    for h in range(H):
+        y = _y_tile(x_ptr, c, kv_ptr, D_ptr, b64, h, l, p, n, m_lp, H, s_xb, s_xl, s_xh, HAS_D, DOT_F32, NP, PP)
+        yhat = tl.where(m_lp, (y - mean[:, None]) * rstd[:, None], 0.0)
+        w = tl.load(w_ptr + h * P + p, mask=mp, other=0.0).to(tl.float32)
+        go = tl.load(dout_ptr + (rows[:, None] * H + h) * P + p[None, :], mask=m_lp, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zp = z_ptr + b64 * s_zb + h * s_zh + l[:, None] * s_zl + p[None, :]
+            z = tl.load(zp, mask=m_lp, other=0.0).to(tl.float32)
+            nb = tl.load(nb_ptr + h * P + p, mask=mp, other=0.0).to(tl.float32)
+            dz = go * (yhat * w[None, :] + nb[None, :])
+            tl.store(dz_ptr + (rows[:, None] * H + h) * P + p[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m_lp)
+            go = go * z
+        g = go * w[None, :]
+        sum_g += tl.sum(g, axis=1)
+        sum_gy += tl.sum(g * yhat, axis=1)
+        tl.store(part + h * P + p, tl.sum(go * yhat, axis=0), mask=mp)
+        tl.store(part + part_stride + h * P + p, tl.sum(go, axis=0), mask=mp)
+    mean_g, mean_gy = sum_g / E, sum_gy / E
+    for h in range(H):
+        y = _y_tile(x_ptr, c, kv_ptr, D_ptr, b64, h, l, p, n, m_lp, H, s_xb, s_xl, s_xh, HAS_D, DOT_F32, NP, PP)
+        yhat = (y - mean[:, None]) * rstd[:, None]
+        w = tl.load(w_ptr + h * P + p, mask=mp, other=0.0).to(tl.float32)
+        go = tl.load(dout_ptr + (rows[:, None] * H + h) * P + p[None, :], mask=m_lp, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_ptr + b64 * s_zb + h * s_zh + l[:, None] * s_zl + p[None, :], mask=m_lp, other=0.0)
+            go = go * z.to(tl.float32)
+        dy = (go * w[None, :] - mean_g[:, None] - yhat * mean_gy[:, None]) * rstd[:, None]
+        tl.store(dy_ptr + (rows[:, None] * H + h) * P + p[None, :], dy.to(dy_ptr.dtype.element_ty), mask=m_lp)
+
+
 @Launcher
 @triton.jit
 def ssd_rows_bwd_kernel(x_ptr, dt_ptr, a_ptr, bias_ptr, b_ptr, c_ptr, D_ptr, kv_ptr, dkv_ptr, dy_ptr,
                         dx_ptr, ddt_ptr, db_ptr, dc_ptr, part_ptr, L, H, N, P,
                         s_xb, s_xl, s_xh, s_db, s_dl, s_dh, s_bb, s_bl, s_cb, s_cl,
                         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
-                        BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
+                        DY_SPLIT: tl.constexpr, BL: tl.constexpr, NP: tl.constexpr, PP: tl.constexpr):
     """Everything but dKV for a block of rows, over all heads: dx, the raw step size's gradient (float32,
     (b, L, H)), dB and dC (summed over the heads, (b, L, N)), and per head the block's share of da and
     dD (part: (2, b, blocks, H) float32). dx, dy: (b, L, H, P) contiguous."""
@@ -150,7 +260,11 @@ def ssd_rows_bwd_kernel(x_ptr, dt_ptr, a_ptr, bias_ptr, b_ptr, c_ptr, D_ptr, kv_
         dy = tl.load(dy_ptr + row + h * P, mask=m_lp, other=0.0)
         kv = tl.load(kv_ptr + (b64 * H + h) * NP * PP + tile)
         dkv = tl.load(dkv_ptr + (b64 * H + h) * NP * PP + tile)
-        dC += _dot(dy, tl.trans(kv), DOT_F32)
+        if DY_SPLIT:  # a float32 dy (from the fused norm's backward) as a high and a low part in x's dtype
+            dy_hi = dy.to(x.dtype)
+            dC += _dot(dy_hi, tl.trans(kv), DOT_F32) + _dot((dy - dy_hi.to(tl.float32)).to(x.dtype), tl.trans(kv), DOT_F32)
+        else:
+            dC += _dot(dy, tl.trans(kv), DOT_F32)
         dv = _dot(kb, dkv, DOT_F32)                                      # (BL, PP) float32
         x32 = x.to(tl.float32)
         dB += s[:, None] * _dot(x, tl.trans(dkv), DOT_F32)               # (Δ a x) dKVᵀ, the row scale outside
@@ -224,41 +338,67 @@ def _kv(v: Tensor, dt: Optional[Tensor], a: Optional[Tensor], bias: Optional[Ten
 # ---- custom ops --------------------------------------------------------------------------------------------
 
 def _ssd_fwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-             dt_bias: Optional[Tensor], dt_softplus: bool) -> Tuple[Tensor, Tensor]:
-    """(y (b, L, H, P) in x's dtype, KV (b, H, NP, PP) float32 for the backward). x, dt, B, C: channels
-    contiguous (strided rows allowed)."""
+             dt_bias: Optional[Tensor], z: Optional[Tensor], norm_weight: Optional[Tensor],
+             norm_bias: Optional[Tensor], norm_eps: float, dt_softplus: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """(y (b, L, H, P) in x's dtype, or with ``norm_weight`` LayerNorm(y) over H*P (times z if given); KV
+    (b, H, NP, PP) float32 for the backward; the norm's (2, b*L) row mean and 1/std (empty without a norm)).
+    x, dt, B, C, z: channels contiguous (strided rows allowed)."""
     batch, L, H, P = x.shape
     N = B.shape[2]
     kv = _kv(x, dt, A, dt_bias, B, dt_softplus)
     BL, NP, PP = _blocks(N, P)
     y = _empty(batch, L, H, P, like=x)
-    ssd_out_kernel[(cdiv(L, BL), H, batch)](
-        x, C, kv, D if D is not None else x, y, L, H, N, P, x.stride(0), x.stride(1), x.stride(2),
-        C.stride(0), C.stride(1), HAS_D=D is not None, DOT_F32=_dot_in_float32(x), BL=BL, NP=NP, PP=PP,
-        num_warps=4)
-    return y, kv
+    common = dict(HAS_D=D is not None, DOT_F32=_dot_in_float32(x), BL=BL, NP=NP, PP=PP, num_warps=4)
+    D_arg = D if D is not None else x
+    if norm_weight is None:
+        ssd_out_kernel[(cdiv(L, BL), H, batch)](
+            x, C, kv, D_arg, y, L, H, N, P, x.stride(0), x.stride(1), x.stride(2), C.stride(0), C.stride(1), **common)
+        return y, kv, x.new_empty((0,), dtype=torch.float32)
+    stats = torch.empty(2, batch * L, dtype=torch.float32, device=x.device)
+    z_strides = z.stride()[:3] if z is not None else (0, 0, 0)
+    ssd_out_norm_kernel[(cdiv(L, BL), batch)](
+        x, C, kv, D_arg, z if z is not None else x, norm_weight, norm_bias, y, stats, L, H, N, P, norm_eps,
+        x.stride(0), x.stride(1), x.stride(2), C.stride(0), C.stride(1), *z_strides, HAS_Z=z is not None, **common)
+    return y, kv, stats
 
 
 ssd_fwd = _custom_op(_ssd_fwd)
 
 
 @_fake(ssd_fwd)
-def _(x, dt, A, B, C, D, dt_bias, dt_softplus):
+def _(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, norm_eps, dt_softplus):
     _, NP, PP = _blocks(B.shape[2], x.shape[3])
-    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(
-        (x.shape[0], x.shape[2], NP, PP), dtype=torch.float32)
+    stats = (2, x.shape[0] * x.shape[1]) if norm_weight is not None else (0,)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty((x.shape[0], x.shape[2], NP, PP), dtype=torch.float32), x.new_empty(stats, dtype=torch.float32))
 
 
 def _ssd_bwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-             dt_bias: Optional[Tensor], kv: Tensor, dy: Tensor, dt_softplus: bool
-             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+             dt_bias: Optional[Tensor], z: Optional[Tensor], norm_weight: Optional[Tensor],
+             norm_bias: Optional[Tensor], kv: Tensor, stats: Tensor, dout: Tensor, dt_softplus: bool
+             ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dx in x's dtype, d(raw dt) (b, L, H) float32, dB, dC in B's and C's dtypes, (2, H) float32 gradients of
-    A and D)."""
+    A and D, dz in z's dtype (empty without z), (2, H*P) float32 gradients of the norm's weight and bias (empty
+    without a norm))."""
     batch, L, H, P = x.shape
     N = B.shape[2]
     BL, NP, PP = _blocks(N, P)
-    dkv = _kv(dy, None, None, None, C, False)
     n_blocks = cdiv(L, BL)
+    dz, dwb = x.new_empty((0,)), x.new_empty((0,), dtype=torch.float32)
+    if norm_weight is not None:  # back through the norm (and gate) first: dy, y recomputed
+        dy = _empty(batch, L, H, P, like=x, dtype=torch.float32)  # kept exact: the sums over L amplify its rounding
+        dz = _empty(batch, L, H, P, like=z) if z is not None else dz
+        parts = torch.empty(2, batch, n_blocks, H * P, dtype=torch.float32, device=x.device)
+        z_strides = z.stride()[:3] if z is not None else (0, 0, 0)
+        ssd_norm_bwd_kernel[(n_blocks, batch)](
+            x, C, kv, D if D is not None else x, z if z is not None else x, norm_weight, norm_bias, stats, dout, dy,
+            dz if z is not None else x, parts, L, H, N, P, x.stride(0), x.stride(1), x.stride(2), C.stride(0),
+            C.stride(1), *z_strides, HAS_D=D is not None, HAS_Z=z is not None, DOT_F32=_dot_in_float32(x),
+            BL=BL, NP=NP, PP=PP, num_warps=4)
+        dwb = parts.sum((1, 2))
+    else:
+        dy = dout
+    dkv = _kv(dy, None, None, None, C, False)
     dx = _empty(batch, L, H, P, like=x)
     ddt = _empty(batch, L, H, like=x, dtype=torch.float32)
     dB, dC = _empty(batch, L, N, like=B), _empty(batch, L, N, like=C)
@@ -268,19 +408,21 @@ def _ssd_bwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional
         dx, ddt, dB, dC, part, L, H, N, P, x.stride(0), x.stride(1), x.stride(2), *dt.stride(),
         B.stride(0), B.stride(1), C.stride(0), C.stride(1),
         HAS_D=D is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, DOT_F32=_dot_in_float32(x),
-        BL=BL, NP=NP, PP=PP, num_warps=4)
-    return dx, ddt, dB, dC, part.sum((1, 2))
+        DY_SPLIT=dy.dtype == torch.float32 and not _dot_in_float32(x), BL=BL, NP=NP, PP=PP, num_warps=4)
+    return dx, ddt, dB, dC, part.sum((1, 2)), dz, dwb
 
 
 ssd_bwd = _custom_op(_ssd_bwd)
 
 
 @_fake(ssd_bwd)
-def _(x, dt, A, B, C, D, dt_bias, kv, dy, dt_softplus):
-    batch, L, H, _ = x.shape
+def _(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, kv, stats, dout, dt_softplus):
+    batch, L, H, P = x.shape
+    dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else x.new_empty((0,))
+    dwb = x.new_empty((2, H * P) if norm_weight is not None else (0,), dtype=torch.float32)
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             x.new_empty((batch, L, H), dtype=torch.float32), B.new_empty(B.shape), C.new_empty(C.shape),
-            x.new_empty((2, H), dtype=torch.float32))
+            x.new_empty((2, H), dtype=torch.float32), dz, dwb)
 
 
 _OPS = {"ssd_fwd": (ssd_fwd, _ssd_fwd), "ssd_bwd": (ssd_bwd, _ssd_bwd)}
@@ -295,17 +437,23 @@ def _op(name: str):
 # ---- the backend protocol of ssm_kernels.ssd ---------------------------------------------------------------
 
 def non_causal_ssd_fwd(inputs, flags):
-    x, dt, A, B, C, D, dt_bias = inputs
+    x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias = inputs
+    dt_softplus, norm_eps = flags
     x, dt, B, C = _rowwise(x), _rowwise(dt), _rowwise(B), _rowwise(C)
+    z = _rowwise(z) if z is not None else None
     A = A.contiguous()
-    y, kv = _op("ssd_fwd")(x, dt, A, B, C, D, dt_bias, flags[0])
-    return (y,), (x, dt, A, B, C, D, dt_bias, kv)
+    y, kv, stats = _op("ssd_fwd")(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, norm_eps, dt_softplus)
+    return (y,), (x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, kv, stats)
 
 
 def non_causal_ssd_bwd(saved, dy, flags, needs_grad):
-    x, dt, A, B, C, D, dt_bias, kv = saved
-    dx, ddt, dB, dC, dAD = _op("ssd_bwd")(x, dt, A, B, C, D, dt_bias, kv, dy.contiguous(), flags[0])
+    x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, kv, stats = saved
+    dx, ddt, dB, dC, dAD, dz, dwb = _op("ssd_bwd")(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias, kv, stats,
+                                                    dy.contiguous(), flags[0])
+    norm = norm_weight is not None
     grads = [dx, ddt.to(dt.dtype), dAD[0].to(A.dtype), dB, dC,
              None if D is None else dAD[1].to(D.dtype),
-             None if dt_bias is None else ddt.sum((0, 1)).to(dt_bias.dtype)]
+             None if dt_bias is None else ddt.sum((0, 1)).to(dt_bias.dtype),
+             dz if z is not None else None,
+             dwb[0].to(norm_weight.dtype) if norm else None, dwb[1].to(norm_bias.dtype) if norm else None]
     return [g if need else None for g, need in zip(grads, needs_grad)]
