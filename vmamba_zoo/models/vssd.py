@@ -10,21 +10,18 @@ github.com/YuHengsss/VSSD (``classification/models/mamba2.py``, model type ``vma
 """
 from __future__ import annotations
 
-import functools
+import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fvcore.nn.jit_handles import get_shape
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ssm_kernels import non_causal_ssd
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, dt_bias_init
-from ..profiling.flops import non_causal_ssd_flop_jit
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
 
@@ -174,27 +171,38 @@ def _init_weights(m: nn.Module):
 
 # ---- FLOPs by the official rule (fvcore, as VMAMBA2.flops() runs it) -------------------------------------
 
+def _ssd_flop_jit(inputs, outputs, all_heads: bool = False) -> int:
+    """The official count of an NC-SSD node: its two matmuls broadcast B and C over the heads, and fvcore's
+    matmul handle counts the broadcast operand's shape only, i.e. ONE head, 2 * b * L * N * P (plus the
+    fused LayerNorm's 5 FLOPs per element)."""
+    from ..profiling.flops import non_causal_ssd_flop_jit  # fvcore is imported on first use only
+    return non_causal_ssd_flop_jit(inputs, outputs, all_heads=all_heads)
+
+
+def _all_heads_flop_jit(inputs, outputs) -> int:
+    """An NC-SSD node with every head counted (the work the model does)."""
+    return _ssd_flop_jit(inputs, outputs, all_heads=True)
+
+
 def _attention_flop_jit(inputs, outputs) -> int:
     """Softmax attention as the official code's two einsums count in fvcore: numpy's estimate of each
     (2 * b * heads * L * L * d), printed to 4 digits, halved."""
-    batch, heads, length, head_dim = get_shape(inputs[0])
+    batch, heads, length, head_dim = inputs[0].type().sizes()
     exact = batch * heads * length * length * head_dim
-    return 2 * int(np.floor(float(f"{2 * exact:.3e}") / 2))
+    return 2 * math.floor(float(f"{2 * exact:.3e}") / 2)
 
 
 #: the official rule: the NC-SSD for one head, attention by fvcore's rounded einsum count, the
 #: 1-D average pool uncounted
 OFFICIAL_FLOP_HANDLES = {
-    # its two matmuls broadcast B and C over the heads, and fvcore's matmul handle counts the broadcast
-    # operand's shape only: 2 * b * L * N * P, ONE head
-    "prim::PythonOp.NonCausalSSDFn": functools.partial(non_causal_ssd_flop_jit, all_heads=False),
+    "prim::PythonOp.NonCausalSSDFn": _ssd_flop_jit,
     "aten::scaled_dot_product_attention": _attention_flop_jit,
     "aten::mean": None,
 }
 VSSD.flop_handles = OFFICIAL_FLOP_HANDLES
 
 #: the same with every head of the NC-SSD counted (the work the model does)
-ALL_HEADS_FLOP_HANDLES = dict(OFFICIAL_FLOP_HANDLES, **{"prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit})
+ALL_HEADS_FLOP_HANDLES = dict(OFFICIAL_FLOP_HANDLES, **{"prim::PythonOp.NonCausalSSDFn": _all_heads_flop_jit})
 
 
 # ---- official checkpoints ----------------------------------------------------------------------------------

@@ -122,11 +122,14 @@ def flop_analysis(model: nn.Module, inputs=None, input_size: Tuple[int, int, int
 
     A model whose family counts some operator its own way carries the handles in ``flop_handles``
     (a dict of fvcore handles by operator name, or None to leave an operator uncounted): they
-    override the defaults, so that each family is counted by the rule its official code uses.
+    override the defaults, so that each family is counted by the rule its official code uses; so do
+    those of a zoo model inside ``model`` (a detector's backbone).
     """
     if inputs is None:
         inputs = (_example_input(model, input_size),)
-    handles = {**FLOP_HANDLES, **getattr(model, "flop_handles", {})}
+    handles = dict(FLOP_HANDLES)
+    for module in model.modules():  # the model's own, or a zoo backbone's inside a detector / segmentor
+        handles.update(getattr(module, "flop_handles", {}))
     analysis = FlopCountAnalysis(model, inputs).set_op_handle(**handles)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
