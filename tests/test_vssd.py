@@ -133,3 +133,14 @@ def test_triton_path_matches_reference_and_counts_the_same(monkeypatch):
     for name, g in ref_grads.items():
         torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
     assert flops == ref_flops
+
+
+def test_timm_pretrained_from_an_official_ema_file(tmp_path):
+    model_sd, ema_sd = official_state_dict(), official_state_dict()
+    path = tmp_path / "vssd_tiny_best_ema.pth"
+    torch.save({"model": model_sd, "model_ema": ema_sd, "epoch": 299}, path)
+    model = timm.create_model("vssd_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path), custom_load=True))
+    torch.testing.assert_close(model.stages[2].blocks[7].mixer.A_log, ema_sd["layers.2.blocks.7.attn.A_log"])
+    features = timm.create_model("vssd_tiny", pretrained=True, features_only=True, out_indices=(1, 3),
+                                 pretrained_cfg_overlay=dict(file=str(path), custom_load=True))
+    assert features.feature_info.channels() == [128, 512]
