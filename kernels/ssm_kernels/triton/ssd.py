@@ -9,6 +9,11 @@ Per head h (x (b, L, H, P), Δ = softplus(dt + bias) (b, L, H), B, C (b, L, N) s
               dx = Δ a dv + D dy,  dΔ = a <dv, x>,  da_h, dD_h: sums      rows kernel: one per (row block, image),
                                                                           looping over the heads
 
+With the LayerNorm over the H*P channels and the gate z fused (VSSD's mixer: out = LN(y)·z), the out kernel
+is ``ssd_out_norm_kernel``, one program per (row block, image) looping over the heads twice (row statistics,
+then the output; y is never stored), and the backward starts with ``ssd_norm_bwd_kernel`` (y recomputed the
+same way), which gives dy (float32), dz and the norm's weight and bias gradients.
+
 The scaled values Δ·a·x and the heads' copies of B and C never exist in memory: each program scales the
 values it loaded in registers and reads the one B / C block. x, dt, B and C are read in place (strided
 views of one projection, channels contiguous). KV and dKV, (b, H, N, P) in float32, are the only
