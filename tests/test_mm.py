@@ -321,15 +321,28 @@ PAPER_CONFIGS = {
     "configs/mmdet/mask-rcnn_msvmamba-t_fpn_ms-crop-3x_coco.py": ("msvmamba_tiny", 0.2, 1e-4, 0.05, 2, 36),
     "configs/mmseg/upernet_msvmamba-m_8xb2-160k_ade20k-512x512.py": ("msvmamba_micro", 0.3, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_msvmamba-t_8xb2-160k_ade20k-512x512.py": ("msvmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+    # VSSD: micro's dense-prediction recipes set drop path 0.1 (its classifier trained with 0.2)
+    "configs/mmdet/mask-rcnn_vssd-m_fpn_1x_coco.py": ("vssd_micro", 0.1, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-m_fpn_ms-crop-3x_coco.py": ("vssd_micro", 0.1, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_vssd-t_fpn_1x_coco.py": ("vssd_tiny", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-t_fpn_ms-crop-3x_coco.py": ("vssd_tiny", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_vssd-s_fpn_1x_coco.py": ("vssd_small", 0.4, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_vssd-s_fpn_ms-crop-3x_coco.py": ("vssd_small", 0.4, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_vssd-m_8xb2-160k_ade20k-512x512.py": ("vssd_micro", 0.1, 6e-5, 0.01, 2, 160000),
+    "configs/mmseg/upernet_vssd-t_8xb2-160k_ade20k-512x512.py": ("vssd_tiny", 0.2, 6e-5, 0.01, 2, 160000),
 }
 
-#: per family, the backbone LayerNorms whose names (ours) and official names differ on 'norm', and whether
-#: the official recipe decays them (its rule: no decay where the official name contains 'norm')
-DECAYED_NORMS = {
-    "vmamba": {"stem.norm1.weight": True,                      # official patch_embed.2
-               "stages.1.downsample.norm.weight": True},       # official downsample.3
-    "msvmamba": {"stem.norm.weight": True,                     # official patch_embed.2
-                 "stages.1.downsample.norm.weight": False},    # official downsample.norm
+#: per family, backbone parameters whose official names contain 'norm' (the official recipes exempt those from
+#: weight decay) and some whose official names do not (decayed), where our names differ from the official ones
+DECAY_CHECKS = {
+    "vmamba": (["stages.0.blocks.0.norm1.weight", "stages.0.blocks.0.mixer.out_norm.weight"],
+               ["stem.norm1.weight", "stages.1.downsample.norm.weight", "stages.0.blocks.0.mixer.A_log"]),
+    "msvmamba": (["stages.1.downsample.norm.weight", "stages.0.blocks.0.norm1.weight"],  # official downsample.norm
+                 ["stem.norm.weight"]),                                                  # official patch_embed.2
+    "vssd": (["stem.conv1.1.weight", "stem.residual.1.1.bias", "stem.proj.1.weight", "stages.1.downsample.norm.weight",
+              "stages.0.blocks.0.norm1.weight", "stages.0.blocks.0.mixer.norm.weight"],
+             ["stem.conv1.0.weight", "stages.0.blocks.0.cpe1.proj.weight", "stages.0.blocks.0.mixer.A_log",
+              "stages.1.downsample.expand.weight"]),
 }
 
 
@@ -354,7 +367,7 @@ def test_configs_carry_the_official_recipes(path):
         assert cfg.train_cfg.max_iters == schedule and cfg.model.decode_head.type == "UPerHead"
         assert cfg.model.decode_head.num_classes == 150 and cfg.crop_size == (512, 512)
     family = family_module(model_name)
-    if family.__name__.rpartition(".")[2] not in DECAYED_NORMS:
+    if family.__name__.rpartition(".")[2] not in DECAY_CHECKS:
         return  # below: the norm names of the families whose official recipes exempt norms by name
     # no weight decay exactly where the official backbone's parameter names contain 'norm'
     init_default_scope(cfg.default_scope)
@@ -368,12 +381,12 @@ def test_configs_carry_the_official_recipes(path):
     groups = _build_optim_wrapper(model, tiny).optimizer.param_groups
     decay = {name: group["weight_decay"] for name, param in model.named_parameters()
              for group in groups if any(p is param for p in group["params"])}
-    for name, decayed in DECAYED_NORMS[family.__name__.rpartition(".")[2]].items():
-        assert decay[f"backbone.model.{name}"] == (weight_decay if decayed else 0.0), name
-    assert decay["backbone.model.stages.0.blocks.0.norm1.weight"] == 0.0       # official blocks.0.norm
-    assert decay["backbone.model.stages.0.blocks.0.mixer.out_norm.weight"] == 0.0
+    no_decay, decayed = DECAY_CHECKS[family.__name__.rpartition(".")[2]]
+    for name in no_decay:
+        assert decay[f"backbone.model.{name}"] == 0.0, name
+    for name in decayed:
+        assert decay[f"backbone.model.{name}"] == weight_decay, name
     assert decay["backbone.outnorm3.bias"] == 0.0
-    assert decay["backbone.model.stages.0.blocks.0.mixer.A_log"] == weight_decay
 
 
 def test_convert_an_official_detector_checkpoint_for_load_from(tmp_path):

@@ -10,7 +10,8 @@ calls it at its two SSM stages: atrous paths, N = 16, one projected map read by 
 as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths;
 as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
 path that visits every position three times, each visit out-normed then summed),
-the LayerNorm and the causal conv1d (both of Vim's directions in one launch), in float32 and bfloat16,
+the LayerNorm, the causal conv1d (both of Vim's directions in one launch) and, at VSSD's NC-SSD stage
+shapes (micro, tiny, base), the non-causal SSD as VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -33,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d,  # noqa: E402
-                         layer_norm, scan2d, selective_scan)
+                         layer_norm, non_causal_ssd, scan2d, selective_scan)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -126,6 +127,17 @@ def norm_case(batch, H, W, C, dtype, device):
                 weight=torch.rand(C, device=device) + 0.5, bias=torch.randn(C, device=device))
 
 
+def ssd_case(batch, L, heads, P, N, dtype, device):
+    """VSSD's call of the non-causal SSD, all views as in the model: x (with 3 spare channels per head:
+    strided heads), B and C of one map, dt of a wider projection; the per-head weight a > 0, D, the
+    step-size bias; the LayerNorm and the gate z fused after it."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(xs=mk(batch, L, heads, P + 3), bc=mk(batch, L, 2 * N + 5), proj=(mk(batch, L, heads + 7) - 1.0).to(dtype),
+                A=torch.rand(heads, device=device) * 15 + 1, D=torch.randn(heads, device=device),
+                dt_bias=torch.randn(heads, device=device) - 3, z=mk(batch, L, heads, P),
+                norm_weight=torch.rand(heads * P, device=device) + 0.5, norm_bias=torch.randn(heads * P, device=device))
+
+
 class _Norm:
     """A LayerNorm over channels whose weight and bias are given tensors (leaves of the comparison)."""
 
@@ -144,7 +156,8 @@ def compare(fn, inputs, dtype):
     ref = fn(exact, "reference")
     got, ref = (got if isinstance(got, tuple) else (got,)), (ref if isinstance(ref, tuple) else (ref,))
     errors = [rel(g, r) for g, r in zip(got, ref)]
-    seeds = [torch.randn_like(r) for r in ref]
+    # seeds representable in the output's dtype: both sides back-propagate the same gradient
+    seeds = [torch.randn_like(r).to(g.dtype).to(r.dtype) for r, g in zip(ref, got)]
     g_got = torch.autograd.grad(got, list(leaves.values()), [s.to(g.dtype) for s, g in zip(seeds, got)])
     g_ref = torch.autograd.grad(ref, list(exact.values()), seeds)
     grads = {k: rel(a, b) for k, a, b in zip(leaves, g_got, g_ref)}
@@ -189,6 +202,13 @@ def main(argv=None) -> int:
                           (args.batch, side, side, 2 * dim, rank)))
             cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
                           (args.batch, low, low, 2 * dim, rank)))
+    for size in args.sizes:
+        for model, dims, heads, N in (("micro", (48, 96, 192), (2, 4, 8), 48), ("tiny", (64, 128, 256), (2, 4, 8), 64),
+                                      ("base", (96, 192, 384), (3, 6, 12), 64)):
+            for stage, (dim, nh) in enumerate(zip(dims, heads)):
+                side = size // (4 * 2 ** stage)
+                cases.append((f"non_causal_ssd VSSD-{model} s{stage + 1} @{size}", "ssd",
+                              (args.batch, side * side, nh, 2 * dim // nh, N)))
     if device.type == "cuda":
         for L in (197, 730, 785):
             for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
@@ -200,7 +220,6 @@ def main(argv=None) -> int:
         cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))
         cases.append(("selective_scan L=147456, batch 1", "seq", (1, 4, 96, 1, 147456)))
         cases.append(("selective_scan N=16 L=16384, batch 1", "seq", (1, 2, 64, 16, 16384)))
-
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
@@ -251,11 +270,18 @@ def main(argv=None) -> int:
             return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
         return fn
 
+    def ssd_fn(x, backend):
+        x = dict(x)
+        heads, N = x["A"].shape[0], (x["bc"].shape[-1] - 5) // 2
+        xs, bc, proj = x.pop("xs"), x.pop("bc"), x.pop("proj")
+        return non_causal_ssd(xs[..., :-3], proj[..., 3:3 + heads], B=bc[..., :N], C=bc[..., N:2 * N], **x,
+                              dt_softplus=True, backend=backend)
+
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
-             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW))}
+             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

@@ -4,7 +4,7 @@ Every visual SSM gathers a 2-D map into K sequences along scan paths, runs a sel
 each, and merges the results back onto the map. This package holds those pieces, with a plain-PyTorch
 reference (the oracle, runs anywhere) behind the same functions as the fast GPU kernels.
 
-    from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, causal_conv1d
+    from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, causal_conv1d, non_causal_ssd
 """
 from .conv1d import CausalConv1dFn, causal_conv1d
 from .flops import causal_conv1d_flops, selective_scan_flops
@@ -12,6 +12,7 @@ from .ops import (BACKEND_ENV, LayerNormFn, Scan2dFn, SelectiveScanFn, available
                   layer_norm, resolve_backend, scan2d, selective_scan)
 from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
                     row_major)
+from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,5 @@ __all__ = [
     "ROW", "MULTISCALE_LOW",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
+    "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
 ]

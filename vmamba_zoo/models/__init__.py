@@ -8,7 +8,7 @@ overrides that make its models tiny, for the tests that run every model).
 """
 import sys
 
-from . import efficient_vmamba, group_mamba, msvmamba, vim, vmamba
+from . import efficient_vmamba, group_mamba, msvmamba, vim, vmamba, vssd
 from ._builder import PretrainedDownloadError, build_zoo_model
 from ._checkpoint import (CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, remap_checkpoint,
                           unwrap_state_dict)
@@ -17,10 +17,10 @@ from .group_mamba import GroupMamba
 from .msvmamba import MSVMamba
 from .vim import Vim
 from .vmamba import VMamba
+from .vssd import VSSD
 
 #: timm module names of the families, in the order the zoo table lists them
-FAMILIES = ("vmamba", "vim", "msvmamba", "efficient_vmamba", "group_mamba")
-
+FAMILIES = ("vmamba", "vim", "msvmamba", "efficient_vmamba", "group_mamba", "vssd")
 #: published numbers of every model, by model name (see each family's ``PUBLISHED``)
 PUBLISHED = {name: row for family in FAMILIES for name, row in sys.modules[f"{__name__}.{family}"].PUBLISHED.items()}
 
@@ -49,7 +49,7 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "Vim", "MSVMamba", "EfficientVMamba", "GroupMamba", "convert_official_state_dict",
+__all__ = ["VMamba", "Vim", "MSVMamba", "EfficientVMamba", "GroupMamba", "VSSD", "convert_official_state_dict",
            "CheckpointMismatchError", "CheckpointReadError", "PretrainedDownloadError", "build_zoo_model",
            "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]

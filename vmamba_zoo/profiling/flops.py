@@ -16,11 +16,12 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import causal_conv1d_flops, selective_scan_flops
+from ssm_kernels import causal_conv1d_flops, non_causal_ssd_flops, selective_scan_flops
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs", "scan_inputs"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+_SSD_ARGS = ("x", "dt", "A", "B", "C", "D", "dt_bias", "z", "norm_weight", "norm_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
 
 
@@ -88,6 +89,18 @@ def causal_conv1d_flop_jit(inputs, outputs) -> int:
     return causal_conv1d_flops(batch, length, directions * channels, width)
 
 
+def non_causal_ssd_flop_jit(inputs, outputs, all_heads: bool = True) -> int:
+    """The non-causal SSD's two matmuls over every head (``all_heads=False``: over one head, VSSD's official
+    rule), plus, with the LayerNorm fused in, its 5 FLOPs per element as fvcore counts the layer (the gate
+    and the scaling, elementwise, are not counted)."""
+    args = _present_inputs(inputs, outputs, _SSD_ARGS, skip=2)
+    batch, length, heads, head_dim = get_shape(args["x"])
+    flops = non_causal_ssd_flops(batch, length, heads if all_heads else 1, get_shape(args["B"])[2], head_dim)
+    if "norm_weight" in args:
+        flops += 5 * batch * length * heads * head_dim
+    return flops
+
+
 def layer_norm_flop_jit(inputs, outputs) -> int:
     """The Triton LayerNorm node, as fvcore counts ``aten::layer_norm`` with its affine parameters."""
     return 5 * _numel(get_shape(inputs[0]))
@@ -119,6 +132,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
+    "prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,
 }
