@@ -8,6 +8,9 @@ the previous block. Peak memory is the inputs, the boundary states and one block
 
 Inputs are always the tuple (u, delta, A, B, C, D, z, delta_bias); flags are
 (delta_softplus, return_last_state, return_states).
+
+:func:`selective_scan` is the plain function behind the same protocol (no recompute, no autograd
+node): what ``torch.export`` and ONNX export record (see :mod:`ssm_kernels.ops`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,13 @@ def _run(inputs, h0, flags):
 
 def _cut(inputs, sl):
     return [t[..., sl] if i in _SEQUENCE_INPUTS and t is not None else t for i, t in enumerate(inputs)]
+
+
+def selective_scan(inputs, flags):
+    """The outputs of the scan as plain differentiable tensor ops (out, or the tuple with the states)."""
+    delta_softplus, return_last_state, return_states = flags
+    return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=return_last_state,
+                              return_states=return_states)
 
 
 def selective_scan_fwd(inputs, flags):

@@ -1,5 +1,6 @@
 """Building blocks shared by the zoo's families (all channels last inside the stages)."""
 from .block import ConvPosEnc, MixerBlock
+from .interop import NotScriptable, register_fx_leaves
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .norm import FastLayerNorm
 from .ss2d import SS2D
@@ -8,4 +9,5 @@ from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init"]
+           "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init",
+           "NotScriptable", "register_fx_leaves"]

@@ -61,7 +61,6 @@ class SS2D(nn.Module):
         trunc_normal_(self.dt_proj_weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
         K, R, N = self.scan.num_directions, self.dt_rank, self.d_state
         x = self.in_proj(x)
         if self.conv is not None:
@@ -69,8 +68,8 @@ class SS2D(nn.Module):
         x = self.act(x)
         dt, B, C = self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
         A = -self.A_log.float().exp()
-        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU)
-        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
-                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
-                   out_norm=self.out_norm)
+        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU); the scan
+        # builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
+        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1), self.scan,
+                   delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm)
         return self.out_proj(y)
