@@ -6,6 +6,7 @@ are 64x64 (or the ``img_size`` a family's TINY_KWARGS fixes). ONNX export takes 
 model on CPU, so it runs on the smallest model of each family (the code path is the family's, the
 sizes do not matter).
 """
+import inspect
 import sys
 from pathlib import Path
 
@@ -162,6 +163,16 @@ def test_every_public_op_is_an_fx_leaf():
         assert getattr(ssm_kernels, name) in ssm_kernels.PUBLIC_OPS
 
 
+def test_every_op_the_kernels_export_is_a_public_op():
+    """A new op must be decorated with ``@public_op`` (or it breaks FX tracing and ONNX export)."""
+    helpers = {"resolve_backend", "available_backends", "public_op", "is_exporting"}
+    for name in ssm_kernels.__all__:
+        obj = getattr(ssm_kernels, name)
+        if not inspect.isfunction(obj) or name in helpers or obj.__module__ in ("ssm_kernels.paths", "ssm_kernels.flops"):
+            continue
+        assert obj in ssm_kernels.PUBLIC_OPS, f"ssm_kernels.{name}: decorate it with @public_op (ssm_kernels.ops)"
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_fx_forward_and_backward_match_eager(name):
     model = tiny(name).eval()
@@ -184,6 +195,19 @@ def test_fx_forward_and_backward_match_eager(name):
     assert grads[0].keys() == grads[1].keys()
     for key in grads[0]:
         torch.testing.assert_close(grads[1][key], grads[0][key], msg=key)
+
+
+@pytest.mark.parametrize("layers", ["PatchStem+PatchMerging", "ConvBNStem+ExpandDownsample", "ConvStem+MixerBlock(cpe)"])
+def test_shared_layers_trace_with_fx(layers):
+    """The layers families share trace as well (an odd map size makes PatchMerging pad)."""
+    from vmamba_zoo import layers as L
+    stem, second = layers.split("+")
+    make = {"PatchMerging": lambda: L.PatchMerging(8, 16), "ExpandDownsample": lambda: L.ExpandDownsample(8, 16),
+            "MixerBlock(cpe)": lambda: L.MixerBlock(8, L.SS2D(8), cpe=True)}
+    model = torch.nn.Sequential(getattr(L, stem)(3, 8), make[second]()).eval()
+    x = torch.randn(1, 3, 36, 36)
+    with torch.no_grad():
+        torch.testing.assert_close(fx_trace(model)(x)["out"], model(x), rtol=0, atol=0)
 
 
 # ---- TorchScript ------------------------------------------------------------------------------------
