@@ -210,6 +210,23 @@ def test_shared_layers_trace_with_fx(layers):
         torch.testing.assert_close(fx_trace(model)(x)["out"], model(x), rtol=0, atol=0)
 
 
+class _CrossMixer(torch.nn.Module):
+    """A layer that builds scan paths from its input's size and gathers / merges along them."""
+
+    def forward(self, x):
+        paths = ssm_kernels.CROSS(x.shape[1], x.shape[2], x.device)
+        return ssm_kernels.cross_merge(ssm_kernels.cross_scan(x, paths).cumsum(-1), paths)
+
+
+def test_scan_paths_built_from_a_traced_size():
+    """Under torch.fx a pattern called with the traced map size builds its paths when the graph runs."""
+    model = _CrossMixer()
+    traced = fx_trace(model)
+    for size in ((5, 7), (4, 4)):  # the graph is not specialised to the traced size
+        x = torch.randn(2, *size, 3)
+        torch.testing.assert_close(traced(x)["out"], model(x), rtol=0, atol=0)
+
+
 # ---- TorchScript ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", MODELS)

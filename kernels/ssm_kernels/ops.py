@@ -13,12 +13,12 @@ runs eagerly between graphs (its backward recomputes with autograd, which the co
 
 Tracing and export, one rule each for every op:
 
-- ``torch.fx``: every public op is decorated with :func:`public_op`, which lists it in ``PUBLIC_OPS``;
-  ``vmamba_zoo`` registers that list with timm (``register_notrace_function``), so each op call is one
-  leaf node of an FX graph (timm's FX feature extraction, torchvision's ``create_feature_extractor``).
-  A leaf may take a :class:`~ssm_kernels.paths.ScanPattern` (FX records it by name) and an
-  ``nn.Module`` (recorded as an attribute), but no other Python object, and its inputs' shapes are
-  read inside the op, not by the caller.
+- ``torch.fx``: every public op is decorated with :func:`public_op`, which makes each call one leaf
+  node of an FX graph (``torch.fx.symbolic_trace``, timm's FX feature extraction, torchvision's
+  ``create_feature_extractor``) and lists the op in ``PUBLIC_OPS``, which ``vmamba_zoo`` registers with
+  timm (``register_notrace_function``). A leaf may take a :class:`~ssm_kernels.paths.ScanPattern` (FX
+  records it by name), the paths a pattern builds for a traced size (built when the graph runs) and
+  an ``nn.Module`` (recorded as an attribute), but no other Python object.
 - ``torch.export`` / ``torch.onnx.export`` (:func:`is_exporting`): every op runs on the reference
   backend, and ``_apply`` calls the reference backend's plain function ``reference_backend.<op>(inputs,
   flags)`` instead of the autograd node, so that the exported graph holds only standard tensor ops
@@ -30,10 +30,12 @@ A new op: decorate the public function with ``@public_op``, run it through ``_ap
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.fx
 
 from . import reference_backend
 from .paths import ScanPaths, ScanPattern
@@ -56,9 +58,19 @@ PUBLIC_OPS = []
 
 
 def public_op(fn):
-    """Mark ``fn`` as a public op: listed in ``PUBLIC_OPS``, which callers register as FX leaves."""
-    PUBLIC_OPS.append(fn)
-    return fn
+    """Make ``fn`` a public op: a leaf of every ``torch.fx`` trace (called with a proxy among its
+    arguments it records itself as one node, as ``torch.fx.wrap`` does, however it is referenced), and
+    listed in ``PUBLIC_OPS``, which ``vmamba_zoo`` registers with timm's FX machinery as well."""
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, torch.fx.Proxy):
+                return arg.tracer.create_proxy("call_function", op, args, kwargs)
+        return fn(*args, **kwargs)
+
+    PUBLIC_OPS.append(op)
+    return op
 
 
 def is_exporting() -> bool:

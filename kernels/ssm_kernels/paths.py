@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict
 
 import torch
+import torch.fx
 from torch.utils._python_dispatch import _disable_current_modes
 
 __all__ = ["ScanPaths", "ScanPattern", "CROSS", "row_major", "column_major", "scan_pattern"]
@@ -95,6 +96,10 @@ class ScanPattern:
             raise ValueError(f"a scan pattern named {self.name!r} exists already")
 
     def __call__(self, height: int, width: int, device="cpu") -> ScanPaths:
+        if isinstance(height, torch.fx.Proxy) or isinstance(width, torch.fx.Proxy):
+            # torch.fx symbolic tracing: the size is known only when the graph runs; build the paths then
+            tracer = (height if isinstance(height, torch.fx.Proxy) else width).tracer
+            return tracer.create_proxy("call_function", _build_paths, (self.name, height, width, device), {})
         return _paths_for(self.name, int(height), int(width), str(torch.device(device)))
 
     def __fx_create_arg__(self, tracer):
@@ -107,6 +112,10 @@ def scan_pattern(name: str) -> "ScanPattern":
     if name not in _PATTERNS:
         raise KeyError(f"no scan pattern named {name!r}; known: {sorted(_PATTERNS)}")
     return _PATTERNS[name]
+
+
+def _build_paths(name: str, height: int, width: int, device) -> ScanPaths:
+    return scan_pattern(name)(height, width, device)
 
 
 _PATTERNS: Dict[str, ScanPattern] = {}
