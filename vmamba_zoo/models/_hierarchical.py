@@ -24,12 +24,14 @@ from ._checkpoint import load_checkpoint_file
 class HierarchicalSSM(NotScriptable, nn.Module):
     """Base of the hierarchical zoo models. Feature maps inside are channels last (B, H, W, C).
 
-    Interoperability: ``torch.fx`` (timm's FX feature extraction and ``create_feature_extractor``; the
-    scan ops are leaf nodes), ``torch.jit.trace``, ``torch.compile``, ``torch.export`` and ONNX export
-    (``tools/export_onnx.py``; the ops decompose into plain tensor ops) all work. ``torch.jit.script``
-    does not: the scan ops dispatch to Triton or PyTorch at run time through autograd Functions, which
-    TorchScript cannot compile, so scripting raises at once with that reason (:class:`NotScriptable`),
-    as timm leaves its own non-scriptable models out of scripting.
+    Interoperability: ``torch.fx`` (the scan ops are leaf nodes; timm's FX feature extraction,
+    ``features_only=True, feature_cls='fx'``, returns the stages' channels-last outputs as they are,
+    where the default ``features_only`` gives NCHW maps), ``torch.jit.trace``, ``torch.compile``,
+    ``torch.export`` and ONNX export (``tools/export_onnx.py``; the ops decompose into plain tensor ops)
+    all work. ``torch.jit.script`` does not: the scan ops dispatch to Triton or PyTorch at run time
+    through autograd Functions, which TorchScript cannot compile, so scripting raises at once with that
+    reason (:class:`~vmamba_zoo.layers.NotScriptable`), as timm leaves its own non-scriptable models out
+    of scripting.
     """
 
     #: input height and width must be multiples of this (the total stride of the network)
