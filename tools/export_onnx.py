@@ -43,20 +43,27 @@ def export(model: torch.nn.Module, example: torch.Tensor, path, optimize: bool =
     return Path(path)
 
 
-def run_onnxruntime(path, example: torch.Tensor) -> torch.Tensor:
-    """The ONNX file's output for ``example``, computed by ONNX Runtime on CPU."""
+#: --ort-level: ONNX Runtime's graph optimisation levels
+ORT_LEVELS = dict(disable="ORT_DISABLE_ALL", basic="ORT_ENABLE_BASIC", extended="ORT_ENABLE_EXTENDED",
+                  all="ORT_ENABLE_ALL")
+
+
+def run_onnxruntime(path, example: torch.Tensor, level: str = "all") -> torch.Tensor:
+    """The ONNX file's output for ``example``, computed by ONNX Runtime on CPU at optimisation ``level``."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = getattr(onnxruntime.GraphOptimizationLevel, ORT_LEVELS[level])
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {session.get_inputs()[0].name: example.numpy()})
     return torch.from_numpy(out)
 
 
-def check(path, model: torch.nn.Module, example: torch.Tensor):
+def check(path, model: torch.nn.Module, example: torch.Tensor, level: str = "all"):
     """(max |ONNX Runtime - PyTorch|, the same relative to max |PyTorch|) on ``example``, float32."""
     with torch.no_grad():
         expected = model.eval()(example)
-    got = run_onnxruntime(path, example)
+    got = run_onnxruntime(path, example, level)
     diff = (got - expected).abs().max().item()
     return diff, diff / expected.abs().max().item()
 
@@ -73,6 +80,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-optimize", action="store_true", help="skip the exporter's graph optimisation")
     parser.add_argument("--check", action="store_true",
                         help=f"compare ONNX Runtime (CPU) with PyTorch; fail above {TOLERANCE:g} relative")
+    parser.add_argument("--ort-level", choices=tuple(ORT_LEVELS), default="all",
+                        help="ONNX Runtime graph optimisation level for --check (default all)")
     return parser.parse_args(argv)
 
 
@@ -99,7 +108,7 @@ def main(argv=None) -> int:
     print(f"{args.model} @ {args.batch_size}x{example.shape[1]}x{height}x{width} -> {path} "
           f"({path.stat().st_size / 2 ** 20:.1f} MiB)")
     if args.check:
-        diff, relative = check(path, model, example)
+        diff, relative = check(path, model, example, args.ort_level)
         ok = relative <= TOLERANCE
         print(f"ONNX Runtime (CPU) vs PyTorch float32 logits: max |difference| {diff:.3g} "
               f"({relative:.3g} relative) {'ok' if ok else f'FAILED (> {TOLERANCE:g})'}")
