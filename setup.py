@@ -1,6 +1,10 @@
 """vmamba_zoo (the models) and ssm_kernels (the scan-kernel package), installed together."""
 from setuptools import find_packages, setup
 
+# ONNX export (tools/export_onnx.py) and its check with ONNX Runtime; tested with onnx 1.23.2,
+# onnxscript 0.7.2 (torch.onnx's dynamo exporter needs it) and onnxruntime 1.32.0.
+ONNX = ["onnx", "onnxscript", "onnxruntime"]
+
 setup(
     name="vmamba_zoo",
     version="0.1.0",
@@ -15,9 +19,10 @@ setup(
     # tested with torch 2.14.1 + torchvision 0.29.1 (the pair the README installs)
     install_requires=["torch>=2.4", "torchvision", "timm>=1.0.15", "fvcore", "triton", "tqdm"],
     extras_require={
-        "test": ["pytest", "safetensors", "matplotlib"],
+        "test": ["pytest", "safetensors", "matplotlib", *ONNX],  # CI runs the ONNX export tests
         # tools/benchmark.py --sweep draws its plot with matplotlib (imported only there)
         "plot": ["matplotlib"],
+        "onnx": ONNX,
         # Detection and segmentation (vmamba_zoo.mm, configs/, tools/train.py): the maintained OpenMMLab
         # forks, which import as mmengine / mmcv / mmdet / mmseg. PyPI has only mmcv's source; install
         # its compiled ops first with `bash tools/build_mmcv.sh` (tools/install.sh does), which builds

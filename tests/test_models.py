@@ -173,18 +173,6 @@ def test_bad_input_raises_clear_error(bad, message):
         features(bad)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_float64_forward_and_backward(name):
-    """``model.double()`` runs in float64 end to end (on the reference scan), for gradchecks and debugging."""
-    model = timm.create_model(name, num_classes=3, **tiny_kwargs(name)).double()
-    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, requires_grad=True)
-    out = model(x)
-    assert out.dtype == torch.float64
-    out.sum().backward()
-    assert x.grad.dtype == torch.float64
-    assert all(p.grad is not None and p.grad.dtype == torch.float64 for p in model.parameters())
-
-
 def test_float64_gradcheck_of_a_mixer():
     from vmamba_zoo.layers import SS2D
     mixer = SS2D(4, d_state=2, ssm_ratio=1.0).double()

@@ -8,10 +8,10 @@ reference (the oracle, runs anywhere) behind the same functions as the fast GPU 
 """
 from .conv1d import CausalConv1dFn, causal_conv1d
 from .flops import causal_conv1d_flops, selective_scan_flops
-from .ops import (BACKEND_ENV, LayerNormFn, Scan2dFn, SelectiveScanFn, available_backends, cross_merge, cross_scan,
-                  layer_norm, resolve_backend, scan2d, selective_scan)
+from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanFn, available_backends, cross_merge,
+                  cross_scan, is_exporting, layer_norm, public_op, resolve_backend, scan2d, selective_scan)
 from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
-                    row_major)
+                    row_major, scan_pattern)
 from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
 
 __version__ = "0.1.0"
@@ -23,4 +23,5 @@ __all__ = [
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
     "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
+    "PUBLIC_OPS", "public_op", "is_exporting", "scan_pattern",
 ]

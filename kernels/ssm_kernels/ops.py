@@ -10,20 +10,39 @@ Backend choice: the ``backend=`` argument, else the ``SSM_KERNELS_BACKEND`` envi
 
 Under ``torch.compile`` the Triton kernels are custom ops (one graph, no breaks); the reference scan
 runs eagerly between graphs (its backward recomputes with autograd, which the compiler cannot trace).
+
+Tracing and export, one rule each for every op:
+
+- ``torch.fx``: every public op is decorated with :func:`public_op`, which makes each call one leaf
+  node of an FX graph (``torch.fx.symbolic_trace``, timm's FX feature extraction, torchvision's
+  ``create_feature_extractor``) and lists the op in ``PUBLIC_OPS``, which ``vmamba_zoo`` registers with
+  timm (``register_notrace_function``). A leaf may take a :class:`~ssm_kernels.paths.ScanPattern` (FX
+  records it by name), the paths a pattern builds for a traced size (built when the graph runs) and
+  an ``nn.Module`` (recorded as an attribute), but no other Python object.
+- ``torch.export`` / ``torch.onnx.export`` (:func:`is_exporting`): every op runs on the reference
+  backend, and ``_apply`` calls the reference backend's plain function ``reference_backend.<op>(inputs,
+  flags)`` instead of the autograd node, so that the exported graph holds only standard tensor ops
+  (the exporter cannot see into an ``autograd.Function`` or a ``torch.compiler.disable`` boundary).
+- ``torch.jit.trace`` (fvcore's FLOP counter) keeps the one autograd node per op.
+
+A new op: decorate the public function with ``@public_op``, run it through ``_apply(<Fn>, "<op>", ...)``
+(or plain PyTorch on the reference backend), and give ``reference_backend`` the plain function ``<op>``.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
+import torch.fx
 
 from . import reference_backend
-from .paths import ScanPaths
+from .paths import ScanPaths, ScanPattern
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
 __all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "layer_norm", "resolve_backend",
-           "BACKEND_ENV", "SelectiveScanFn", "Scan2dFn", "LayerNormFn"]
+           "BACKEND_ENV", "SelectiveScanFn", "Scan2dFn", "LayerNormFn", "PUBLIC_OPS", "public_op", "is_exporting"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
 _BACKENDS = {"reference": reference_backend}
@@ -34,16 +53,44 @@ except ImportError:  # no triton installed: the reference serves every device
     pass
 
 
+#: every public op of the package, in definition order (the leaves of an FX graph; see the module docstring)
+PUBLIC_OPS = []
+
+
+def public_op(fn):
+    """Make ``fn`` a public op: a leaf of every ``torch.fx`` trace (called with a proxy among its
+    arguments it records itself as one node, as ``torch.fx.wrap`` does, however it is referenced), and
+    listed in ``PUBLIC_OPS``, which ``vmamba_zoo`` registers with timm's FX machinery as well."""
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, torch.fx.Proxy):
+                return arg.tracer.create_proxy("call_function", op, args, kwargs)
+        return fn(*args, **kwargs)
+
+    PUBLIC_OPS.append(op)
+    return op
+
+
+def is_exporting() -> bool:
+    """True inside ``torch.export`` and ``torch.onnx.export``, where ops decompose into plain tensor ops."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
 def available_backends() -> Sequence[str]:
     return tuple(_BACKENDS)
 
 
 def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
-    """The backend that runs an op on ``tensor``: argument, then environment, then by device and dtype.
+    """The backend that runs an op on ``tensor``: argument, then environment, then by device and dtype
+    (the reference, always, under export).
 
     float64 runs on the reference (the Triton kernels compute in float32): chosen automatically, and
     asking for Triton explicitly with float64 inputs is an error that says so.
     """
+    if is_exporting():
+        return "reference"
     double = tensor.dtype == torch.float64
     name = (backend or os.environ.get(BACKEND_ENV)
             or ("triton" if tensor.is_cuda and not double and "triton" in _BACKENDS else "reference"))
@@ -73,7 +120,12 @@ def _apply(fn, op, backend, flags, *tensors):
     """``fn.apply(backend, flags, *tensors)``; in plain eager code that records no gradient (inference),
     the backend's forward called directly: an autograd node costs tens of microseconds of host time a
     call, and eager inference of a small model is bound by the host's launches. Traced and compiled
-    code always gets the node (FLOP counters find the ops by it)."""
+    code always gets the node (FLOP counters find the ops by it). Under export, the reference's plain
+    function; the reference's node always runs eagerly (outside ``torch.compile``'s graphs)."""
+    if is_exporting():
+        return getattr(reference_backend, op)(tensors, flags)
+    if backend == "reference":
+        return _reference_apply(fn, flags, *tensors)
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return fn.apply(backend, flags, *tensors)
     outputs, _ = getattr(_BACKENDS[backend], op + "_fwd")(tensors, flags)
@@ -127,8 +179,8 @@ class LayerNormFn(torch.autograd.Function):
 
 
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
-def _reference_selective_scan(*args):
-    return SelectiveScanFn.apply("reference", *args)
+def _reference_apply(fn, flags, *tensors):
+    return fn.apply("reference", flags, *tensors)
 
 
 def _shape(t):
@@ -166,6 +218,7 @@ def _check_selective_scan(u, delta, A, B, C, D, z, delta_bias):
         raise ValueError("selective_scan: inputs must be floating point")
 
 
+@public_op
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -190,8 +243,6 @@ def selective_scan(
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(u, backend)
     flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
-    if name == "reference":
-        return _reference_selective_scan(flags, u, delta, A, B, C, D, z, delta_bias)
     return _apply(SelectiveScanFn, "selective_scan", name, flags, u, delta, A, B, C, D, z, delta_bias)
 
 
@@ -207,12 +258,14 @@ def _check_map(x: torch.Tensor, paths: ScanPaths, what: str, per_direction_ok: b
         raise ValueError(f"{what}: {x.shape[-1]} channels do not split into {paths.num_directions} groups")
 
 
+@public_op
 def cross_scan(x: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     """Map -> K sequences: (b, H, W, C), or one map per direction (b, H, W, K, C), -> (b, K, C', L)."""
     _check_map(x, paths, "cross_scan", per_direction_ok=True)
     return cross_scan_ref(x, paths)
 
 
+@public_op
 def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     """K sequences -> map: (b, K, C, L) -> (b, H, W, C), summing directions (concatenating if split)."""
     if y.dim() != 4 or y.shape[1] != paths.num_directions or y.shape[3] != paths.length:
@@ -221,7 +274,8 @@ def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
     return cross_merge_ref(y, paths)
 
 
-def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: bool = True,
+@public_op
+def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern], delta_softplus: bool = True,
            backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None,
            out_norm: Optional[torch.nn.LayerNorm] = None) -> torch.Tensor:
     """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
@@ -244,7 +298,12 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     Paths that visit a position more than once (``paths.repeats > 1``, e.g. :data:`MULTISCALE_LOW`) sum
     the visits on merge; with ``out_norm`` (then K = 1) each visit's output is normalised before the
     visits are summed (MSVMamba's order).
+
+    ``paths`` may be a :class:`ScanPattern`, built for u's map size (what a layer passes: the caller
+    then never reads u's shape, which keeps it traceable by ``torch.fx``).
     """
+    if isinstance(paths, ScanPattern):
+        paths = paths(u.shape[1], u.shape[2], u.device)
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
     K = paths.num_directions
     batch, height, width, channels = u.shape
@@ -286,6 +345,7 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus: b
     return y if out_norm is None or by_step else out_norm(y)
 
 
+@public_op
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
                backend: Optional[str] = None) -> torch.Tensor:
     """LayerNorm over the last axis, for a norm whose output goes into a matmul.

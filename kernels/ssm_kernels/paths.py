@@ -20,13 +20,16 @@ callers:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict
 
 import torch
+import torch.fx
+from torch.utils._python_dispatch import _disable_current_modes
 
 __all__ = ["ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "BIDIRECTIONAL", "ROW", "MULTISCALE_LOW",
-           "row_major", "column_major"]
+           "row_major", "column_major", "scan_pattern"]
 
 
 def row_major(height: int, width: int) -> torch.Tensor:
@@ -110,11 +113,44 @@ class ScanPattern:
             raise ValueError(f"a scan pattern named {self.name!r} exists already")
 
     def __call__(self, height: int, width: int, device="cpu") -> ScanPaths:
+        if isinstance(height, torch.fx.Proxy) or isinstance(width, torch.fx.Proxy):
+            # torch.fx symbolic tracing: the size is known only when the graph runs; build the paths then
+            tracer = (height if isinstance(height, torch.fx.Proxy) else width).tracer
+            return tracer.create_proxy("call_function", _build_paths, (self.name, height, width, device), {})
         return _paths_for(self.name, int(height), int(width), str(torch.device(device)))
+
+    def __fx_create_arg__(self, tracer):
+        """In a ``torch.fx`` graph a pattern passed to an op is recorded as a lookup by name."""
+        return tracer.create_node("call_function", scan_pattern, (self.name,), {})
+
+
+def scan_pattern(name: str) -> "ScanPattern":
+    """The scan pattern named ``name``."""
+    if name not in _PATTERNS:
+        raise KeyError(f"no scan pattern named {name!r}; known: {sorted(_PATTERNS)}")
+    return _PATTERNS[name]
+
+
+def _build_paths(name: str, height: int, width: int, device) -> ScanPaths:
+    return scan_pattern(name)(height, width, device)
 
 
 _PATTERNS: Dict[str, ScanPattern] = {}
 _PATHS: Dict[tuple, ScanPaths] = {}
+
+
+@contextmanager
+def _untraced():
+    """Real tensors, unrecorded, even when paths are first built inside ``torch.jit.trace`` (which would
+    record building them, so that a second trace differs) or ``torch.export`` (whose fake tensors would
+    be cached for good); the traced or exported graph then holds the index as a constant."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        with _disable_current_modes():
+            yield
+    finally:
+        torch._C._set_tracing_state(state)
 
 
 @torch._dynamo.assume_constant_result  # host-side data, fixed per map size: a constant for torch.compile
@@ -122,11 +158,12 @@ def _paths_for(name: str, height: int, width: int, device: str) -> ScanPaths:
     key = (name, height, width, device)
     if key not in _PATHS:
         pattern = _PATTERNS[name]
-        paths = pattern.build(height, width)
+        with _untraced():
+            paths = pattern.build(height, width).to(device)
         if paths.num_directions != pattern.num_directions:
             raise ValueError(f"scan pattern {name!r} built {paths.num_directions} directions, "
                              f"declared {pattern.num_directions}")
-        _PATHS[key] = paths.to(device)
+        _PATHS[key] = paths
     return _PATHS[key]
 
 

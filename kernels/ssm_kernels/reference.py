@@ -184,8 +184,11 @@ def cross_merge_ref(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
         index = index * K + torch.arange(K, device=y.device)[:, None]
         out = seq.new_zeros(batch, size * K, channels).index_add(1, index.reshape(-1), seq)
         return out.view(batch, paths.height, paths.width, K * channels)
-    out = seq.new_zeros(batch, size, channels).index_add(1, index.reshape(-1), seq)
-    return out.view(batch, paths.height, paths.width, channels)
+    # each direction adds into its own copy of the map, then the copies are summed: no index repeats in
+    # one scatter (ONNX Runtime's ScatterND with reduction races on repeated indices: wrong sums)
+    index = index + size * torch.arange(K, device=y.device)[:, None]
+    out = seq.new_zeros(batch, K * size, channels).index_add(1, index.reshape(-1), seq)
+    return out.view(batch, K, paths.height, paths.width, channels).sum(1)
 
 
 def scan2d_ref(u, delta, A, B, C, D, delta_bias, paths: ScanPaths, delta_softplus=True, scan_fn=None,

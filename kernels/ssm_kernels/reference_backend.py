@@ -8,6 +8,9 @@ the previous block. Peak memory is the inputs, the boundary states and one block
 
 Inputs are always the tuple (u, delta, A, B, C, D, z, delta_bias); flags are
 (delta_softplus, return_last_state, return_states).
+
+:func:`selective_scan` is the plain function behind the same protocol (no recompute, no autograd
+node): what ``torch.export`` and ONNX export record (see :mod:`ssm_kernels.ops`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,28 @@ def _run(inputs, h0, flags):
 
 def _cut(inputs, sl):
     return [t[..., sl] if i in _SEQUENCE_INPUTS and t is not None else t for i, t in enumerate(inputs)]
+
+
+#: under export a sequence is scanned in chunks of up to this many state elements: fewer, larger ops
+#: than an eager run's 2**19 (a VMamba-T graph a fifth the size, which the exporters translate that
+#: much faster), at a few MiB a tensor for one image
+EXPORT_CHUNK_ELEMENTS = 2 ** 23
+
+
+def _export_chunk_size(batch: int, channels: int, d_state: int, length: int) -> int:
+    size = 1 << max(length - 1, 1).bit_length()  # one chunk if it fits
+    while size > 4 and batch * channels * d_state * size > EXPORT_CHUNK_ELEMENTS:
+        size //= 2
+    return size
+
+
+def selective_scan(inputs, flags):
+    """The outputs of the scan as plain differentiable tensor ops (out, or the tuple with the states)."""
+    delta_softplus, return_last_state, return_states = flags
+    u, A = inputs[0], inputs[2]
+    chunk = _export_chunk_size(u.shape[0], u.shape[1], A.shape[1], u.shape[2])
+    return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=return_last_state,
+                              return_states=return_states, chunk_size=chunk)
 
 
 def selective_scan_fwd(inputs, flags):

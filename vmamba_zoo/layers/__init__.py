@@ -1,6 +1,7 @@
 """Building blocks shared by the zoo's families (all channels last inside the stages)."""
 from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
+from .interop import NotScriptable, register_fx_leaves
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .mlp import ConvFFN, SqueezeExcite
 from .msss2d import MultiScaleSS2D
@@ -12,4 +13,4 @@ from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
            "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "Stage", "ConvStem", "PatchStem", "ConvBN",
-           "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba"]
+           "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]

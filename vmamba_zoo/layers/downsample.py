@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 
@@ -18,6 +19,15 @@ class ConvDownsample(nn.Module):
         return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
+@register_notrace_function  # it branches on the map's size, which torch.fx cannot see: one leaf node
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """Zero-pad a channels-last map (B, H, W, C) at the bottom / right to an even height and width."""
+    height, width = x.shape[1:3]
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+    return x
+
+
 class PatchMerging(nn.Module):
     """Swin's patch merging (the 'v1' downsample of VMamba v0, EfficientVMamba, MSVMamba): the four
     phases of every 2x2 neighbourhood side by side, LayerNorm over the 4*dim channels, a linear map to
@@ -29,9 +39,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[1:3]
-        if height % 2 or width % 2:
-            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        x = pad_to_even(x)
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 

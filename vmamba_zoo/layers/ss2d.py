@@ -19,7 +19,7 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 
 from ssm_kernels import ATROUS, CROSS, ScanPattern, scan2d
 
@@ -84,15 +84,15 @@ class SS2D(nn.Module):
 
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:
         """The scan of the activated inner map (b, H, W, inner), merged and normalised (out_norm)."""
-        height, width = x.shape[1:3]
         dt, B, C = self.project(x)
         A = -_at_least_float32(self.A_log).exp()
-        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU)
+        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU); the scan
+        # builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
         return scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
-                      self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
-                      out_norm=self.out_norm)
+                      self.scan, delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm)
 
 
+@register_notrace_module  # pads to an even map and projects per 2x2 phase by its size: one torch.fx leaf
 class AtrousSS2D(SS2D):
     """EfficientVMamba's ES2D: SS2D with a z gate over the atrous scan (:data:`ssm_kernels.ATROUS`).
 

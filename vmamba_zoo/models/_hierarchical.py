@@ -17,11 +17,22 @@ from timm.layers import ClassifierHead
 from timm.models import adapt_input_conv
 from timm.models._features import feature_take_indices
 
+from ..layers import NotScriptable
 from ._checkpoint import load_checkpoint_file
 
 
-class HierarchicalSSM(nn.Module):
-    """Base of the hierarchical zoo models. Feature maps inside are channels last (B, H, W, C)."""
+class HierarchicalSSM(NotScriptable, nn.Module):
+    """Base of the hierarchical zoo models. Feature maps inside are channels last (B, H, W, C).
+
+    Interoperability: ``torch.fx`` (the scan ops are leaf nodes; timm's FX feature extraction,
+    ``features_only=True, feature_cls='fx'``, returns the stages' channels-last outputs as they are,
+    where the default ``features_only`` gives NCHW maps), ``torch.jit.trace``, ``torch.compile``,
+    ``torch.export`` and ONNX export (``tools/export_onnx.py``; the ops decompose into plain tensor ops)
+    all work. ``torch.jit.script`` does not: the scan ops dispatch to Triton or PyTorch at run time
+    through autograd Functions, which TorchScript cannot compile, so scripting raises at once with that
+    reason (:class:`~vmamba_zoo.layers.NotScriptable`), as timm leaves its own non-scriptable models out
+    of scripting.
+    """
 
     #: input height and width must be multiples of this (the total stride of the network)
     input_divisor: int = 32
@@ -38,7 +49,12 @@ class HierarchicalSSM(nn.Module):
                                    input_fmt="NHWC")
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the problem if ``x`` is not a batch of images this model takes."""
+        """Raise ``ValueError`` naming the problem if ``x`` is not a batch of images this model takes.
+
+        Skipped under ``torch.fx`` symbolic tracing, where ``x`` is a proxy without a shape; the traced
+        graph still runs the ops' own shape checks."""
+        if isinstance(x, torch.fx.Proxy):
+            return
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} expects a 4-D image batch (B, C, H, W), got {shape}")
