@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .ops import resolve_backend
+from .ops import is_exporting, public_op, resolve_backend
 
 __all__ = ["causal_conv1d", "causal_conv1d_ref", "CausalConv1dFn"]
 
@@ -115,6 +115,7 @@ def _check(x, weight, bias, reverse):
         raise ValueError("causal_conv1d: inputs must be floating point")
 
 
+@public_op
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
                   reverse: Sequence[bool] = (False,), silu: bool = False,
                   backend: Optional[str] = None) -> torch.Tensor:
@@ -134,6 +135,8 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     """
     reverse = tuple(bool(r) for r in reverse)
     _check(x, weight, bias, reverse)
+    if is_exporting():  # torch.export / ONNX: the plain tensor ops
+        return causal_conv1d_ref(x, weight, bias, reverse, silu)
     name = resolve_backend(x, backend)
     flags = (reverse, bool(silu))
     if name == "reference":

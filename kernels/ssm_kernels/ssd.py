@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .ops import resolve_backend
+from .ops import is_exporting, public_op, resolve_backend
 
 __all__ = ["non_causal_ssd", "non_causal_ssd_ref", "NonCausalSSDFn", "non_causal_ssd_flops"]
 
@@ -142,6 +142,7 @@ def _check(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias):
             raise ValueError(f"non_causal_ssd: {name} is on {t.device}, x on {x.device}")
 
 
+@public_op
 def non_causal_ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: Optional[torch.Tensor] = None, dt_bias: Optional[torch.Tensor] = None,
                    dt_softplus: bool = False, backend: Optional[str] = None, z: Optional[torch.Tensor] = None,
@@ -167,9 +168,11 @@ def non_causal_ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
     x's dtype, contiguous.
     """
     _check(x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias)
-    name = resolve_backend(x, backend)
     flags = (bool(dt_softplus), float(norm_eps))
     tensors = (x, dt, A, B, C, D, dt_bias, z, norm_weight, norm_bias)
+    if is_exporting():  # torch.export / ONNX: the plain tensor ops
+        return _reference(tensors, flags)
+    name = resolve_backend(x, backend)
     if name == "reference":
         return _reference_apply(flags, *tensors)
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():

@@ -17,12 +17,12 @@ import math
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from timm.layers import register_notrace_module, trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 
 from ssm_kernels import ATROUS, CROSS, ScanPattern, scan2d
 
+from .downsample import pad_to_even
 from .ssm_init import a_log_init, dt_bias_init
 
 
@@ -92,7 +92,22 @@ class SS2D(nn.Module):
                       self.scan, delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm)
 
 
-@register_notrace_module  # pads to an even map and projects per 2x2 phase by its size: one torch.fx leaf
+@register_notrace_function  # reads the map's size: one torch.fx leaf
+def project_phases(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each position of an even-sized map (b, H, W, inner) projected by the weight of its 2x2 phase: weight
+    (4, out, inner) indexed by direction k = row parity + 2 * column parity; returns (b, H, W, 1, out)."""
+    batch, height, width, inner = x.shape
+    phases = x.view(batch, height // 2, 2, width // 2, 2, inner)
+    weight = weight.view(2, 2, -1, inner)  # (column parity j, row parity i, out, inner)
+    return torch.einsum("bhiwje,jice->bhiwjc", phases, weight).reshape(batch, height, width, 1, -1)
+
+
+@register_notrace_function  # reads the map's size: one torch.fx leaf
+def crop_like(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``y`` (b, H', W', C) cropped to ``like``'s height and width."""
+    return y[:, :like.shape[1], :like.shape[2]]
+
+
 class AtrousSS2D(SS2D):
     """EfficientVMamba's ES2D: SS2D with a z gate over the atrous scan (:data:`ssm_kernels.ATROUS`).
 
@@ -110,19 +125,12 @@ class AtrousSS2D(SS2D):
                          z_gate=True)
 
     def project(self, x: torch.Tensor):
-        batch, height, width, inner = x.shape
         R, N = self.dt_rank, self.d_state
-        # phases (row parity i, column parity j) meet direction k = i + 2 j: weight (K, R+2N, inner) as (j, i, ...)
-        weight = self.x_proj.weight.view(2, 2, R + 2 * N, inner)
-        phases = x.view(batch, height // 2, 2, width // 2, 2, inner)
-        proj = torch.einsum("bhiwje,jice->bhiwjc", phases, weight).reshape(batch, height, width, 1, -1)
+        proj = project_phases(x, self.x_proj.weight)  # one projection per position, by its own direction
         return proj.expand(-1, -1, -1, 4, -1).split([R, N, N], dim=-1)
 
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[1:3]
-        if height % 2 or width % 2:
-            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
-        return super().scan_map(x)[:, :height, :width]
+        return crop_like(super().scan_map(pad_to_even(x)), x)
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:

@@ -48,10 +48,9 @@ class GroupedLinear(nn.Module):
         trunc_normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups, _, in_features = self.weight.shape
-        lead = x.shape[:-1]
+        groups, in_features = self.weight.shape[0], self.weight.shape[2]
         y = torch.matmul(x.reshape(-1, groups, in_features).transpose(0, 1), self.weight.transpose(1, 2))
-        return y.transpose(0, 1).reshape(*lead, groups, -1)
+        return y.transpose(0, 1).unflatten(0, x.shape[:-1])  # no unpacking of shapes: torch.fx traces this
 
 
 class GroupedSS2D(nn.Module):
@@ -99,19 +98,19 @@ class GroupedSS2D(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, dim = x.shape
         G, R, N = self.groups, self.dt_rank, self.d_state
         x, z = self.in_proj(x).chunk(2, dim=-1)                                 # (b, H, W, G, E) each
-        x = self.conv(x.reshape(batch, height, width, dim).permute(0, 3, 1, 2))
+        x = self.conv(x.flatten(3).permute(0, 3, 1, 2))
         x = self.act(x.permute(0, 2, 3, 1)).contiguous()                        # (b, H, W, C)
-        proj = torch.einsum("bhwgc,gkc->bhwgk", x.view(batch, height, width, G, -1), self.x_proj_weight)
+        proj = torch.einsum("bhwgc,gkc->bhwgk", x.unflatten(-1, (G, -1)), self.x_proj_weight)
         dt, B, C = proj.split([R, N, N], dim=-1)
         A = -self.A_log.float().exp()
-        # the rank-R step-size projection runs inside the scan (fused on GPU); group k scans direction k
-        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1),
-                   self.scan(height, width, x.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
+        # the rank-R step-size projection runs inside the scan (fused on GPU); group k scans direction k; the
+        # scan builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
+        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1), self.scan, delta_softplus=True,
+                   dt_weight=self.dt_proj_weight)
         # the scan's float32 map, normalised in the parameters' precision (float64 models stay float64)
-        y = self.out_norm(y.reshape(-1, dim).to(self.out_norm.weight.dtype)).view(batch, height, width, G, -1)
+        y = self.out_norm(y.flatten(0, 2).to(self.out_norm.weight.dtype)).view(y.shape).unflatten(-1, (G, -1))
         y = y.to(z.dtype) * self.act(z)
         return self.out_proj(y.flatten(3)).flatten(3)
 

@@ -25,7 +25,7 @@ from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from ..layers import BiMamba, MixerBlock
+from ..layers import BiMamba, MixerBlock, NotScriptable
 from ._builder import build_zoo_model
 from ._checkpoint import load_checkpoint_file, remap_checkpoint, unwrap_state_dict
 
@@ -63,7 +63,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class Vim(nn.Module):
+class Vim(NotScriptable, nn.Module):
     """Vision Mamba.
 
     Args:
@@ -144,6 +144,8 @@ class Vim(nn.Module):
     # ---- input and embeddings -----------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the problem if ``x`` is not a batch of images this model takes."""
+        if isinstance(x, torch.fx.Proxy):  # traced by torch.fx: no data to check
+            return
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} expects a 4-D image batch (B, C, H, W), got {shape}")
@@ -343,7 +345,9 @@ def checkpoint_filter_fn(state_dict, model: Vim):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> Vim:
-    out_indices = kwargs.pop("out_indices", (5, 11, 17, 23))
+    # the official dense-prediction taps: the last block of each quarter of the depth (5, 11, 17, 23 of 24)
+    depth = kwargs.get("depth", 24)
+    out_indices = kwargs.pop("out_indices", tuple(sorted({max(0, depth * (i + 1) // 4 - 1) for i in range(4)})))
     return build_zoo_model(  # timm's build_model_with_cfg, with a clear message when offline
         Vim, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
