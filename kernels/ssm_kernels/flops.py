@@ -17,3 +17,9 @@ def selective_scan_flops(batch: int, length: int, channels: int, d_state: int,
     if with_z:
         flops += batch * channels * length
     return flops
+
+
+def selective_scan_states_flops(batch: int, length: int, channels: int, d_state: int) -> int:
+    """FLOPs of the state equation alone (:func:`ssm_kernels.selective_scan_states`): 7 per element and
+    state, the 9 of the full scan less the output contraction (Spatial-Mamba's official handle)."""
+    return 7 * batch * length * channels * d_state

@@ -15,11 +15,12 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import selective_scan_flops
+from ssm_kernels import selective_scan_flops, selective_scan_states_flops
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+_STATES_ARGS = ("u", "delta", "A", "B", "delta_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
 
 
@@ -46,6 +47,12 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
     batch, channels, length = get_shape(args["u"])
     d_state = get_shape(args["A"])[1]
     return selective_scan_flops(batch, length, channels, d_state, with_D="D" in args, with_z="z" in args)
+
+
+def selective_scan_states_flop_jit(inputs, outputs) -> int:
+    args = _present_inputs(inputs, outputs, _STATES_ARGS, skip=2)
+    batch, channels, length = get_shape(args["u"])
+    return selective_scan_states_flops(batch, length, channels, get_shape(args["A"])[1])
 
 
 def scan2d_flop_jit(inputs, outputs) -> int:
@@ -91,6 +98,7 @@ def exact_einsum_flop_jit(inputs, outputs) -> int:
 
 FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
+    "prim::PythonOp.SelectiveScanStatesFn": selective_scan_states_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "aten::mean": global_mean_flop_jit,
