@@ -8,12 +8,13 @@ overrides that make its models tiny, for the tests that run every model).
 """
 import sys
 
-from . import vmamba
+from . import spatial_mamba, vmamba
 from ._checkpoint import CheckpointMismatchError, load_checkpoint_file, remap_checkpoint, unwrap_state_dict
+from .spatial_mamba import SpatialMamba
 from .vmamba import VMamba
 
 #: timm module names of the families, in the order the zoo table lists them
-FAMILIES = ("vmamba",)
+FAMILIES = ("vmamba", "spatial_mamba")
 
 #: published numbers of every model, by model name (see each family's ``PUBLISHED``)
 PUBLISHED = {name: row for family in FAMILIES for name, row in sys.modules[f"{__name__}.{family}"].PUBLISHED.items()}
@@ -43,5 +44,5 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "convert_official_state_dict", "CheckpointMismatchError", "remap_checkpoint",
+__all__ = ["VMamba", "SpatialMamba", "convert_official_state_dict", "CheckpointMismatchError", "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]
