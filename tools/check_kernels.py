@@ -2,7 +2,8 @@
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
-the Triton selective scan, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
+the Triton selective scan, the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state
+returned, the gradient flowing in through the states), the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
 read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
@@ -24,7 +25,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan  # noqa: E402
+from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan, selective_scan_states  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -42,6 +43,13 @@ def scan_case(batch, K, Dg, N, L, dtype, device):
                 A=-torch.rand(K * Dg, N, device=device) * 2 - 0.05, B=mk(batch, K, N, L), C=mk(batch, K, N, L),
                 D=torch.randn(K * Dg, device=device), z=mk(batch, K * Dg, L),
                 delta_bias=torch.randn(K * Dg, device=device) * 0.5)
+
+
+def states_case(batch, D, N, L, dtype, device):
+    """Spatial-Mamba's state equation: u, delta (batch, D, L), B (batch, N, L), no C, no D."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, D, L), delta=mk(batch, D, L) - 1.0, A=-torch.rand(D, N, device=device) * 2 - 0.05,
+                B=mk(batch, N, L), delta_bias=torch.randn(D, device=device) * 0.5)
 
 
 def map_case(batch, H, W, Dg, N, dtype, device):
@@ -117,12 +125,19 @@ def main(argv=None) -> int:
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+        for stage, inner in enumerate((128, 256, 512, 1024)):  # Spatial-Mamba-T: E = 2 * dim
+            side = size // (4 * 2 ** stage)
+            cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
+                          (args.batch, inner, 1, side * side)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+
+    def states_fn(x, backend):
+        return selective_scan_states(**x, delta_softplus=True, backend=backend)
 
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
@@ -138,6 +153,7 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
+             "states": (states_case, states_fn),
              "norm": (norm_case, norm_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")
