@@ -144,3 +144,20 @@ def test_missing_and_unexpected_official_keys_are_listed():
         convert_official_state_dict(official, timm.create_model("spatialmamba_tiny"))
     assert err.value.missing == ["stages.1.blocks.0.mixer.state_fusion.alpha"]
     assert err.value.unexpected == ["stages.0.blocks.0.mixer.state_fusion._merge_weight"]
+
+
+@pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
+def test_flops_count_the_state_scan_on_either_backend(monkeypatch):
+    from vmamba_zoo.models.spatial_mamba import TINY_KWARGS
+    from vmamba_zoo.profiling import count_flops, flop_analysis
+
+    model = timm.create_model("spatialmamba_tiny", **TINY_KWARGS)
+    counts = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("SSM_KERNELS_BACKEND", backend)
+        counts[backend] = count_flops(model, (3, 64, 64))
+    assert counts["triton"] == counts["reference"]
+    by_op = flop_analysis(model.eval(), input_size=(3, 64, 64)).by_operator()
+    # 7 * L * E * N per block: E = 2 * dim, maps 16x16, 8x8, 4x4, 2x2
+    assert by_op["PythonOp.SelectiveScanStatesFn"] == sum(7 * s * s * 2 * d for s, d in
+                                                          zip((16, 8, 4, 2), TINY_KWARGS["dims"]))
