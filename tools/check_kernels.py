@@ -3,7 +3,7 @@
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32) and a Vim-like N = 16 sequence, runs
 the Triton selective scan, the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state
-returned, the gradient flowing in through the states), the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
+returned, the gradient flowing in through the states) and its state fusion, the fused 2-D scan (also as VMamba calls it: low-rank step size, dt/B/C
 read in place from one projection, the out-norm fused) and the LayerNorm, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
@@ -25,7 +25,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan, selective_scan_states  # noqa: E402
+from ssm_kernels import CROSS, layer_norm, scan2d, selective_scan, selective_scan_states, state_fusion  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -50,6 +50,12 @@ def states_case(batch, D, N, L, dtype, device):
     mk = lambda *s: torch.randn(*s, device=device).to(dtype)
     return dict(u=mk(batch, D, L), delta=mk(batch, D, L) - 1.0, A=-torch.rand(D, N, device=device) * 2 - 0.05,
                 B=mk(batch, N, L), delta_bias=torch.randn(D, device=device) * 0.5)
+
+
+def fusion_case(batch, E, side, dtype, device):
+    """Spatial-Mamba's state fusion: the (batch, E, side, side) states, three 3x3 kernels per channel, alpha."""
+    return dict(h=torch.randn(batch, E, side, side, device=device).to(dtype),
+                weight=torch.randn(3, E, 3, 3, device=device) / 3, alpha=torch.randn(3, device=device))
 
 
 def map_case(batch, H, W, Dg, N, dtype, device):
@@ -129,6 +135,7 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
                           (args.batch, inner, 1, side * side)))
+            cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
     if device.type == "cuda":
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
@@ -138,6 +145,9 @@ def main(argv=None) -> int:
 
     def states_fn(x, backend):
         return selective_scan_states(**x, delta_softplus=True, backend=backend)
+
+    def fusion_fn(x, backend):
+        return state_fusion(**x, dilations=(1, 3, 5), backend=backend)
 
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
@@ -153,7 +163,7 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "states": (states_case, states_fn),
+             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
              "norm": (norm_case, norm_fn)}
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ssm_kernels import state_fusion
 
 
 class StateFusion(nn.Module):
@@ -13,9 +14,7 @@ class StateFusion(nn.Module):
 
     With dilations (1, 3, 5) each fused state sees a 11x11 neighbourhood of the map (the official eval
     path merges the three kernels into one 11x11 depthwise kernel, cached outside the state dict; this
-    computes the same from the current parameters, always). The map is padded once, by the largest
-    dilation, and each convolution reads its own window of it: replicate padding clamps indices to the
-    map, so the window equals that convolution's own padding. Kernels and weights start at ones.
+    computes the same from the current parameters, always). Kernels and weights start at ones.
     """
 
     def __init__(self, dim: int, dilations: Sequence[int] = (1, 3, 5)):
@@ -25,11 +24,7 @@ class StateFusion(nn.Module):
         self.alpha = nn.Parameter(torch.ones(len(self.dilations)))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        height, width = h.shape[-2:]
-        pad = max(self.dilations)
-        padded = F.pad(h, (pad, pad, pad, pad), mode="replicate")
-        out = 0
-        for i, (d, weight) in enumerate(zip(self.dilations, self.weight)):
-            window = padded[..., pad - d:pad + height + d, pad - d:pad + width + d]
-            out = out + self.alpha[i] * F.conv2d(window, weight, dilation=d, groups=self.dim)
-        return out
+        """(B, C, H, W) states -> fused states, float32 (:func:`ssm_kernels.state_fusion`: one Triton kernel
+        each way on GPU, plain PyTorch convolutions elsewhere)."""
+        weight = torch.stack([w[:, 0] for w in self.weight])  # (K, C, 3, 3)
+        return state_fusion(h, weight, self.alpha, self.dilations)

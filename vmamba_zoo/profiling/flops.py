@@ -15,7 +15,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import selective_scan_flops, selective_scan_states_flops
+from ssm_kernels import selective_scan_flops, selective_scan_states_flops, state_fusion_flops
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES"]
 
@@ -53,6 +53,12 @@ def selective_scan_states_flop_jit(inputs, outputs) -> int:
     args = _present_inputs(inputs, outputs, _STATES_ARGS, skip=2)
     batch, channels, length = get_shape(args["u"])
     return selective_scan_states_flops(batch, length, channels, get_shape(args["A"])[1])
+
+
+def state_fusion_flop_jit(inputs, outputs) -> int:
+    """The fused state fusion, as the dilated depthwise convolutions it replaces (inputs: h, weight, alpha)."""
+    batch, channels, height, width = get_shape(inputs[0])
+    return state_fusion_flops(batch, channels, height, width, get_shape(inputs[1])[0])
 
 
 def scan2d_flop_jit(inputs, outputs) -> int:
@@ -99,6 +105,7 @@ def exact_einsum_flop_jit(inputs, outputs) -> int:
 FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
     "prim::PythonOp.SelectiveScanStatesFn": selective_scan_states_flop_jit,
+    "prim::PythonOp.StateFusionFn": state_fusion_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "aten::mean": global_mean_flop_jit,
