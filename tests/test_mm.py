@@ -330,6 +330,14 @@ PAPER_CONFIGS = {
     "configs/mmdet/mask-rcnn_vssd-s_fpn_ms-crop-3x_coco.py": ("vssd_small", 0.4, 1e-4, 0.05, 2, 36),
     "configs/mmseg/upernet_vssd-m_8xb2-160k_ade20k-512x512.py": ("vssd_micro", 0.1, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_vssd-t_8xb2-160k_ade20k-512x512.py": ("vssd_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+    "configs/mmdet/mask-rcnn_spatialmamba-t_fpn_1x_coco.py": ("spatialmamba_tiny", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_spatialmamba-t_fpn_ms-crop-3x_coco.py": ("spatialmamba_tiny", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_spatialmamba-s_fpn_1x_coco.py": ("spatialmamba_small", 0.3, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_spatialmamba-s_fpn_ms-crop-3x_coco.py": ("spatialmamba_small", 0.3, 1e-4, 0.05, 2, 36),
+    "configs/mmdet/mask-rcnn_spatialmamba-b_fpn_1x_coco.py": ("spatialmamba_base", 0.5, 1e-4, 0.05, 2, 12),
+    "configs/mmseg/upernet_spatialmamba-t_8xb2-160k_ade20k-512x512.py": ("spatialmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+    "configs/mmseg/upernet_spatialmamba-s_8xb2-160k_ade20k-512x512.py": ("spatialmamba_small", 0.3, 6e-5, 0.01, 2, 160000),
+    "configs/mmseg/upernet_spatialmamba-b_8xb2-160k_ade20k-512x512.py": ("spatialmamba_base", 0.5, 6e-5, 0.01, 2, 160000),
 }
 
 #: per family, backbone parameters whose official names contain 'norm' (the official recipes exempt those from
@@ -343,6 +351,11 @@ DECAY_CHECKS = {
               "stages.0.blocks.0.norm1.weight", "stages.0.blocks.0.mixer.norm.weight"],
              ["stem.conv1.0.weight", "stages.0.blocks.0.cpe1.proj.weight", "stages.0.blocks.0.mixer.A_log",
               "stages.1.downsample.expand.weight"]),
+    "spatial_mamba": (["stem.conv1.1.weight", "stem.residual.1.1.bias", "stem.proj.1.weight",  # official *.norm
+                       "stages.1.downsample.norm.weight", "stages.0.blocks.0.mixer.out_norm.weight"],
+                      ["stem.proj.0.weight", "stages.1.downsample.proj.weight", "stages.0.blocks.0.norm1.weight",
+                       "stages.2.blocks.0.norm2.bias",                                 # official ln_1, ln_2
+                       "stages.0.blocks.0.mixer.state_fusion.alpha", "stages.0.blocks.0.mixer.A_log"]),
 }
 
 
@@ -355,8 +368,9 @@ def test_configs_carry_the_official_recipes(path):
     rate = backbone.get("drop_path_rate")  # None: the model's own rate, which is the official one
     assert rate is None or rate == pytest.approx(drop_path)
     url = timm.models.get_pretrained_cfg(f"{model_name}.in1k").url
-    # the official release's URL, or a local file where the release has none (Google Drive folders)
-    assert backbone.init_cfg.checkpoint == url if url else backbone.init_cfg.checkpoint.endswith(".pth")
+    checkpoint = backbone.init_cfg.checkpoint if backbone.init_cfg else None
+    # the official release's URL; where it has no direct link (Google Drive), a local file or none until set
+    assert checkpoint == url if url else checkpoint is None or checkpoint.endswith(".pth")
     assert cfg.custom_imports == dict(imports=["vmamba_zoo.mm"], allow_failed_imports=False)
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ("AdamW", lr, weight_decay)

@@ -10,8 +10,10 @@ calls it at its two SSM stages: atrous paths, N = 16, one projected map read by 
 as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths;
 as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
 path that visits every position three times, each visit out-normed then summed),
-the LayerNorm, the causal conv1d (both of Vim's directions in one launch) and, at VSSD's NC-SSD stage
-shapes (micro, tiny, base), the non-causal SSD as VSSD calls it, in float32 and bfloat16,
+the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
+flowing in through the states) and its state fusion, the LayerNorm, the causal conv1d (both of Vim's
+directions in one launch) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
+VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
 relative error (||x - ref|| / ||ref||) under 1e-4 for float32 and 1e-2 for bfloat16, outputs and the
@@ -34,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d,  # noqa: E402
-                         layer_norm, non_causal_ssd, scan2d, selective_scan)
+                         layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -52,6 +54,19 @@ def scan_case(batch, K, Dg, N, L, dtype, device):
                 A=-torch.rand(K * Dg, N, device=device) * 2 - 0.05, B=mk(batch, K, N, L), C=mk(batch, K, N, L),
                 D=torch.randn(K * Dg, device=device), z=mk(batch, K * Dg, L),
                 delta_bias=torch.randn(K * Dg, device=device) * 0.5)
+
+
+def states_case(batch, D, N, L, dtype, device):
+    """Spatial-Mamba's state equation: u, delta (batch, D, L), B (batch, N, L), no C, no D."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(u=mk(batch, D, L), delta=mk(batch, D, L) - 1.0, A=-torch.rand(D, N, device=device) * 2 - 0.05,
+                B=mk(batch, N, L), delta_bias=torch.randn(D, device=device) * 0.5)
+
+
+def fusion_case(batch, E, side, dtype, device):
+    """Spatial-Mamba's state fusion: the (batch, E, side, side) states, three 3x3 kernels per channel, alpha."""
+    return dict(h=torch.randn(batch, E, side, side, device=device).to(dtype),
+                weight=torch.randn(3, E, 3, 3, device=device) / 3, alpha=torch.randn(3, device=device))
 
 
 def map_case(batch, H, W, Dg, N, dtype, device):
@@ -202,6 +217,11 @@ def main(argv=None) -> int:
                           (args.batch, side, side, 2 * dim, rank)))
             cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
                           (args.batch, low, low, 2 * dim, rank)))
+        for stage, inner in enumerate((128, 256, 512, 1024)):  # Spatial-Mamba-T: E = 2 * dim
+            side = size // (4 * 2 ** stage)
+            cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
+                          (args.batch, inner, 1, side * side)))
+            cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
     for size in args.sizes:
         for model, dims, heads, N in (("micro", (48, 96, 192), (2, 4, 8), 48), ("tiny", (64, 128, 256), (2, 4, 8), 64),
                                       ("base", (96, 192, 384), (3, 6, 12), 64)):
@@ -223,6 +243,12 @@ def main(argv=None) -> int:
 
     def seq_fn(x, backend):
         return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+
+    def states_fn(x, backend):
+        return selective_scan_states(**x, delta_softplus=True, backend=backend)
+
+    def fusion_fn(x, backend):
+        return state_fusion(**x, dilations=(1, 3, 5), backend=backend)
 
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
@@ -281,7 +307,8 @@ def main(argv=None) -> int:
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
-             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn)}
+             "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
+             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

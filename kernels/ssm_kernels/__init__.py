@@ -7,12 +7,14 @@ reference (the oracle, runs anywhere) behind the same functions as the fast GPU 
     from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, causal_conv1d, non_causal_ssd
 """
 from .conv1d import CausalConv1dFn, causal_conv1d
-from .flops import causal_conv1d_flops, selective_scan_flops
-from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanFn, available_backends, cross_merge,
-                  cross_scan, is_exporting, layer_norm, public_op, resolve_backend, scan2d, selective_scan)
+from .flops import causal_conv1d_flops, selective_scan_flops, selective_scan_states_flops, state_fusion_flops
+from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanFn, SelectiveScanStatesFn,
+                  available_backends, cross_merge, cross_scan, is_exporting, layer_norm, public_op, resolve_backend,
+                  scan2d, selective_scan, selective_scan_states)
 from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
                     row_major, scan_pattern)
 from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
+from .state_fusion import StateFusionFn, state_fusion
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,8 @@ __all__ = [
     "ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "row_major", "column_major", "cross_scan",
     "cross_merge", "selective_scan", "scan2d",
     "ROW", "MULTISCALE_LOW",
+    "selective_scan_states", "SelectiveScanStatesFn", "selective_scan_states_flops", "state_fusion", "StateFusionFn",
+    "state_fusion_flops",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
     "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",

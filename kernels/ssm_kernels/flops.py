@@ -23,3 +23,15 @@ def causal_conv1d_flops(batch: int, length: int, channels: int, width: int) -> i
     """FLOPs of a depthwise conv1d producing (batch, length, channels) with kernels of ``width`` taps:
     one multiply-add per tap and output element, as fvcore counts ``nn.Conv1d`` (bias not counted)."""
     return batch * length * channels * width
+
+
+def selective_scan_states_flops(batch: int, length: int, channels: int, d_state: int) -> int:
+    """FLOPs of the state equation alone (:func:`ssm_kernels.selective_scan_states`): 7 per element and
+    state, the 9 of the full scan less the output contraction (Spatial-Mamba's official handle)."""
+    return 7 * batch * length * channels * d_state
+
+
+def state_fusion_flops(batch: int, channels: int, height: int, width: int, n_dilations: int) -> int:
+    """Multiply-adds of the state fusion (:func:`ssm_kernels.state_fusion`): one 3x3 depthwise convolution per
+    dilation, as fvcore counts the convolutions (Spatial-Mamba's official count)."""
+    return 9 * n_dilations * batch * channels * height * width

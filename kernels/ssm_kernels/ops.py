@@ -41,8 +41,9 @@ from . import reference_backend
 from .paths import ScanPaths, ScanPattern
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
-__all__ = ["selective_scan", "cross_scan", "cross_merge", "scan2d", "layer_norm", "resolve_backend",
-           "BACKEND_ENV", "SelectiveScanFn", "Scan2dFn", "LayerNormFn", "PUBLIC_OPS", "public_op", "is_exporting"]
+__all__ = ["selective_scan", "selective_scan_states", "cross_scan", "cross_merge", "scan2d", "layer_norm",
+           "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn", "LayerNormFn",
+           "PUBLIC_OPS", "public_op", "is_exporting"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
 _BACKENDS = {"reference": reference_backend}
@@ -152,6 +153,33 @@ class SelectiveScanFn(torch.autograd.Function):
         return _backward("selective_scan", ctx, grad_outputs)
 
 
+def _states_fwd(backend, flags, u, delta, A, B, delta_bias):
+    """The state-only scan on a backend's selective scan: C is B, and the output y it computes is dropped."""
+    outputs, saved = _BACKENDS[backend].selective_scan_fwd((u, delta, A, B, B, None, None, delta_bias),
+                                                           (flags[0], False, True))
+    return outputs[1], saved
+
+
+class SelectiveScanStatesFn(torch.autograd.Function):
+    """apply(backend, (delta_softplus,), u, delta, A, B, delta_bias) -> every state (batch, D, N, L)"""
+
+    @staticmethod
+    def forward(ctx, backend, flags, u, delta, A, B, delta_bias):
+        states, saved = _states_fwd(backend, flags, u, delta, A, B, delta_bias)
+        ctx.backend, ctx.flags = backend, flags
+        ctx.save_for_backward(*saved)
+        return states
+
+    @staticmethod
+    def backward(ctx, d_states):
+        saved = ctx.saved_tensors
+        need_u, need_delta, need_A, need_B, need_bias = ctx.needs_input_grad[2:]
+        needs = (need_u, need_delta, need_A, need_B, False, False, False, need_bias)
+        grads = _BACKENDS[ctx.backend].selective_scan_bwd(
+            saved, (torch.zeros_like(saved[0]), d_states), (ctx.flags[0], False, True), needs)
+        return None, None, grads[0], grads[1], grads[2], grads[3], grads[7]
+
+
 class Scan2dFn(torch.autograd.Function):
     """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step), u, delta, A, B, C, D,
     delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions more than once."""
@@ -181,6 +209,11 @@ class LayerNormFn(torch.autograd.Function):
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
 def _reference_apply(fn, flags, *tensors):
     return fn.apply("reference", flags, *tensors)
+
+
+@torch.compiler.disable  # as _reference_selective_scan
+def _reference_selective_scan_states(*args):
+    return SelectiveScanStatesFn.apply("reference", *args)
 
 
 def _shape(t):
@@ -244,6 +277,37 @@ def selective_scan(
     name = resolve_backend(u, backend)
     flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
     return _apply(SelectiveScanFn, "selective_scan", name, flags, u, delta, A, B, C, D, z, delta_bias)
+
+
+@public_op
+def selective_scan_states(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    delta_bias: Optional[torch.Tensor] = None,
+    delta_softplus: bool = False,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    """The state equation alone: every state h_t = exp(delta_t * A) h_{t-1} + delta_t * B_t * u_t.
+
+    u, delta: (batch, D, L); A: (D, N); B: (batch, N, L) or (batch, groups, N, L); delta_bias: (D,).
+    Returns all states (batch, D, N, L) in float32 (float64 for float64 inputs), the gradient flowing
+    back through them; no output contraction C, no skip D (Spatial-Mamba fuses the states over the
+    map before its observation y = C . h' + D * u). One traced node, ``SelectiveScanStatesFn``, counted
+    as 7 FLOPs per element and state. The backends run their selective scan with its output dropped.
+    """
+    _check_selective_scan(u, delta, A, B, B, None, None, delta_bias)
+    if is_exporting():  # torch.export / ONNX: the plain tensor ops (C = B: an output computed and dropped)
+        return reference_backend.selective_scan((u, delta, A, B, B, None, None, delta_bias),
+                                                (bool(delta_softplus), False, True))[1]
+    name = resolve_backend(u, backend)
+    flags = (bool(delta_softplus),)
+    if name == "reference":
+        return _reference_selective_scan_states(flags, u, delta, A, B, delta_bias)
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return SelectiveScanStatesFn.apply(name, flags, u, delta, A, B, delta_bias)
+    return _states_fwd(name, flags, u, delta, A, B, delta_bias)[0]  # eager inference: no node (see _apply)
 
 
 def _check_map(x: torch.Tensor, paths: ScanPaths, what: str, per_direction_ok: bool):

@@ -8,9 +8,10 @@ from .msss2d import MultiScaleSS2D
 from .norm import FastLayerNorm
 from .ss2d import SS2D, AtrousSS2D
 from .ssm_init import a_log_init, dt_bias_init
+from .state_fusion import StateFusion
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "Stage", "ConvStem", "PatchStem", "ConvBN",
-           "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]
+           "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem",
+           "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]

@@ -8,19 +8,20 @@ overrides that make its models tiny, for the tests that run every model).
 """
 import sys
 
-from . import efficient_vmamba, group_mamba, msvmamba, vim, vmamba, vssd
+from . import efficient_vmamba, group_mamba, msvmamba, spatial_mamba, vim, vmamba, vssd
 from ._builder import PretrainedDownloadError, build_zoo_model
 from ._checkpoint import (CheckpointMismatchError, CheckpointReadError, load_checkpoint_file, remap_checkpoint,
                           unwrap_state_dict)
 from .efficient_vmamba import EfficientVMamba
 from .group_mamba import GroupMamba
 from .msvmamba import MSVMamba
+from .spatial_mamba import SpatialMamba
 from .vim import Vim
 from .vmamba import VMamba
 from .vssd import VSSD
 
 #: timm module names of the families, in the order the zoo table lists them
-FAMILIES = ("vmamba", "vim", "msvmamba", "efficient_vmamba", "group_mamba", "vssd")
+FAMILIES = ("vmamba", "vim", "msvmamba", "efficient_vmamba", "spatial_mamba", "group_mamba", "vssd")
 #: published numbers of every model, by model name (see each family's ``PUBLISHED``)
 PUBLISHED = {name: row for family in FAMILIES for name, row in sys.modules[f"{__name__}.{family}"].PUBLISHED.items()}
 
@@ -49,7 +50,7 @@ def convert_official_state_dict(state_dict, model):
     return model.filter_checkpoint(state_dict)
 
 
-__all__ = ["VMamba", "Vim", "MSVMamba", "EfficientVMamba", "GroupMamba", "VSSD", "convert_official_state_dict",
+__all__ = ["VMamba", "Vim", "MSVMamba", "EfficientVMamba", "SpatialMamba", "GroupMamba", "VSSD", "convert_official_state_dict",
            "CheckpointMismatchError", "CheckpointReadError", "PretrainedDownloadError", "build_zoo_model",
            "remap_checkpoint",
            "unwrap_state_dict", "load_checkpoint_file", "FAMILIES", "PUBLISHED", "family_module", "tiny_kwargs"]

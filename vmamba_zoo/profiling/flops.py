@@ -16,12 +16,14 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import causal_conv1d_flops, non_causal_ssd_flops, selective_scan_flops
+from ssm_kernels import (causal_conv1d_flops, non_causal_ssd_flops, selective_scan_flops, selective_scan_states_flops,
+                         state_fusion_flops)
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs", "scan_inputs"]
 
 _SCAN_ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 _SSD_ARGS = ("x", "dt", "A", "B", "C", "D", "dt_bias", "z", "norm_weight", "norm_bias")
+_STATES_ARGS = ("u", "delta", "A", "B", "delta_bias")
 _SCAN2D_ARGS = ("u", "delta", "A", "B", "C", "D", "delta_bias", "index", "dt_weight", "norm_weight", "norm_bias")
 
 
@@ -48,6 +50,18 @@ def selective_scan_flop_jit(inputs, outputs) -> int:
     batch, channels, length = get_shape(args["u"])
     d_state = get_shape(args["A"])[1]
     return selective_scan_flops(batch, length, channels, d_state, with_D="D" in args, with_z="z" in args)
+
+
+def selective_scan_states_flop_jit(inputs, outputs) -> int:
+    args = _present_inputs(inputs, outputs, _STATES_ARGS, skip=2)
+    batch, channels, length = get_shape(args["u"])
+    return selective_scan_states_flops(batch, length, channels, get_shape(args["A"])[1])
+
+
+def state_fusion_flop_jit(inputs, outputs) -> int:
+    """The fused state fusion, as the dilated depthwise convolutions it replaces (inputs: h, weight, alpha)."""
+    batch, channels, height, width = get_shape(inputs[0])
+    return state_fusion_flops(batch, channels, height, width, get_shape(inputs[1])[0])
 
 
 def scan_inputs(inputs, outputs, fused: bool) -> Dict[str, object]:
@@ -129,6 +143,8 @@ def exact_einsum_flop_jit(inputs, outputs) -> int:
 
 FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
+    "prim::PythonOp.SelectiveScanStatesFn": selective_scan_states_flop_jit,
+    "prim::PythonOp.StateFusionFn": state_fusion_flop_jit,
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,

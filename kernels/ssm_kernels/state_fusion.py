@@ -1,0 +1,113 @@
+"""Structure-aware state fusion (Spatial-Mamba): the scan's states mixed over the 2-D map.
+
+    out = sum_k alpha[k] * dwconv3x3(h, weight[k], dilation=dilations[k]),  replicate padding,
+
+on a (batch, C, H, W) map of states. One op, one traced node (``StateFusionFn``, counted as the K 3x3
+depthwise convolutions it is: 9 * K multiply-adds per element), on two backends:
+
+- reference: plain PyTorch (one replicate pad by the largest dilation, K dilated depthwise convolutions
+  on windows of it), float32; its backward recomputes the forward with autograd, so that it keeps only
+  ``h`` for backward instead of the padded map and the K convolution outputs;
+- triton: one kernel each way, reading ``h`` with the indices clamped to the map (replicate padding, no
+  padded copy) and writing the fused map once (see ``triton/state_fusion.py``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .ops import is_exporting, public_op, resolve_backend
+
+__all__ = ["state_fusion", "state_fusion_ref", "StateFusionFn"]
+
+
+def state_fusion_ref(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor,
+                     dilations: Sequence[int]) -> torch.Tensor:
+    """The fusion in plain PyTorch (differentiable). h: (B, C, H, W); weight: (K, C, 3, 3); alpha: (K,)."""
+    channels, height, width = h.shape[1:]
+    pad = max(dilations)
+    padded = F.pad(h, (pad, pad, pad, pad), mode="replicate")
+    out = 0
+    for k, d in enumerate(dilations):
+        window = padded[..., pad - d:pad + height + d, pad - d:pad + width + d]  # = replicate padding by d
+        out = out + alpha[k] * F.conv2d(window, weight[k].unsqueeze(1), dilation=d, groups=channels)
+    return out
+
+
+def _compute_dtype(h):
+    return torch.promote_types(h.dtype, torch.float32)
+
+
+def _reference_fwd(h, weight, alpha, dilations):
+    dtype = _compute_dtype(h)
+    with torch.autocast(h.device.type, enabled=False):
+        return state_fusion_ref(h.to(dtype), weight.to(dtype), alpha.to(dtype), dilations)
+
+
+def _reference_bwd(h, weight, alpha, dilations, grad, needs):
+    leaves = [t.detach().requires_grad_(need) for t, need in zip((h, weight, alpha), needs)]
+    with torch.enable_grad():
+        out = _reference_fwd(*leaves, dilations)
+    wanted = [t for t in leaves if t.requires_grad]
+    got = iter(torch.autograd.grad(out, wanted, grad)) if wanted else iter(())
+    return [next(got).to(t.dtype) if t.requires_grad else None for t in (h, weight, alpha)]
+
+
+class StateFusionFn(torch.autograd.Function):
+    """apply(backend, dilations, h, weight, alpha) -> the fused map (B, C, H, W), float32"""
+
+    @staticmethod
+    def forward(ctx, backend, dilations, h, weight, alpha):
+        ctx.backend, ctx.dilations = backend, dilations
+        ctx.save_for_backward(h, weight, alpha)
+        if backend == "reference":
+            return _reference_fwd(h, weight, alpha, dilations)
+        from .triton.state_fusion import state_fusion_fwd
+        return state_fusion_fwd(h, weight, alpha, dilations)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, alpha = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        if ctx.backend == "reference":
+            grads = _reference_bwd(h, weight, alpha, ctx.dilations, grad, needs)
+        else:
+            from .triton.state_fusion import state_fusion_bwd
+            dh, dw, da = state_fusion_bwd(h, weight, alpha, ctx.dilations, grad)
+            grads = [dh.to(h.dtype), dw.to(weight.dtype), da.to(alpha.dtype)]
+        return (None, None, *[g if need else None for g, need in zip(grads, needs)])
+
+
+@torch.compiler.disable  # the reference backward recomputes with autograd, and the Triton kernels are not custom ops
+def _state_fusion_node(*args):
+    return StateFusionFn.apply(*args)
+
+
+@public_op
+def state_fusion(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, dilations: Sequence[int] = (1, 3, 5),
+                 backend: Optional[str] = None) -> torch.Tensor:
+    """sum_k alpha[k] * depthwise 3x3 convolution of h with weight[k] at dilation dilations[k], replicate padding.
+
+    h: (batch, C, H, W); weight: (K, C, 3, 3); alpha: (K,). Returns (batch, C, H, W) in float32 (float64
+    for float64 inputs), whatever the autocast state.
+    """
+    dilations = tuple(int(d) for d in dilations)
+    if h.dim() != 4:
+        raise ValueError(f"state_fusion: h must be (batch, C, H, W), got shape {tuple(h.shape)}")
+    K, channels = len(dilations), h.shape[1]
+    if K == 0 or min(dilations) < 1:
+        raise ValueError(f"state_fusion: dilations must be positive, got {dilations}")
+    if tuple(weight.shape) != (K, channels, 3, 3):
+        raise ValueError(f"state_fusion: weight must be (K={K}, C={channels}, 3, 3), got {tuple(weight.shape)}")
+    if tuple(alpha.shape) != (K,):
+        raise ValueError(f"state_fusion: alpha must be ({K},), got {tuple(alpha.shape)}")
+    if is_exporting():  # torch.export / ONNX: the plain tensor ops
+        return state_fusion_ref(h.to(_compute_dtype(h)), weight.to(_compute_dtype(h)), alpha.to(_compute_dtype(h)),
+                                dilations)
+    name = resolve_backend(h, backend)
+    if name == "reference" or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return _state_fusion_node(name, dilations, h, weight, alpha)
+    from .triton.state_fusion import state_fusion_fwd
+    return state_fusion_fwd(h, weight, alpha, dilations)  # eager inference: no autograd node

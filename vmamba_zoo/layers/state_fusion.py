@@ -1,0 +1,30 @@
+"""Structure-aware state fusion (Spatial-Mamba): the SSM's hidden states mixed over the 2-D map."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ssm_kernels import state_fusion
+
+
+class StateFusion(nn.Module):
+    """h' = sum_i alpha_i * dwconv3x3_{dilation d_i}(h) on a (B, C, H, W) map of states, replicate padding.
+
+    With dilations (1, 3, 5) each fused state sees a 11x11 neighbourhood of the map (the official eval
+    path merges the three kernels into one 11x11 depthwise kernel, cached outside the state dict; this
+    computes the same from the current parameters, always). Kernels and weights start at ones.
+    """
+
+    def __init__(self, dim: int, dilations: Sequence[int] = (1, 3, 5)):
+        super().__init__()
+        self.dim, self.dilations = dim, tuple(dilations)
+        self.weight = nn.ParameterList([nn.Parameter(torch.ones(dim, 1, 3, 3)) for _ in self.dilations])
+        self.alpha = nn.Parameter(torch.ones(len(self.dilations)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) states -> fused states, float32 (:func:`ssm_kernels.state_fusion`: one Triton kernel
+        each way on GPU, plain PyTorch convolutions elsewhere)."""
+        weight = torch.stack([w[:, 0] for w in self.weight])  # (K, C, 3, 3)
+        return state_fusion(h, weight, self.alpha, self.dilations)
