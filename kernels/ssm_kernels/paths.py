@@ -72,7 +72,7 @@ class ScanPaths:
         size = self.height * self.width
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
             raise ValueError(f"ScanPaths.index has positions outside the {self.height}x{self.width} map")
-        if self.disjoint and not torch.equal(index.reshape(-1).sort().values, torch.arange(size)):
+        if self.disjoint and not torch.equal(index.reshape(-1).sort().values, torch.arange(size, device=index.device)):
             raise ValueError("ScanPaths(disjoint=True): the paths must visit every position of the map exactly once")
         object.__setattr__(self, "index", index.to(torch.int64).contiguous())
         # int(): under torch.jit.trace (fvcore's FLOP count) sizes come back as 0-dim tensors
