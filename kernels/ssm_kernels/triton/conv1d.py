@@ -86,19 +86,19 @@ def conv1d_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, L, 
     x_at, dout_at = x_ptr + b * sx_b, dout_ptr + b * so_b
     dx = tl.zeros([BL, BC], tl.float32)
     for k in tl.static_range(K):
-        SIGN: tl.constexpr = 2 * ((REVERSE >> k) & 1) - 1  # as in _pre
+        sign = 2 * ((REVERSE >> k) & 1) - 1  # as in _pre (a plain name: the unrolled loop assigns it per k)
         # weight and bias: the tile's own positions t, each counted by exactly one program
         g = _grad_pre(x_at, w_ptr, b_ptr, dout_at, t, c, cmask, L, sx_l, so_l, C, k, REVERSE, W, HAS_BIAS, SILU, BL, BC)
         if HAS_BIAS:
             tl.atomic_add(db_ptr + k * C + c, tl.sum(g, axis=0), mask=cmask, sem="relaxed")
         for j in tl.static_range(W):
-            pos = t + SIGN * (W - 1 - j)
+            pos = t + sign * (W - 1 - j)
             m = ((pos >= 0) & (pos < L))[:, None] & cmask[None, :]
             xv = tl.load(x_at + pos[:, None] * sx_l + c[None, :], mask=m, other=0.0).to(tl.float32)
             tl.atomic_add(dw_ptr + (k * C + c) * W + j, tl.sum(g * xv, axis=0), mask=cmask, sem="relaxed")
-        # x at position p is read by tap j of the output at p - SIGN * (W-1-j)
+        # x at position p is read by tap j of the output at p - sign * (W-1-j)
         for j in tl.static_range(W):
-            src = t - SIGN * (W - 1 - j)
+            src = t - sign * (W - 1 - j)
             gj = _grad_pre(x_at, w_ptr, b_ptr, dout_at, src, c, cmask, L, sx_l, so_l, C, k, REVERSE, W, HAS_BIAS,
                            SILU, BL, BC)
             wv = tl.load(w_ptr + (k * C + c) * W + j, mask=cmask, other=0.0).to(tl.float32)
