@@ -52,13 +52,15 @@ def _matches(row, setting):
 
 
 def latest(rows, model, impl, mode, setting=STANDARD):
-    """The rows of the latest run (date, then device of the last such row) of ``model`` by ``impl`` in
+    """The rows of the latest run (date, device and note of the last such row) of ``model`` by ``impl`` in
     ``mode`` at ``setting``: several rows when the run measured it more than once."""
     found = [r for r in rows if r["model"] == model and r["impl"] == impl and r["mode"] == mode and _matches(r, setting)]
     if not found:
         return []
-    last = max(found, key=lambda r: r["date"])
-    return [r for r in found if r["date"] == last["date"] and r["device"] == last["device"]]
+    # the run: the date, device and note of the last such row of the latest date (a file lists runs in order)
+    last = [r for r in found if r["date"] == max(r["date"] for r in found)][-1]
+    run = (last["date"], last["device"], last.get("note", ""))
+    return [r for r in found if (r["date"], r["device"], r.get("note", "")) == run]
 
 
 def img_s(rows) -> str:

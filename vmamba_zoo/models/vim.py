@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import lecun_normal_, resample_abs_pos_embed, trunc_normal_
+from timm.layers import lecun_normal_, register_notrace_function, resample_abs_pos_embed, trunc_normal_
 from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -32,6 +32,7 @@ from ._checkpoint import load_checkpoint_file, remap_checkpoint, unwrap_state_di
 __all__ = ["Vim", "checkpoint_filter_fn", "resample_pos_embed"]
 
 
+@register_notrace_function  # compares grid sizes: one torch.fx leaf
 def resample_pos_embed(pos_embed: torch.Tensor, new_grid: Tuple[int, int], old_grid: Tuple[int, int],
                        interpolation: str = "bicubic", antialias: bool = True) -> torch.Tensor:
     """A (1, M + 1, D) position embedding with the class token's entry at M // 2 (M = old grid's tokens)
@@ -101,8 +102,8 @@ class Vim(NotScriptable, nn.Module):
         drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        if global_pool not in ("token", "avg", ""):
-            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+        if global_pool not in ("token", "avg", "max", ""):
+            raise ValueError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.in_chans, self.num_classes, self.global_pool = in_chans, num_classes, global_pool
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
@@ -161,7 +162,7 @@ class Vim(NotScriptable, nn.Module):
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Image -> (tokens with the class token in the middle and positions added, the patch grid)."""
         self.check_input(x)
-        grid = self.patch_embed.grid(*x.shape[-2:])
+        grid = self.patch_embed.grid(x.shape[-2], x.shape[-1])  # no unpacking of a shape: torch.fx traces this
         x = self.patch_embed(x)
         mid = x.shape[1] // 2
         x = torch.cat([x[:, :mid], self.cls_token.expand(x.shape[0], -1, -1), x[:, mid:]], dim=1)
@@ -196,8 +197,8 @@ class Vim(NotScriptable, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None):
         if global_pool is not None:
-            if global_pool not in ("token", "avg", ""):
-                raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+            if global_pool not in ("token", "avg", "max", ""):
+                raise ValueError(f"global_pool must be 'token', 'avg', 'max' or '', got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -216,6 +217,8 @@ class Vim(NotScriptable, nn.Module):
             x = x[:, (x.shape[1] - 1) // 2]
         elif self.global_pool == "avg":
             x = self._split_tokens(x)[0].mean(dim=1)
+        elif self.global_pool == "max":
+            x = self._split_tokens(x)[0].amax(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
