@@ -153,8 +153,12 @@ def test_head_classifier_and_pooling_api():
         torch.testing.assert_close(model.forward_head(feats, pre_logits=True),
                                    torch.cat([feats[:, :4], feats[:, 5:]], 1).mean(1))
         assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+    model.reset_classifier(5, "max")  # the patch tokens' maximum, as timm's ViTs pool 'max'
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True),
+                                   torch.cat([feats[:, :4], feats[:, 5:]], 1).amax(1))
     with pytest.raises(ValueError, match="global_pool"):
-        model.reset_classifier(5, "max")
+        model.reset_classifier(5, "map")
 
 
 def test_grad_checkpointing_gives_same_output_and_grads():

@@ -89,7 +89,7 @@ def _dilations(dilations: Sequence[int], device) -> Tensor:
 def state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int]) -> Tensor:
     """The fused map (B, C, H, W), float32."""
     h, weight, alpha = h.contiguous(), weight.contiguous(), alpha.contiguous()
-    batch, channels, height, width = h.shape
+    batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
     out = torch.empty(h.shape, dtype=torch.float32, device=h.device)
     _FWD[(batch * channels, cdiv(height * width, BLOCK))](
         h, weight, alpha, _dilations(dilations, h.device), out, channels, height, width,
@@ -101,7 +101,7 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
                      grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of h, weight and alpha, float32."""
     h, weight, alpha, grad = h.contiguous(), weight.contiguous(), alpha.contiguous(), grad.contiguous()
-    batch, channels, height, width = h.shape
+    batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
     dh = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
     dw = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
     dalpha = torch.zeros(alpha.shape, dtype=torch.float32, device=h.device)
