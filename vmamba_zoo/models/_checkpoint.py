@@ -15,6 +15,26 @@ Rule = Tuple[str, Union[str, Callable[[re.Match], str]]]
 
 _CLASSIFIER = ("head.fc.weight", "head.fc.bias")
 
+#: Official key -> ours for the shared layers of Spatial-Mamba and VSSD: their conv-BN stem (layers.ConvBNStem)
+#: and inverted-bottleneck downsample (layers.ExpandDownsample), which the official models keep at the end of
+#: stage i and ours opens stage i + 1 with.
+CONV_BN_STEM_RULES = [
+    (r"^patch_embed\.conv1\.conv\.", "stem.conv1.0."),
+    (r"^patch_embed\.conv1\.norm\.", "stem.conv1.1."),
+    (r"^patch_embed\.conv2\.(\d)\.conv\.", r"stem.residual.\1.0."),
+    (r"^patch_embed\.conv2\.(\d)\.norm\.", r"stem.residual.\1.1."),
+    (r"^patch_embed\.conv3\.0\.conv\.", "stem.conv2.0."),
+    (r"^patch_embed\.conv3\.0\.norm\.", "stem.conv2.1."),
+    (r"^patch_embed\.conv3\.1\.conv\.", "stem.proj.0."),
+    (r"^patch_embed\.conv3\.1\.norm\.", "stem.proj.1."),
+]
+EXPAND_DOWNSAMPLE_RULES = [
+    (r"^layers\.(\d+)\.downsample\.conv\.0\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.expand."),
+    (r"^layers\.(\d+)\.downsample\.conv\.1\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.dwconv."),
+    (r"^layers\.(\d+)\.downsample\.conv\.2\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.proj."),
+    (r"^layers\.(\d+)\.downsample\.conv\.2\.norm\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.norm."),
+]
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's keys or shapes do not match the model; the message lists them all."""

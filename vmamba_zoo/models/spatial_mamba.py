@@ -21,7 +21,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ssm_kernels import selective_scan_states
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, StateFusion, a_log_init, dt_bias_init
-from ._checkpoint import remap_checkpoint
+from ._checkpoint import CONV_BN_STEM_RULES, EXPAND_DOWNSAMPLE_RULES, remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
 __all__ = ["SpatialMamba", "StructureAwareSSM", "checkpoint_filter_fn"]
@@ -160,14 +160,7 @@ def _init_weights(m: nn.Module):
 _BLOCK = r"^layers\.(\d+)\.blocks\.(\d+)\."
 _MIXER = _BLOCK + r"self_attention\."
 _RULES = [
-    (r"^patch_embed\.conv1\.conv\.", "stem.conv1.0."),
-    (r"^patch_embed\.conv1\.norm\.", "stem.conv1.1."),
-    (r"^patch_embed\.conv2\.(\d)\.conv\.", r"stem.residual.\1.0."),
-    (r"^patch_embed\.conv2\.(\d)\.norm\.", r"stem.residual.\1.1."),
-    (r"^patch_embed\.conv3\.0\.conv\.", "stem.conv2.0."),
-    (r"^patch_embed\.conv3\.0\.norm\.", "stem.conv2.1."),
-    (r"^patch_embed\.conv3\.1\.conv\.", "stem.proj.0."),
-    (r"^patch_embed\.conv3\.1\.norm\.", "stem.proj.1."),
+    *CONV_BN_STEM_RULES,
     (_BLOCK + r"cpe(\d)\.", r"stages.\1.blocks.\2.cpe\3.proj."),
     (_BLOCK + r"ln_(\d)\.", r"stages.\1.blocks.\2.norm\3."),
     (_MIXER + r"conv2d\.", r"stages.\1.blocks.\2.mixer.conv."),
@@ -180,10 +173,7 @@ _RULES = [
     (_MIXER + r"state_fusion\.kernel_3_2$", r"stages.\1.blocks.\2.mixer.state_fusion.weight.2"),
     (_MIXER, r"stages.\1.blocks.\2.mixer."),
     (_BLOCK, r"stages.\1.blocks.\2."),
-    (r"^layers\.(\d+)\.downsample\.conv\.0\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.expand."),
-    (r"^layers\.(\d+)\.downsample\.conv\.1\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.dwconv."),
-    (r"^layers\.(\d+)\.downsample\.conv\.2\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.proj."),
-    (r"^layers\.(\d+)\.downsample\.conv\.2\.norm\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.norm."),
+    *EXPAND_DOWNSAMPLE_RULES,
     (r"^norm\.", "norm_pre."),
     (r"^head\.", "head.fc."),
 ]

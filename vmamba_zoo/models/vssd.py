@@ -22,7 +22,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from ssm_kernels import non_causal_ssd
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, dt_bias_init
-from ._checkpoint import remap_checkpoint, unwrap_state_dict
+from ._checkpoint import CONV_BN_STEM_RULES, EXPAND_DOWNSAMPLE_RULES, remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
 
 __all__ = ["VSSD", "NonCausalSSDMixer", "SoftmaxAttention", "checkpoint_filter_fn"]
@@ -209,24 +209,14 @@ ALL_HEADS_FLOP_HANDLES = dict(OFFICIAL_FLOP_HANDLES, **{"prim::PythonOp.NonCausa
 # The official model keeps the downsample at the end of stage i; ours opens stage i + 1.
 _BLOCK = r"^layers\.(\d+)\.blocks\.(\d+)\."
 _RULES = [
-    (r"^patch_embed\.conv1\.conv\.", "stem.conv1.0."),
-    (r"^patch_embed\.conv1\.norm\.", "stem.conv1.1."),
-    (r"^patch_embed\.conv2\.(\d)\.conv\.", r"stem.residual.\1.0."),
-    (r"^patch_embed\.conv2\.(\d)\.norm\.", r"stem.residual.\1.1."),
-    (r"^patch_embed\.conv3\.0\.conv\.", "stem.conv2.0."),
-    (r"^patch_embed\.conv3\.0\.norm\.", "stem.conv2.1."),
-    (r"^patch_embed\.conv3\.1\.conv\.", "stem.proj.0."),
-    (r"^patch_embed\.conv3\.1\.norm\.", "stem.proj.1."),
+    *CONV_BN_STEM_RULES,
     (_BLOCK + r"cpe(\d)\.", r"stages.\1.blocks.\2.cpe\3.proj."),
     (_BLOCK + r"attn\.conv2d\.", r"stages.\1.blocks.\2.mixer.conv."),
     (_BLOCK + r"attn\.to_qkv\.", r"stages.\1.blocks.\2.mixer.qkv."),
     (_BLOCK + r"attn\.to_out\.", r"stages.\1.blocks.\2.mixer.proj."),
     (_BLOCK + r"attn\.", r"stages.\1.blocks.\2.mixer."),
     (_BLOCK, r"stages.\1.blocks.\2."),
-    (r"^layers\.(\d+)\.downsample\.conv\.0\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.expand."),
-    (r"^layers\.(\d+)\.downsample\.conv\.1\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.dwconv."),
-    (r"^layers\.(\d+)\.downsample\.conv\.2\.conv\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.proj."),
-    (r"^layers\.(\d+)\.downsample\.conv\.2\.norm\.", lambda m: f"stages.{int(m[1]) + 1}.downsample.norm."),
+    *EXPAND_DOWNSAMPLE_RULES,
     (r"^norm\.", "norm_pre."),
     (r"^head\.", "head.fc."),
 ]
