@@ -13,6 +13,7 @@ import _results  # noqa: E402
 import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
 import flops  # noqa: E402
+import official_models  # noqa: E402
 import zoo_table  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
@@ -83,24 +84,48 @@ def test_benchmark_globs_and_timm_models():
     assert benchmark.expand_models(["vmamba_tiny", "convnext_tiny", "convnext_t*"])[:2] == ["vmamba_tiny", "convnext_tiny"]
 
 
-def test_benchmark_official_skips_or_builds(tmp_path, capsys, monkeypatch):
-    """--official says why it skips; given a checkout it builds the official model by its registered name."""
-    assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path),
-                                           "--bench", "inference")) == 0
-    assert "vmamba_tiny (official): skipped: no vmamba.py in" in capsys.readouterr().out
-    # a stand-in checkout (the official repository is not in CI): the file defines the official name
-    (tmp_path / "VMamba").mkdir()
-    (tmp_path / "VMamba" / "vmamba.py").write_text(
+def _official_vmamba_stand_in(root, with_kernel: bool):
+    """A stand-in for the official VMamba checkout (the repository is not in CI): the module registers the
+    official name; its compiled kernel is a plain module of the extension's name."""
+    models = root / "VMamba" / "classification" / "models"
+    models.mkdir(parents=True)
+    (models / "__init__.py").write_text("")
+    (models / "vmamba.py").write_text(
         "import torch\n"
+        "try:\n    import selective_scan_cuda_oflex\nexcept ImportError:\n    pass\n"
         "def vmamba_tiny_s1l8():\n"
         "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),\n"
         "                               torch.nn.Linear(4, 1000))\n")
-    monkeypatch.delitem(sys.modules, "official_vmamba", raising=False)
-    results = tmp_path / "r.csv"
+    if with_kernel:
+        kernels = root / "VMamba" / "kernels" / "selective_scan"
+        kernels.mkdir(parents=True)
+        (kernels / "selective_scan_cuda_oflex.py").write_text("")
+
+
+def test_benchmark_official_skips_or_builds(tmp_path, capsys):
+    """--official says why it skips (no checkout, kernels not built); given a checkout it measures the
+    official model, built by its registered name in a process of its own."""
     assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path),
+                                           "--bench", "inference")) == 0
+    assert "vmamba_tiny (official): skipped: no classification/models in" in capsys.readouterr().out
+    _official_vmamba_stand_in(tmp_path / "unbuilt", with_kernel=False)
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path / "unbuilt"),
+                                           "--bench", "inference")) == 0
+    assert "skipped: the official CUDA kernels are not built" in capsys.readouterr().out
+    _official_vmamba_stand_in(tmp_path / "built", with_kernel=True)
+    results = tmp_path / "r.csv"
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--official", "--official-root", str(tmp_path / "built"),
                                            "--bench", "inference", "--results-file", str(results))) == 0
     assert [r["impl"] for r in _results.read_results(results)] == ["ours", "official"]
-    sys.modules.pop("official_vmamba", None)
+    assert "models" not in sys.modules  # the official package was imported by the child process only
+
+
+def test_official_builders_cover_their_families():
+    """Every family with an official builder names existing zoo models' official names."""
+    for family, source in official_models.SOURCES.items():
+        names = [n for n in vmamba_zoo.list_models() if official_models._family(n) == family]
+        assert names, family
+        assert source.module.split(".")[0] == "models"
 
 
 def test_benchmark_sweep_writes_csv_and_plot(tmp_path):

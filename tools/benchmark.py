@@ -26,7 +26,9 @@ import ast
 import datetime
 import fnmatch
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import timm
@@ -38,7 +40,7 @@ from vmamba_zoo.profiling import largest_batch, measure_throughput
 from vmamba_zoo.profiling.speed import is_out_of_memory
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import append_rows  # noqa: E402
+from _results import append_rows, read_results  # noqa: E402
 from official_models import OfficialUnavailable, build_official  # noqa: E402
 
 SWEEP_SIZES = [512, 768, 1024, 1280, 1536, 1792, 2048]
@@ -91,7 +93,34 @@ def parse_args(argv=None):
                         help="batch sizes of the sweep; 'max': the largest power of two that fits (default: 1 max)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="upper limit of the sweep's 'max' batch")
     parser.add_argument("--plot", metavar="PNG", help="the sweep's plot (default: the results file with .png)")
+    parser.add_argument("--official-only", action="store_true", help=argparse.SUPPRESS)  # the child process's mode
     return parser.parse_args(argv)
+
+
+def official_in_own_process(name: str, args) -> list:
+    """Measure the official ``name`` in a child process: the families' official code share module names
+    (``models``, ``selective_scan_cuda_core``), so one process can hold only one family's. Its lines are
+    relayed; its rows come back through a results file of its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = Path(tmp) / "rows.json"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--official-only", "--model", name,
+                "--results-file", str(rows_file), "--bench", args.bench, "--batch-size", str(args.batch_size),
+                "--img-size", str(args.img_size), "--amp-dtype", args.amp_dtype, "--num-warm-iter",
+                str(args.num_warm_iter), "--num-bench-iter", str(args.num_bench_iter), "--device", args.device,
+                "--note", args.note, "--max-batch-size", str(args.max_batch_size)]
+        argv += ["--amp"] * args.amp + ["--channels-last"] * args.channels_last + ["--profile"] * args.profile
+        argv += ["--torchcompile", args.torchcompile] if args.torchcompile else []
+        argv += ["--official-root", args.official_root] if args.official_root else []
+        if args.sweep:
+            argv += ["--sweep", "--sweep-sizes", *map(str, args.sweep_sizes), "--sweep-batches", *args.sweep_batches]
+        child = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        relayed = [line for line in child.stdout.splitlines() if line.startswith(f"{name} (official)")]
+        for line in relayed:
+            tqdm.write(line)
+        if child.returncode != 0 and not relayed:
+            tail = "\n    ".join(child.stdout.strip().splitlines()[-5:])
+            tqdm.write(f"{name} (official): failed: exit code {child.returncode}:\n    {tail}")
+        return read_results(rows_file) if rows_file.exists() else []
 
 
 def expand_models(patterns):
@@ -251,9 +280,14 @@ def main(argv=None) -> int:
     rows = []
     for name in tqdm(names, desc="models", unit="model", file=sys.stderr):
         impls = ["ours", "official"] if name in zoo and args.official else ["ours" if name in zoo else "timm"]
+        if args.official_only:
+            impls = ["official"]
         for impl in impls:
             try:
-                measured = run_model(name, impl, args, env, sizes, batches)
+                if impl == "official" and not args.official_only:
+                    measured = official_in_own_process(name, args)
+                else:
+                    measured = run_model(name, impl, args, env, sizes, batches)
             except OfficialUnavailable as err:
                 tqdm.write(f"{name} (official): skipped: {err}")
                 continue

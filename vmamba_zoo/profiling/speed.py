@@ -88,7 +88,10 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool, amp_dtype: Optiona
             if not train:
                 with torch.no_grad():
                     return model(x)
-            loss = nn.functional.cross_entropy(model(x), target)
+            out = model(x)
+            if isinstance(out, (tuple, list)):  # models that return (class, distillation) logits in training
+                out = out[0]
+            loss = nn.functional.cross_entropy(out, target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
