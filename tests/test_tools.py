@@ -202,3 +202,13 @@ def test_build_progress_parses_a_compile_log(tmp_path):
     tool = Path(__file__).parents[1] / "tools" / "build_progress.py"
     out = subprocess.run([sys.executable, str(tool), str(log), "61"], capture_output=True, text=True, check=True).stdout
     assert out == f"mmcv build: 23/77 objects compiled, 1 min 01 s elapsed (log: {log})\n"
+
+
+def test_benchmark_sweep_takes_a_fixed_size_timm_vit(tmp_path):
+    """A ViT made for 224 (DeiT) is measured over the sweep's sizes: its position embedding is interpolated."""
+    results = tmp_path / "vit.json"
+    assert benchmark.main(["--model", "deit_tiny_patch16_224", "--sweep", "--sweep-sizes", "32", "48",
+                           "--sweep-batches", "1", "--bench", "inference", "--num-warm-iter", "0",
+                           "--num-bench-iter", "1", "--device", "cpu", "--results-file", str(results),
+                           "--plot", str(tmp_path / "vit.png")]) == 0
+    assert [int(r["img_size"]) for r in _results.read_results(results)] == [32, 48]

@@ -155,6 +155,11 @@ def create(name: str, impl: str, args) -> torch.nn.Module:
         return build_official(name, args.official_root)
     kwargs = dict(args.model_kwargs)
     if impl == "timm":
+        if args.sweep:  # one model over many sizes: ViTs interpolate their position embedding per input
+            try:
+                return timm.create_model(name, dynamic_img_size=True, **kwargs)
+            except TypeError:
+                pass
         default = timm.get_pretrained_cfg(name)
         size = getattr(default, "input_size", (3, args.img_size, args.img_size))[1:] if default else None
         if size and tuple(size) != (args.img_size, args.img_size):
