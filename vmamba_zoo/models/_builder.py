@@ -1,10 +1,13 @@
-"""Building a zoo model through timm, with a clear message when its pretrained weights cannot be downloaded."""
+"""Building a zoo model through timm: the shared builder (a clear message when pretrained weights cannot be
+downloaded), the shared ``pretrained_cfg`` and the official linear-layer initialisation."""
 from __future__ import annotations
 
 import http.client
 import urllib.error
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+from torch import nn
 
 #: what a failed download raises (no network, DNS, refused, timed out, HTTP error)
 _DOWNLOAD_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
@@ -34,3 +37,32 @@ def build_zoo_model(model_cls, variant: str, pretrained: bool = False, **kwargs)
             f"could not download the pretrained weights of {variant} from {url} ({err}). Offline, fetch that "
             f"file elsewhere and load it from disk: timm.create_model({variant!r}, pretrained=True, "
             f"pretrained_cfg_overlay=dict(file='/path/to/{url.rpartition('/')[2] or 'checkpoint.pth'}'))") from err
+
+
+def create_zoo_model(model_cls, variant: str, pretrained: bool, checkpoint_filter_fn, out_indices=(0, 1, 2, 3),
+                     **kwargs):
+    """A zoo model through :func:`build_zoo_model`: pretrained weights pass the family's converter
+    (official checkpoints load), and ``features_only`` returns the stages (or blocks) ``out_indices``."""
+    return build_zoo_model(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                           feature_cfg=dict(feature_cls="getter", out_indices=out_indices), **kwargs)
+
+
+def zoo_cfg(url: str = "", *, first_conv: str, license: str, paper_ids: str, origin_url: str,
+            classifier="head.fc", pool_size=(7, 7), **kwargs) -> dict:
+    """A zoo model's timm ``pretrained_cfg``: every family's official evaluation setting (ImageNet-1k at 224²,
+    crop 0.875, bicubic, ImageNet mean and std) and its checkpoint URL, license and paper. ``custom_load``:
+    official files also pickle their training configuration (see ``load_checkpoint_file``)."""
+    return {
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": pool_size,
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": first_conv, "classifier": classifier, "license": license,
+        "paper_ids": paper_ids, "origin_url": origin_url, "custom_load": True, **kwargs,
+    }
+
+
+def init_linear(m: nn.Module):
+    """The official families' initialisation of every linear layer: truncated normal (std 0.02), zero bias."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

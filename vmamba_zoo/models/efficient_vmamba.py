@@ -15,13 +15,13 @@ from typing import Sequence
 import torch
 from fvcore.nn.jit_handles import einsum_flop_jit
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
 from ..layers import AtrousSS2D, PatchMerging, PatchStem, Stage
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
+from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -133,18 +133,10 @@ class EfficientVMamba(HierarchicalSSM):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self._init_head(dims[-1], num_classes, global_pool, drop_rate)
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     def filter_checkpoint(self, state_dict):
         return checkpoint_filter_fn(state_dict, self)
-
-
-def _init_linear(m: nn.Module):
-    """The official initialisation of every linear layer (the classifier and BiAttn included)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # Official key -> our key. The official model keeps the downsample at the end of stage i; ours opens stage
@@ -189,23 +181,11 @@ def checkpoint_filter_fn(state_dict, model: EfficientVMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> EfficientVMamba:
-    return build_model_with_cfg(
-        EfficientVMamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return create_zoo_model(EfficientVMamba, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-def _cfg(url: str = "", **kwargs):
-    return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.conv", "classifier": "head.fc", "license": "mit",
-        "paper_ids": "arXiv:2403.09977", "origin_url": "https://github.com/TerryPei/EfficientVMamba",
-        "custom_load": True,  # official files also pickle their training configuration: see load_checkpoint_file
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="stem.conv", license="mit",
+               paper_ids="arXiv:2403.09977", origin_url="https://github.com/TerryPei/EfficientVMamba")
 
 
 #: Published numbers (official README), the exact parameter counts of the official models and their FLOPs by

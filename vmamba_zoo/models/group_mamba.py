@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -25,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS_SPLIT, ScanPattern, scan2d, selective_scan_flops
 
 from ..layers import ConvBN, ConvDownsample, Stage, a_log_init, dt_bias_init
+from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
 
@@ -291,7 +292,7 @@ class GroupMamba(HierarchicalSSM):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm_pre = nn.Identity()
         self.head = ClassTokenHead(embed_dims[-1], mlp_ratios[-1], num_classes, drop_rate, norm_layer)
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     @torch.jit.ignore
     def set_distilled_training(self, enable: bool = True):
@@ -344,14 +345,6 @@ class _MeanPool(nn.Module):
 def _norm(dim: int) -> nn.LayerNorm:
     """The block, stage and head norms (the official ``norm_layer``)."""
     return nn.LayerNorm(dim, eps=1e-6)
-
-
-def _init_linear(m: nn.Module):
-    """The official initialisation of every linear layer (inside the mixers too)."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # ---- FLOPs: the official fvcore count -----------------------------------------------------------
@@ -482,23 +475,12 @@ def checkpoint_filter_fn(state_dict, model: GroupMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> GroupMamba:
-    return build_model_with_cfg(
-        GroupMamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return create_zoo_model(GroupMamba, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-def _cfg(**kwargs):
-    return {
-        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.convs.0.0", "classifier": ("head.fc", "head.fc_dist"), "license": "mit",
-        "paper_ids": "arXiv:2407.13772", "origin_url": "https://github.com/Amshaker/GroupMamba",
-        "custom_load": True,
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="stem.convs.0.0", license="mit",
+               paper_ids="arXiv:2407.13772", origin_url="https://github.com/Amshaker/GroupMamba",
+               classifier=("head.fc", "head.fc_dist"))
 
 
 # The paper's parameter counts leave out the distillation classifier (22.9 / 34.3 / 56.6 M); its GFLOPs are

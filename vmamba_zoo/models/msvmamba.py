@@ -13,12 +13,12 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import selective_scan_flops
 
 from ..layers import ConvFFN, FastLayerNorm, MixerBlock, MultiScaleSS2D, PatchMerging, PatchStem, Stage
+from ._builder import create_zoo_model, zoo_cfg
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -164,23 +164,11 @@ def checkpoint_filter_fn(state_dict, model: MSVMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> MSVMamba:
-    return build_model_with_cfg(
-        MSVMamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return create_zoo_model(MSVMamba, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-def _cfg(url: str = "", **kwargs):
-    return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.conv", "classifier": "head.fc", "license": "mit",
-        "paper_ids": "arXiv:2405.14174", "origin_url": "https://github.com/YuHengsss/MSVMamba",
-        "custom_load": True,  # official files also pickle their yacs config: see load_checkpoint_file
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="stem.conv", license="mit",
+               paper_ids="arXiv:2405.14174", origin_url="https://github.com/YuHengsss/MSVMamba")
 
 
 #: Published numbers (official README; params_m as the classification yamls' comments give them, the README

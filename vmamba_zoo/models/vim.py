@@ -19,14 +19,13 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import lecun_normal_, register_notrace_function, resample_abs_pos_embed, trunc_normal_
 from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from ..layers import BiMamba, MixerBlock, NotScriptable
-from ._builder import build_zoo_model
+from ._builder import create_zoo_model, zoo_cfg
 from ._checkpoint import load_checkpoint_file, remap_checkpoint, unwrap_state_dict
 
 __all__ = ["Vim", "checkpoint_filter_fn", "resample_pos_embed"]
@@ -351,26 +350,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> Vim:
     # the official dense-prediction taps: the last block of each quarter of the depth (5, 11, 17, 23 of 24)
     depth = kwargs.get("depth", 24)
     out_indices = kwargs.pop("out_indices", tuple(sorted({max(0, depth * (i + 1) // 4 - 1) for i in range(4)})))
-    return build_zoo_model(  # timm's build_model_with_cfg, with a clear message when offline
-        Vim, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    return create_zoo_model(Vim, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
 _HF = "https://huggingface.co/hustvl/"
 
 
-def _cfg(url: str = "", **kwargs):
-    return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None,
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj", "classifier": "head", "license": "apache-2.0",
-        "paper_ids": "arXiv:2401.09417", "origin_url": "https://github.com/hustvl/Vim",
-        "custom_load": True,  # official files also pickle their argparse arguments: see load_checkpoint_file
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="patch_embed.proj", license="apache-2.0",
+               paper_ids="arXiv:2401.09417", origin_url="https://github.com/hustvl/Vim", classifier="head",
+               pool_size=None)
 
 
 #: Published numbers (official README: ImageNet-1k top-1 at 224x224; it rounds the parameters to 7M / 26M / 98M,

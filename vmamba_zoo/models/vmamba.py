@@ -7,17 +7,17 @@ code: github.com/MzeroMiko/VMamba (``vmamba.py``); our ``vmamba_tiny`` is their 
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import torch
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS
 
 from ..layers import SS2D, ConvDownsample, ConvStem, FastLayerNorm, MixerBlock, Stage
-from ._builder import build_zoo_model
+from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
 from ._hierarchical import HierarchicalSSM
 
@@ -74,18 +74,10 @@ class VMamba(HierarchicalSSM):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self._init_head(dims[-1], num_classes, global_pool, drop_rate)
-        self.apply(_init_linear)
+        self.apply(init_linear)
 
     def filter_checkpoint(self, state_dict):
         return checkpoint_filter_fn(state_dict, self)
-
-
-def _init_linear(m: nn.Module):
-    """The official initialisation of every linear layer (the MLPs and the classifier included)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # Official key -> our key. The official model keeps the downsample at the end of stage i; ours opens
@@ -118,23 +110,11 @@ def checkpoint_filter_fn(state_dict, model: VMamba):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VMamba:
-    return build_zoo_model(  # timm's build_model_with_cfg, with a clear message when offline
-        VMamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return create_zoo_model(VMamba, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-def _cfg(url: str = "", **kwargs):
-    return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.conv1", "classifier": "head.fc", "license": "mit",
-        "paper_ids": "arXiv:2401.10166", "origin_url": "https://github.com/MzeroMiko/VMamba",
-        "custom_load": True,  # official files also pickle their yacs config: see load_checkpoint_file
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="stem.conv1", license="mit",
+               paper_ids="arXiv:2401.10166", origin_url="https://github.com/MzeroMiko/VMamba")
 
 
 #: Published numbers (official README; throughput on an A100, batch 128, 224x224), the exact parameter

@@ -11,17 +11,18 @@ github.com/YuHengsss/VSSD (``classification/models/mamba2.py``, model type ``vma
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import non_causal_ssd
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, dt_bias_init
+from ._builder import create_zoo_model, zoo_cfg
 from ._checkpoint import CONV_BN_STEM_RULES, EXPAND_DOWNSAMPLE_RULES, remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
 
@@ -236,23 +237,11 @@ def checkpoint_filter_fn(state_dict, model: VSSD):
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VSSD:
-    return build_model_with_cfg(
-        VSSD, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
-        **kwargs,
-    )
+    return create_zoo_model(VSSD, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
-def _cfg(url: str = "", **kwargs):
-    return {
-        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.conv1.0", "classifier": "head.fc", "license": "unknown",
-        "paper_ids": "arXiv:2407.18559", "origin_url": "https://github.com/YuHengsss/VSSD",
-        "custom_load": True,  # official files also pickle their yacs config: see load_checkpoint_file
-        **kwargs,
-    }
+_cfg = partial(zoo_cfg, first_conv="stem.conv1.0", license="unknown",
+               paper_ids="arXiv:2407.18559", origin_url="https://github.com/YuHengsss/VSSD")
 
 
 #: Published numbers (official README), the exact parameter counts of the official models and their FLOPs
