@@ -30,7 +30,8 @@ from mmengine.model import BaseModule
 from torch import nn
 
 import vmamba_zoo
-from vmamba_zoo.models import CheckpointMismatchError, load_checkpoint_file, unwrap_state_dict
+from vmamba_zoo.models import CheckpointMismatchError, family_module, load_checkpoint_file, unwrap_state_dict
+from vmamba_zoo.models import vim
 from vmamba_zoo.models.vim import Vim, checkpoint_filter_fn
 
 from .backbone import _local_file
@@ -120,11 +121,11 @@ class VimBackbone(BaseModule):
         if feature not in ("residual", "mixer"):
             raise ValueError(f"feature must be 'residual' or 'mixer', got {feature!r}")
         self.model_name, self.feature, self.with_cp = model_name, feature, with_cp
+        if family_module(model_name) is not vim:
+            raise ValueError(f"VimBackbone wraps Vim models, not {model_name}; hierarchical models go in "
+                             f"VisualSSMBackbone")
         self.model_kwargs = dict(model_kwargs or {}, img_size=img_size, drop_path_rate=drop_path_rate)
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **self.model_kwargs)
-        if not isinstance(model, Vim):
-            raise ValueError(f"VimBackbone wraps Vim models, not {type(model).__name__} ({model_name}); "
-                             f"hierarchical models go in VisualSSMBackbone")
         depth = len(model.blocks)
         indices = sorted({i + depth if i < 0 else i for i in out_indices})
         if not indices or indices[0] < 0 or indices[-1] >= depth:
