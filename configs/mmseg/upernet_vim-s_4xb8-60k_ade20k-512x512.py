@@ -22,7 +22,8 @@
 # The released Vim-S classifier was trained without the rotary embedding; the official recipe adds it at
 # fine-tuning (its pretrained-vim-s.pth is not published).
 # Paper (Vim, Table 2): mIoU 44.9 (single scale), 46M params (UperNet + Vim-S).
-# Ours (tools/flops.py --config this): 45.95M params, 318.5 GFLOPs at 512x2048 (the paper gives no FLOPs).
+# Ours (tools/flops.py --config this, at 512x2048): 45.45M params, 622.8 GFLOPs (backbone 137.3, decode
+# head 485.5); the paper gives no FLOPs.
 _base_ = [
     './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
     './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'

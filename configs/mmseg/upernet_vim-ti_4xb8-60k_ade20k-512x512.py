@@ -21,7 +21,8 @@
 # would fail on a class-token checkpoint here, so it was a Vim-Ti without class token. We start from the
 # released Vim-Ti (middle class token; its position entry is dropped, the patch grid interpolated 14 -> 32).
 # Paper (Vim, Table 2): mIoU 41.0 (single scale), 13M params (UperNet + Vim-Ti).
-# Ours (tools/flops.py --config this): 13.03M params, 122.4 GFLOPs at 512x2048 (the paper gives no FLOPs).
+# Ours (tools/flops.py --config this, at 512x2048): 12.31M params (paper: 13M), 163.8 GFLOPs (backbone
+# 41.5, decode head 122.4); the paper gives no FLOPs.
 _base_ = [
     './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
     './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'

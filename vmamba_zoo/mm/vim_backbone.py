@@ -130,7 +130,7 @@ class VimBackbone(BaseModule):
         indices = sorted({i + depth if i < 0 else i for i in out_indices})
         if not indices or indices[0] < 0 or indices[-1] >= depth:
             raise ValueError(f"out_indices {tuple(out_indices)} must name blocks of {model_name} (0..{depth - 1})")
-        self.out_indices = tuple(indices)
+        self.out_indices, self.depth = tuple(indices), depth
         stride, dim = model.patch_embed.stride, model.embed_dim
         # what the official dense backbones do not have: class token, final norm, classifier, later blocks
         del model.cls_token
@@ -178,7 +178,6 @@ class VimBackbone(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x, grid = self._embed(x)
         rope = rope_frequencies(x.shape[-1], grid, self.rope_step, device=x.device) if self.rope else None
-        last = len(self.model.blocks) - 1
         feats = []
         for i, block in enumerate(self.model.blocks):
             if rope is not None:
@@ -191,7 +190,7 @@ class VimBackbone(BaseModule):
             if i in self.out_indices:
                 if self.feature == "mixer":
                     feat = mixed
-                elif rope is not None and i < last:  # the official tap is the next block's input, rotated
+                elif rope is not None and i < self.depth - 1:  # the official tap: the next block's input, rotated
                     feat = apply_rope(x, *rope)
                 else:
                     feat = x
