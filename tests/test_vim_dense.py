@@ -232,3 +232,15 @@ def test_vim_configs_carry_the_official_recipes(path):
         assert decay["backbone.model.blocks.3.norm1.weight"] == decay["backbone.model.blocks.3.mixer.D"] == weight_decay
         assert decay["neck.stages.0.4.1.weight"] == 0.0 and decay["neck.stages.0.4.0.weight"] == weight_decay
     assert not math.isnan(sum(g["lr"] for g in groups))
+
+
+def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = small(out_indices=(1, 3), rope=True, drop_path_rate=0.0).train()
+    checkpointed = small(out_indices=(1, 3), rope=True, drop_path_rate=0.0, with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 48)
+    for backbone in (plain, checkpointed):
+        sum(o.square().sum() for o in backbone(x)).backward()
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
