@@ -115,7 +115,8 @@ def test_official_classifier_checkpoint_loads_at_the_dense_grid(tmp_path):
     fpn_before = backbone.fpn1[0].weight.clone()
     backbone.init_weights()
     state = backbone.state_dict()
-    torch.testing.assert_close(state["model.blocks.23.mixer.out_proj.weight"], official["layers.23.mixer.out_proj.weight"])
+    torch.testing.assert_close(state["model.blocks.23.mixer.out_proj.weight"],
+                               official["layers.23.mixer.out_proj.weight"])
     torch.testing.assert_close(state["model.blocks.4.mixer.A_log"][192 * 2:], official["layers.4.mixer.A_b_log"])
     # the class entry (index 98 of 197) is dropped and the 14x14 grid interpolated to 32x32
     pos = official["pos_embed"]
@@ -219,7 +220,8 @@ def test_vim_configs_carry_the_official_recipes(path):
         lr * (1.0 if block0 == 1.0 else 0.837))
     assert found["backbone.model.patch_embed.proj.weight"]["lr"] == pytest.approx(lr * embed)
     assert found["backbone.model.pos_embed"]["lr"] == pytest.approx(lr * embed)
-    head = next(n for n in found if not n.startswith("backbone.") and n.endswith(".weight") and found[n]["params"][0].dim() > 1)
+    head = next(n for n, g in found.items() if not n.startswith("backbone.") and n.endswith(".weight")
+                and model.get_parameter(n).dim() > 1)
     assert found[head]["lr"] == pytest.approx(lr) and found[head]["weight_decay"] == weight_decay
     decay = {name: group["weight_decay"] for name, group in found.items()}
     assert decay["backbone.model.blocks.3.mixer.x_proj_weight"] == weight_decay

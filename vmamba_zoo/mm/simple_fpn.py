@@ -47,7 +47,8 @@ class SimpleFPN(BaseModule):
                 raise ValueError(f"SimpleFPN takes one input map, got in_channels={list(in_channels)}")
             in_channels = in_channels[0]
         if num_outs < len(scale_factors):
-            raise ValueError(f"num_outs ({num_outs}) must be at least the number of scale factors ({len(scale_factors)})")
+            raise ValueError(f"num_outs ({num_outs}) must be at least the number of scale factors "
+                             f"({len(scale_factors)})")
         dim = in_channels
         self.in_channels, self.out_channels, self.num_outs = in_channels, out_channels, num_outs
         self.scale_factors = tuple(float(s) for s in scale_factors)
