@@ -24,7 +24,7 @@ from mmdet.registry import MODELS as MMDET_MODELS  # noqa: E402
 from mmseg.registry import MODELS as MMSEG_MODELS  # noqa: E402
 
 import vmamba_zoo.mm  # noqa: E402
-from vmamba_zoo.mm import VisualSSMBackbone, convert_dense_state_dict  # noqa: E402
+from vmamba_zoo.mm import VimBackbone, VisualSSMBackbone, convert_dense_state_dict  # noqa: E402
 from vmamba_zoo.models import CheckpointMismatchError, family_module  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -244,8 +244,13 @@ def _small_config(path, data):
                                   metainfo=dict(classes=make_toy_datasets.SHAPES))
         # fewer proposals than at full size, the same code paths
         cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=50)
-        cfg.model.train_cfg.rcnn.sampler.num = 32
+        rcnn = cfg.model.train_cfg.rcnn
+        for stage in rcnn if isinstance(rcnn, list) else [rcnn]:  # Cascade R-CNN: one per stage
+            stage.sampler.num = 32
         cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=50)
+        # ViTDet pads every image to its 1024x1024 training size: the same padding at test size
+        if cfg.model.data_preprocessor.get("pad_size_divisor", 32) > 64:
+            cfg.model.data_preprocessor.pad_size_divisor = 64
     else:
         ade = data / "ade"
         crop = (64, 64)
@@ -270,7 +275,7 @@ def test_config_builds_and_runs_a_training_and_an_inference_step(path, toy_data)
     model = registry.build(cfg.model)
     model.init_weights()
     backbone = model.backbone
-    assert isinstance(backbone, VisualSSMBackbone)
+    assert isinstance(backbone, (VisualSSMBackbone, VimBackbone))
     # the neck / decode head take what the backbone gives
     if cfg.default_scope == "mmdet":
         assert tuple(cfg.model.neck.in_channels) == backbone.channels
@@ -281,7 +286,7 @@ def test_config_builds_and_runs_a_training_and_an_inference_step(path, toy_data)
     val_loader = Runner.build_dataloader(cfg.val_dataloader, seed=0)
     optim_wrapper = _build_optim_wrapper(model, cfg)  # the config's paramwise settings included
     model.train()
-    first = next(backbone.model.stem.parameters())
+    first = next((backbone.model.stem if isinstance(backbone, VisualSSMBackbone) else backbone.model.patch_embed).parameters())
     before = first.detach().clone()
     losses = model.train_step(next(iter(train_loader)), optim_wrapper)
     assert losses and all(torch.isfinite(v).all() for v in losses.values())
