@@ -67,6 +67,14 @@ def efficient_vssm(module, official_name: str, checkout: Path) -> nn.Module:
                                 patch_norm=True, downsample_version="v1", use_checkpoint=False, window_size=2)
 
 
+def spatial_mamba(module, official_name: str, checkout: Path) -> nn.Module:
+    """Spatial-Mamba's class with the published widths and depths (its yaml files say the same)."""
+    dims, depths, drop_path = {"spatialmamba_tiny": (64, [2, 4, 8, 4], 0.2),
+                               "spatialmamba_small": (64, [2, 4, 21, 5], 0.3),
+                               "spatialmamba_base": (96, [2, 4, 21, 5], 0.5)}[official_name]
+    return module.SpatialMamba(d_state=1, dims=dims, depths=depths, drop_path_rate=drop_path)
+
+
 @dataclass(frozen=True)
 class OfficialSource:
     """Where a family's official model lives in its checkout and how it is built."""
@@ -92,6 +100,13 @@ SOURCES = {
     # EfficientVMamba imports its kernel as selective_scan_vmamba_pt202.selective_scan_cuda_core
     "efficient_vmamba": OfficialSource("models.vmamba_efficient", build=efficient_vssm,
                                        kernel_dirs=("selective_scan",), kernels=SCAN_EXTENSIONS),
+    # its own selective scan (selective_scan_cuda_oflex_rh: returns the hidden states) and depthwise conv
+    "spatial_mamba": OfficialSource("models", build=spatial_mamba,
+                                    kernel_dirs=("kernels/selective_scan", "kernels/dwconv2d"),
+                                    kernels=("selective_scan_cuda_oflex_rh",)),
+    # models_mamba.py registers the long official names; its mamba_ssm fork and causal-conv1d are built in place
+    "vim": OfficialSource("models_mamba", package_root="vim", kernel_dirs=("mamba-1p1p1", "causal-conv1d"),
+                          kernels=("selective_scan_cuda",)),
 }
 
 
@@ -113,11 +128,11 @@ def find_checkout(model_name: str, root) -> Path:
         raise OfficialUnavailable("no official checkout: pass --official-root DIR or set OFFICIAL_ROOT")
     root = Path(root)
     candidates = [root / name for name in (_repo_name(family_module(model_name)), short) if name] + [root]
-    relative = Path(source.package_root, *source.module.split(".")[:1])
+    relative = Path(source.package_root, *source.module.split("."))
     for directory in candidates:
-        if (directory / relative).exists():
+        if (directory / relative).is_dir() or (directory / relative).with_suffix(".py").is_file():
             return directory
-    raise OfficialUnavailable(f"no {relative} in {', '.join(str(c) for c in candidates)}")
+    raise OfficialUnavailable(f"no {relative}.py in {', '.join(str(c) for c in candidates)}")
 
 
 #: the family whose official code this process has imported (its package names would shadow another's)
