@@ -224,6 +224,30 @@ def test_our_own_checkpoints_load_back():
         assert torch.equal(target.state_dict()[key], value), key
 
 
+
+def test_efficientvmamba_backbone_takes_an_official_detector_checkpoint():
+    """Stage widths that double per stage, inverted-residual stages 2-3 (NCHW blocks, batch-norm buffers) behind the
+    same wrapper: the official detection backbone's layout (classifier dropped, outnorm0..3 added) loads key for key."""
+    from test_efficient_vmamba import official_state_dict as efficient_official
+    official = efficient_official()
+    backbone = VisualSSMBackbone(model_name="efficientvmamba_tiny", out_indices=(1, 2, 3))
+    assert backbone.channels == (96, 192, 384) and backbone.strides == (8, 16, 32)
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    body = sum(v.numel() for k, v in official.items() if not k.startswith("classifier.") and not k.endswith(buffers))
+    assert sum(p.numel() for p in backbone.parameters()) == body + 2 * (96 + 192 + 384)
+    detector = {f"backbone.{k}": v for k, v in official.items() if not k.startswith("classifier.")}
+    for i, channels in enumerate((48, 96, 192, 384)):
+        detector[f"backbone.outnorm{i}.weight"] = torch.randn(channels)
+        detector[f"backbone.outnorm{i}.bias"] = torch.randn(channels)
+    backbone.load_checkpoint({"meta": {}, "state_dict": detector})
+    state = backbone.state_dict()
+    # official stage 2 is Sequential(Permute, 4 inverted residuals, Permute, PatchMerging): block 3 sits at index 4
+    torch.testing.assert_close(state["model.stages.2.blocks.3.bn1.running_var"], official["layers.2.4.conv_pw.1.running_var"])
+    torch.testing.assert_close(state["model.stages.3.downsample.reduction.weight"], official["layers.2.6.reduction.weight"])
+    torch.testing.assert_close(state["outnorm3.bias"], detector["backbone.outnorm3.bias"])
+    outs = backbone.eval()(torch.randn(1, 3, 72, 40))
+    assert [tuple(o.shape) for o in outs] == [(1, 96, 9, 5), (1, 192, 5, 3), (1, 384, 3, 2)]
+
 # ---- configs -------------------------------------------------------------------------------------
 def _small_config(path, data):
     """A config from configs/ pointed at the tiny toy datasets, at 64x64, with no pretrained download."""
