@@ -11,6 +11,9 @@
 # build; it sets 4 images per GPU on 4 GPUs and fp16 (AmpOptimWrapper).
 # Paper (Table 7): box AP 35.6 (AP50 57.7, AP75 38.0), mask AP 33.2 (AP50 54.4, AP75 35.1); 11M params, 60 GFLOPs.
 # Ours: tools/flops.py --config this.
+# The paper's 11M / 60G for T cannot be a Mask R-CNN with FPN: its neck and heads alone are 20.1M params
+# and ? GFLOPs here (the same table gives 31M / 207G for ResNet-18); S and B, with the same neck
+# and heads, match the paper within 1%.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
