@@ -6,8 +6,7 @@
 # warmup 1000 iterations, lr x0.1 after epochs 27 and 33; shorter side 480..800 (DETR-style resize / crop);
 # drop path 0.2 (Swin's backbone setting, which the official backbone inherits; the model's own default).
 # The official configs train in fp16 (AmpOptimWrapper; add --cfg-options optim_wrapper.type=AmpOptimWrapper).
-# The official config (configs/efficient/mask_rcnn_vssm_fpn_coco_efficient_2292_96.py, the 3x one) sets 4 images
-# per GPU on 4 GPUs and fp16 (AmpOptimWrapper).
+# The official config sets 4 images per GPU on 4 GPUs (16 per iteration either way).
 # Paper (Table 7): box AP 45.0 (AP50 66.9, AP75 49.2), mask AP 40.8 (AP50 64.1, AP75 43.7); 53M params, 252 GFLOPs.
 # Ours: tools/flops.py --config this.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']

@@ -8,7 +8,7 @@
 # The official detection folder has no working EfficientVMamba-T config: configs/efficient/
 # mask_rcnn_vssm_fpn_coco_efficient_2242_48.py builds embed 48 with depths (2, 2, 9, 2) (T has 2, 2, 4, 2) and
 # keeps Swin's FPN input channels (96, 192, 384, 768), which a 48-wide backbone does not give, so it does not
-# build; it sets 4 images per GPU on 4 GPUs and fp16 (AmpOptimWrapper).
+# build; it sets 4 images per GPU on 4 GPUs.
 # Paper (Table 7): box AP 35.6 (AP50 57.7, AP75 38.0), mask AP 33.2 (AP50 54.4, AP75 35.1); 11M params, 60 GFLOPs.
 # Ours: tools/flops.py --config this.
 # The paper's 11M / 60G for T cannot be a Mask R-CNN with FPN: its neck and heads alone are 20.1M params
