@@ -10,10 +10,9 @@
 # embed 96, which is model_kwargs=dict(embed_dim=96) here (24.0M-parameter backbone); the paper's detector and
 # segmentor sizes are those of embed 64 (its Mask R-CNN: 31M; here 30.9M with embed 64, 44.3M with 96).
 #
-# Decoder width: the paper gives no UperNet settings beyond "aligning with VMamba" and the official repository has
-# no segmentation code. The standard UperNet (512 channels, as VMamba's) would make this model
-# 41.1M params; the paper's 29M params, 505 GFLOPs are met by UperNet with 384 channels
-# (decode_head.channels; the FCN auxiliary head keeps 256), which this config therefore uses.
+# Decoder width, which the paper does not state: the standard UperNet (512 channels, VMamba's) would make this model
+# 41.1M params; the paper's 29M params, 505 GFLOPs are those of UperNet with 384 channels
+# (decode_head.channels; the FCN auxiliary head keeps its 256), which this config therefore uses.
 # Paper: mIoU 41.5 (single scale) / 42.1 (multi-scale); 29M params, 505 GFLOPs at 512x2048.
 # Ours (tools/flops.py --config this): 28.78M params (backbone 10.76M, decode head 17.39M, auxiliary head 0.63M),
 # 504.5 GFLOPs at 512x2048.

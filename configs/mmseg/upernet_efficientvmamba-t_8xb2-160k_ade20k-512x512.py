@@ -6,10 +6,9 @@
 # 1500 iterations then poly decay to 0, 16 images per iteration (8 GPUs x 2); drop path 0.2 (the model's own
 # default, the rate of the paper's detection runs).
 #
-# Decoder width: the paper gives no UperNet settings beyond "aligning with VMamba" and the official repository has
-# no segmentation code. The standard UperNet (512 channels, as VMamba's) would make this model
-# 35.4M params; the paper's 14M params, 230 GFLOPs are met by UperNet with 256 channels
-# (decode_head.channels; the FCN auxiliary head keeps 256), which this config therefore uses.
+# Decoder width, which the paper does not state: the standard UperNet (512 channels, VMamba's) would make this model
+# 35.4M params; the paper's 14M params, 230 GFLOPs are those of UperNet with 256 channels
+# (decode_head.channels; the FCN auxiliary head keeps its 256), which this config therefore uses.
 # Paper: mIoU 38.9 (single scale) / 39.3 (multi-scale); 14M params, 230 GFLOPs at 512x2048.
 # Ours (tools/flops.py --config this): 14.49M params (backbone 6.11M, decode head 7.90M, auxiliary head 0.48M),
 # 229.9 GFLOPs at 512x2048.
