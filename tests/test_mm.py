@@ -224,6 +224,30 @@ def test_our_own_checkpoints_load_back():
         assert torch.equal(target.state_dict()[key], value), key
 
 
+
+def test_efficientvmamba_backbone_takes_an_official_detector_checkpoint():
+    """Stage widths that double per stage, inverted-residual stages 2-3 (NCHW blocks, batch-norm buffers) behind the
+    same wrapper: the official detection backbone's layout (classifier dropped, outnorm0..3 added) loads key for key."""
+    from test_efficient_vmamba import official_state_dict as efficient_official
+    official = efficient_official()
+    backbone = VisualSSMBackbone(model_name="efficientvmamba_tiny", out_indices=(1, 2, 3))
+    assert backbone.channels == (96, 192, 384) and backbone.strides == (8, 16, 32)
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    body = sum(v.numel() for k, v in official.items() if not k.startswith("classifier.") and not k.endswith(buffers))
+    assert sum(p.numel() for p in backbone.parameters()) == body + 2 * (96 + 192 + 384)
+    detector = {f"backbone.{k}": v for k, v in official.items() if not k.startswith("classifier.")}
+    for i, channels in enumerate((48, 96, 192, 384)):
+        detector[f"backbone.outnorm{i}.weight"] = torch.randn(channels)
+        detector[f"backbone.outnorm{i}.bias"] = torch.randn(channels)
+    backbone.load_checkpoint({"meta": {}, "state_dict": detector})
+    state = backbone.state_dict()
+    # official stage 2 is Sequential(Permute, 4 inverted residuals, Permute, PatchMerging): block 3 sits at index 4
+    torch.testing.assert_close(state["model.stages.2.blocks.3.bn1.running_var"], official["layers.2.4.conv_pw.1.running_var"])
+    torch.testing.assert_close(state["model.stages.3.downsample.reduction.weight"], official["layers.2.6.reduction.weight"])
+    torch.testing.assert_close(state["outnorm3.bias"], detector["backbone.outnorm3.bias"])
+    outs = backbone.eval()(torch.randn(1, 3, 72, 40))
+    assert [tuple(o.shape) for o in outs] == [(1, 96, 9, 5), (1, 192, 5, 3), (1, 384, 3, 2)]
+
 # ---- configs -------------------------------------------------------------------------------------
 def _small_config(path, data):
     """A config from configs/ pointed at the tiny toy datasets, at 64x64, with no pretrained download."""
@@ -242,12 +266,12 @@ def _small_config(path, data):
             loader.dataset.update(data_root=str(coco), ann_file=f"annotations/instances_{split}.json",
                                   data_prefix=dict(img=f"{split}/"), pipeline=pipeline,
                                   metainfo=dict(classes=make_toy_datasets.SHAPES))
-        # fewer proposals than at full size, the same code paths
-        cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=50)
-        rcnn = cfg.model.train_cfg.rcnn
-        for stage in rcnn if isinstance(rcnn, list) else [rcnn]:  # Cascade R-CNN: one per stage
-            stage.sampler.num = 32
-        cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=50)
+        if "rpn_proposal" in cfg.model.train_cfg:  # two-stage: fewer proposals than at full size, same code paths
+            cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=50)
+            rcnn = cfg.model.train_cfg.rcnn
+            for stage in rcnn if isinstance(rcnn, list) else [rcnn]:  # Cascade R-CNN: one per stage
+                stage.sampler.num = 32
+            cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=50)
         # ViTDet pads every image to its 1024x1024 training size: the same padding at test size
         if cfg.model.data_preprocessor.get("pad_size_divisor", 32) > 64:
             cfg.model.data_preprocessor.pad_size_divisor = 64
@@ -296,7 +320,8 @@ def test_config_builds_and_runs_a_training_and_an_inference_step(path, toy_data)
         outputs = model.val_step(next(iter(val_loader)))
     assert len(outputs) == 2
     if cfg.default_scope == "mmdet":
-        assert {"bboxes", "scores", "labels", "masks"} <= set(outputs[0].pred_instances.keys())
+        masks = {"masks"} if cfg.model.get("roi_head", {}).get("mask_head") else set()  # RetinaNet: boxes only
+        assert {"bboxes", "scores", "labels"} | masks <= set(outputs[0].pred_instances.keys())
     else:
         assert outputs[0].pred_sem_seg.data.shape[-2:] == outputs[0].gt_sem_seg.data.shape[-2:]
 
@@ -343,6 +368,19 @@ PAPER_CONFIGS = {
     "configs/mmseg/upernet_spatialmamba-t_8xb2-160k_ade20k-512x512.py": ("spatialmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_spatialmamba-s_8xb2-160k_ade20k-512x512.py": ("spatialmamba_small", 0.3, 6e-5, 0.01, 2, 160000),
     "configs/mmseg/upernet_spatialmamba-b_8xb2-160k_ade20k-512x512.py": ("spatialmamba_base", 0.5, 6e-5, 0.01, 2, 160000),
+    # EfficientVMamba: RetinaNet as PVT's recipe (the paper), Mask R-CNN as Swin's (the official configs)
+    "configs/mmdet/retinanet_efficientvmamba-t_fpn_1x_coco.py": ("efficientvmamba_tiny", 0.2, 1e-4, 1e-4, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-t_fpn_1x_coco.py": ("efficientvmamba_tiny", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-t_fpn_ms-crop-3x_coco.py": ("efficientvmamba_tiny", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_efficientvmamba-t_8xb2-160k_ade20k-512x512.py": ("efficientvmamba_tiny", 0.2, 6e-5, 0.01, 2, 160000),
+    "configs/mmdet/retinanet_efficientvmamba-s_fpn_1x_coco.py": ("efficientvmamba_small", 0.2, 1e-4, 1e-4, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-s_fpn_1x_coco.py": ("efficientvmamba_small", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-s_fpn_ms-crop-3x_coco.py": ("efficientvmamba_small", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_efficientvmamba-s_8xb2-160k_ade20k-512x512.py": ("efficientvmamba_small", 0.2, 6e-5, 0.01, 2, 160000),
+    "configs/mmdet/retinanet_efficientvmamba-b_fpn_1x_coco.py": ("efficientvmamba_base", 0.2, 1e-4, 1e-4, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-b_fpn_1x_coco.py": ("efficientvmamba_base", 0.2, 1e-4, 0.05, 2, 12),
+    "configs/mmdet/mask-rcnn_efficientvmamba-b_fpn_ms-crop-3x_coco.py": ("efficientvmamba_base", 0.2, 1e-4, 0.05, 2, 36),
+    "configs/mmseg/upernet_efficientvmamba-b_8xb2-160k_ade20k-512x512.py": ("efficientvmamba_base", 0.2, 6e-5, 0.01, 2, 160000),
 }
 
 #: per family, backbone parameters whose official names contain 'norm' (the official recipes exempt those from
@@ -361,6 +399,12 @@ DECAY_CHECKS = {
                       ["stem.proj.0.weight", "stages.1.downsample.proj.weight", "stages.0.blocks.0.norm1.weight",
                        "stages.2.blocks.0.norm2.bias",                                 # official ln_1, ln_2
                        "stages.0.blocks.0.mixer.state_fusion.alpha", "stages.0.blocks.0.mixer.A_log"]),
+    "efficient_vmamba": (["stages.0.blocks.0.norm.weight", "stages.0.blocks.0.mixer.out_norm.weight",
+                          "stages.1.blocks.0.bi_attn.norm.bias",                            # official se.norm
+                          "stages.1.downsample.norm.weight"],
+                         ["stem.norm.weight",                                               # official patch_embed.2
+                          "stages.0.blocks.0.conv_branch.1.weight", "stages.2.blocks.0.bn1.weight",  # conv_pw.1
+                          "stages.0.blocks.0.mixer.A_log"]),
 }
 
 
@@ -381,12 +425,12 @@ def test_configs_carry_the_official_recipes(path):
     assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ("AdamW", lr, weight_decay)
     assert cfg.train_dataloader.batch_size == per_gpu
     if cfg.default_scope == "mmdet":
-        assert cfg.train_cfg.max_epochs == schedule and cfg.model.type == "MaskRCNN"
+        assert cfg.train_cfg.max_epochs == schedule and cfg.model.type in ("MaskRCNN", "RetinaNet")
     else:
         assert cfg.train_cfg.max_iters == schedule and cfg.model.decode_head.type == "UPerHead"
         assert cfg.model.decode_head.num_classes == 150 and cfg.crop_size == (512, 512)
     family = family_module(model_name)
-    if family.__name__.rpartition(".")[2] not in DECAY_CHECKS:
+    if family.__name__.rpartition(".")[2] not in DECAY_CHECKS or "paramwise_cfg" not in cfg.optim_wrapper:
         return  # below: the norm names of the families whose official recipes exempt norms by name
     # no weight decay exactly where the official backbone's parameter names contain 'norm'
     init_default_scope(cfg.default_scope)

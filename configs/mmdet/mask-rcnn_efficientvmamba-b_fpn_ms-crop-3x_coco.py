@@ -1,0 +1,40 @@
+# Mask R-CNN + FPN with EfficientVMamba-B, 3x schedule (36 epochs) with multi-scale training and random
+# crops, COCO instance segmentation.
+#
+# The official recipe (configs/efficient/mask_rcnn_vssm_fpn_coco_efficient_2292_96.py, written for B): Swin-T's
+# ms-crop-3x recipe with the backbone swapped. AdamW lr 1e-4, weight decay 0.05 (none on the norms), batch 16,
+# warmup 1000 iterations, lr x0.1 after epochs 27 and 33; shorter side 480..800 (DETR-style resize / crop);
+# drop path 0.2 (Swin's backbone setting, which the official backbone inherits; the model's own default).
+# The official configs train in fp16 (AmpOptimWrapper; add --cfg-options optim_wrapper.type=AmpOptimWrapper).
+# The official config sets 4 images per GPU on 4 GPUs (16 per iteration either way).
+# Paper (Table 7): box AP 45.0 (AP50 66.9, AP75 49.2), mask AP 40.8 (AP50 64.1, AP75 43.7); 53M params, 252 GFLOPs.
+# Ours (tools/flops.py --config this): 53.22M params, 252.4 GFLOPs at 1280x800 (backbone 32.95M / 81.4G, neck 2.73M
+# / 53.1G, RPN 0.59M / 50.6G, RoI heads 16.95M / 67.3G).
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
+
+custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
+
+# ImageNet-1k weights of the official release: huggingface.co/TerryPei/EfficientVMamba-Base, no direct file URL
+# in the official README; download the checkpoint here under this name (it is converted on load)
+pretrained = 'checkpoints/efficient_vmamba_base.pth'
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='VisualSSMBackbone',
+        model_name='efficientvmamba_base',
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 384, 768]))
+
+# As the official recipe (Swin's): no weight decay for parameters whose name contains 'norm' (the blocks' norms,
+# the mixers' out_norm, BiAttn's norm, the patch-merging norms, the output norms). The official backbone names its
+# stem LayerNorm by position (patch_embed.2), so that one decays; ours is stem.norm, hence the explicit key (the
+# longest matching key wins). The batch norms (conv branch, inverted residuals) decay in both.
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        _delete_=True,
+        custom_keys={
+            'backbone.model.stem': dict(decay_mult=1.0),
+            'norm': dict(decay_mult=0.0),
+        }))
