@@ -277,7 +277,7 @@ class GroupMamba(HierarchicalSSM):
         self.in_chans = in_chans
         norm_layer = _norm
         self.stem = GroupMambaStem(in_chans, stem_hidden_dim, embed_dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         last = len(depths) - 1
         for i, (dim, depth, ratio) in enumerate(zip(embed_dims, depths, mlp_ratios)):
