@@ -489,20 +489,20 @@ def test_flops_tool_counts_a_whole_detector(capsys):
 
 
 def test_flops_tool_writes_a_results_file(tmp_path, capsys):
-    """--configs: one row per config beside the config's own `paper` numbers; a recount replaces its row only."""
+    """--configs: one row per config counted, beside the config's own `paper` numbers; other rows are kept."""
     results = tmp_path / "dense.csv"
-    toys = [str(ROOT / "configs/mmdet/toy/mask-rcnn_vmamba-t-mini_fpn_toy-shapes.py"),
-            str(ROOT / "configs/mmseg/toy/upernet_vmamba-t-mini_toy-shapes-128x128.py")]
-    assert flops.main(["--configs", *toys, "--shape", "64", "64", "--results-file", str(results)]) == 0
+    det, seg = ("configs/mmdet/toy/mask-rcnn_vmamba-t-mini_fpn_toy-shapes.py",
+                "configs/mmseg/toy/upernet_vmamba-t-mini_toy-shapes-128x128.py")
+    kept = dict.fromkeys(flops.RESULT_FIELDS, "")
+    kept.update(config=seg, model="vmamba_tiny", input="64x64", params="1", params_m="0.00", gflops="0.1")
+    flops.write_results({seg: dict(kept)}, results)
+    assert flops.main(["--configs", str(ROOT / det), "--shape", "64", "64", "--results-file", str(results)]) == 0
     rows = flops.read_results(results)
-    assert sorted(rows) == sorted(str(Path(t).relative_to(ROOT)) for t in toys)
-    row = rows["configs/mmdet/toy/mask-rcnn_vmamba-t-mini_fpn_toy-shapes.py"]
+    assert list(rows) == [det, seg] and rows[seg] == kept
+    row = rows[det]
     assert row["model"] == "vmamba_tiny" and row["input"] == "64x64" and float(row["gflops"]) > 0
     assert row["paper_params_m"] == row["params_diff_pct"] == ""  # a toy config has no paper numbers
-    flops.write_results({**rows, row["config"]: dict(row, params="1", gflops="0.0")}, results)
-    assert flops.main(["--configs", toys[0], "--shape", "64", "64", "--results-file", str(results)]) == 0
-    assert flops.read_results(results) == rows  # the same count again (the model is built from seed 0)
-    assert "mask-rcnn_vmamba-t-mini_fpn_toy-shapes.py: params 2.10 M (-%)" in capsys.readouterr().out
+    assert f"{det}: params {row['params_m']} M (-%), GFLOPs {row['gflops']} (-%)" in capsys.readouterr().out
 
 
 def test_paper_numbers_are_the_config_files_own(tmp_path):
