@@ -176,7 +176,7 @@ def paper_columns(config, params: int, gflops: float) -> dict:
     for key, ours, theirs in (("params_diff_pct", params / 1e6, paper.get("params_m")),
                               ("gflops_diff_pct", gflops, paper.get("gflops"))):
         if theirs:
-            columns[key] = f"{100 * (ours - theirs) / theirs:+.1f}"
+            columns[key] = f"{round(100 * (ours - theirs) / theirs, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
     return columns
 
 
