@@ -19,7 +19,9 @@ head is training only, but its parameters are counted, as the papers do) at 512x
 With ``--configs`` each config is counted at its default input and a row is written to ``--results-file``
 beside the paper's numbers, which each config holds in a top-level ``paper = dict(params_m=..., gflops=...,
 note=...)`` (``note``: why a count differs from the paper's, where it does). Rows of configs not counted in
-this run are kept (if the config still exists), so a subset can be recounted.
+this run are kept (if the config still exists), so a subset can be recounted; a model that two configs build
+(a 1x and a 3x schedule) is counted once; ``--refresh-paper`` rewrites only the paper columns (after editing
+a config's ``paper``). Every paper config takes about 10 minutes on two CPU cores.
 """
 from __future__ import annotations
 
