@@ -537,6 +537,64 @@ def test_flops_tool_counts_a_whole_detector(capsys):
     assert re.search(r"decode_head +params", out) and re.search(r"auxiliary_head +params", out)
 
 
+def test_flops_tool_writes_a_results_file(tmp_path, capsys):
+    """--configs: one row per config counted, beside the config's own `paper` numbers; other rows are kept."""
+    results = tmp_path / "dense.csv"
+    det, seg = ("configs/mmdet/toy/mask-rcnn_vmamba-t-mini_fpn_toy-shapes.py",
+                "configs/mmseg/toy/upernet_vmamba-t-mini_toy-shapes-128x128.py")
+    kept = dict.fromkeys(flops.RESULT_FIELDS, "")
+    kept.update(config=seg, model="vmamba_tiny", input="64x64", params="1", params_m="0.00", gflops="0.1")
+    flops.write_results({seg: dict(kept)}, results)
+    assert flops.main(["--configs", str(ROOT / det), "--shape", "64", "64", "--results-file", str(results)]) == 0
+    rows = flops.read_results(results)
+    assert list(rows) == [det, seg] and rows[seg] == kept
+    row = rows[det]
+    assert row["model"] == "vmamba_tiny" and row["input"] == "64x64" and float(row["gflops"]) > 0
+    assert row["paper_params_m"] == row["params_diff_pct"] == ""  # a toy config has no paper numbers
+    assert f"{det}: params {row['params_m']} M (-%), GFLOPs {row['gflops']} (-%)" in capsys.readouterr().out
+
+
+def test_paper_numbers_are_the_config_files_own(tmp_path):
+    base = tmp_path / "base.py"
+    base.write_text("paper = dict(params_m=50, gflops=271, note='base')\nmodel = dict(type='X')\n")
+    child = tmp_path / "child.py"
+    child.write_text("_base_ = ['./base.py']\nmodel = dict(type='Y')\n")
+    assert flops.paper_numbers(base) == dict(params_m=50, gflops=271, note="base")
+    assert flops.paper_numbers(child) == {}  # not inherited: a child config is another model
+    assert Config.fromfile(base).paper.gflops == 271  # mmengine takes the extra top-level key as it is
+    bad = tmp_path / "bad.py"
+    bad.write_text("paper = {'params_m': 50}\n")
+    with pytest.raises(ValueError, match="must be a dict"):
+        flops.paper_numbers(bad)
+
+
+def test_dense_complexity_results_cover_every_paper_config():
+    """results/dense_complexity.csv (tools/flops.py --configs, minutes a config on a CPU) has a row for every
+    paper config under configs/, with the parameters of the model that config builds now and the paper columns
+    of the config file. Built on the meta device (no weights): about a second a model."""
+    from vmamba_zoo.profiling import count_params
+    rows = flops.read_results(flops.RESULTS_FILE)
+    missing = sorted(set(flops.paper_configs()) - set(rows))
+    assert not missing, f"not in {flops.RESULTS_FILE.name} (run tools/flops.py --configs ...): {missing}"
+    assert sorted(rows) == flops.paper_configs()
+    params = {}
+    for config, row in rows.items():
+        cfg = Config.fromfile(ROOT / config)
+        key = flops.model_key(cfg)
+        if key not in params:
+            init_default_scope(cfg.default_scope)
+            registry = MMDET_MODELS if cfg.default_scope == "mmdet" else MMSEG_MODELS
+            try:
+                with torch.device("meta"):
+                    params[key] = count_params(registry.build(cfg.model))
+            except NotImplementedError:  # a constructor that reads tensor values: build it for real
+                params[key] = count_params(registry.build(cfg.model))
+        assert int(row["params"]) == params[key], config
+        assert row["model"] == cfg.model.backbone.model_name
+        expected = flops.paper_columns(ROOT / config, int(row["params"]), float(row["gflops"]))
+        assert {k: row[k] for k in expected} == {k: str(v) for k, v in expected.items()}, config
+
+
 def test_toy_datasets_are_valid_coco_and_ade(toy_data):
     from pycocotools.coco import COCO
     import numpy as np

@@ -5,12 +5,15 @@
 # backbone parameters whose official names contain 'norm'), batch 16 (8 GPUs x 2 images), linear warmup
 # over 1000 iterations, lr x0.1 after epochs 8 and 11, single-scale 1333x800 training; drop path 0.2 (the
 # model's own default). No layer-wise lr decay.
-# Paper: box AP 47.6, mask AP 42.9; 46M params, 261 GFLOPs (tools/flops.py --config this).
 #
 # ImageNet-1k weights: the official checkpoints are Google Drive files with no direct link (the official
 # README; vmamba_zoo.models.PUBLISHED['spatialmamba_tiny']['checkpoint']). Download one and set `pretrained`
 # to its path (converted on load); left None, the backbone starts from random weights.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
+
+# The paper's results for this config; params_m / gflops: the whole model at 1280x800 (tools/flops.py
+# --configs compares its counts with them)
+paper = dict(box_ap=47.6, mask_ap=42.9, params_m=46, gflops=261)
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
 

@@ -5,8 +5,11 @@
 # Swin-T's ms-crop-3x recipe with the backbone swapped. AdamW lr 1e-4, weight decay 0.05 (none where the
 # official backbone's names contain 'norm'), batch 16 (8 GPUs x 2), warmup 1000 iterations, lr x0.1 after
 # epochs 27 and 33; shorter side 480..800 (DETR-style resize / crop); drop path 0.2.
-# Paper: box AP 49.3, mask AP 43.6; 46M params, 261 GFLOPs.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
+
+# The paper's results for this config; params_m / gflops: the whole model at 1280x800 (tools/flops.py
+# --configs compares its counts with them)
+paper = dict(box_ap=49.3, mask_ap=43.6, params_m=46, gflops=261)
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
 

@@ -5,8 +5,11 @@
 # blocks' norms), batch 16 (8 GPUs x 2 images), linear warmup over 1000 iterations, lr x0.1 after
 # epochs 8 and 11, single-scale 1333x800 training; drop path 0.2 (the model's own default).
 # No layer-wise lr decay (the official recipe uses none).
-# Paper: box AP 47.3, mask AP 42.7; 50M params, 271 GFLOPs (tools/flops.py --config this).
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
+
+# The paper's results for this config; params_m / gflops: the whole model at 1280x800 (tools/flops.py
+# --configs compares its counts with them)
+paper = dict(box_ap=47.3, mask_ap=42.7, params_m=50, gflops=271)
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
 

@@ -1,7 +1,10 @@
 # UperNet with VMamba-S, 160k iterations on ADE20K, 512x512: the VMamba-T recipe with the small model
 # (official segmentation/configs/vssm1/upernet_vssm_4xb4-160k_ade20k-512x512_small.py); drop path 0.3.
-# Paper: mIoU 50.6 (single scale) / 51.2 (multi-scale); 82M params, 1028 GFLOPs.
 _base_ = ['./upernet_vmamba-t_8xb2-160k_ade20k-512x512.py']
+
+# The paper's results for this config; params_m / gflops: the whole model at 512x2048 (tools/flops.py
+# --configs compares its counts with them)
+paper = dict(miou=50.6, miou_ms=51.2, params_m=82, gflops=1028)
 
 pretrained = 'https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/vssm_small_0229_ckpt_epoch_222.pth'  # noqa
 

@@ -278,7 +278,7 @@ class GroupMamba(HierarchicalSSM):
         self.in_chans = in_chans
         norm_layer = _norm
         self.stem = GroupMambaStem(in_chans, stem_hidden_dim, embed_dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         last = len(depths) - 1
         for i, (dim, depth, ratio) in enumerate(zip(embed_dims, depths, mlp_ratios)):
@@ -520,11 +520,13 @@ CARD = dict(
         "GFLOPs: the official code counted with fvcore and its own scan handle gives 4.71 / 7.28 / 14.19 G at "
         "224x224 (our count equals it exactly); the paper prints 4.5 / 7.0 / 14 G. None of the usual causes "
         "explains the gap: both classifiers cost 0.9 M, the class-token block 2 M, the norms 37.5 M (T), the "
-        "scans 17 M and the einsums 14.5 M; counting modules only (thop-style) gives ~4.65 G; train-mode "
-        "BatchNorm changes 4 M; the input is 224x224 in the paper too; the VMamba-style two-conv stem the paper "
-        "describes would give 4.42 / 6.25 G. The one single part whose removal lands on all three printed values "
-        "is the VSSS in-projections (4.54 / 7.03 / 13.67 G), which matches no counting rule we know. We report "
-        "the official code's count.",
+        "scans 17 M and the einsums 14.5 M; other counters on the official T give thop 4.67 G, ptflops 4.70 G "
+        "(pytorch backend) / 4.67 G (aten backend); train-mode BatchNorm changes 4 M; the input is 224x224 in the "
+        "paper too; the VMamba-style two-conv stem the paper describes would give 4.42 / 6.25 G. No single part, "
+        "pair or triple of parts (stem convs, downsampling convs, FFN, projections, norms, scans, heads) removed "
+        "lands on 4.5 / 7.0 / 14.0 within their rounding; the nearest, the VSSS in-projections (4.54 / 7.03 / "
+        "13.67 G), needs B's '14' read as 13.5-14.5 and matches no counting rule we know. We report the official "
+        "code's count.",
         "Inference returns the mean of the class and distillation classifiers; in train mode after "
         "model.set_distilled_training(True) both (timm's DeiT convention; the official model returns both "
         "whenever it is in train mode). vmamba_zoo.training.HardDistillationLoss is the official objective "

@@ -64,7 +64,7 @@ class MSVMamba(HierarchicalSSM):
         self.in_chans = in_chans
         dims = [embed_dim * 2 ** i for i in range(len(depths))]
         self.stem = PatchStem(in_chans, dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             blocks = [

@@ -123,7 +123,7 @@ class SpatialMamba(HierarchicalSSM):
             raise ValueError(f"dims {tuple(dims)} and depths {tuple(depths)} must have one entry per stage")
         self.in_chans = in_chans
         self.stem = ConvBNStem(in_chans, dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             blocks = [

@@ -138,7 +138,7 @@ class VSSD(HierarchicalSSM):
             raise ValueError(f"mixers must be 'ssd' or 'attention', got {tuple(mixers)}")
         self.in_chans = in_chans
         self.stem = ConvBNStem(in_chans, dims[0])
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         for i, (dim, depth, heads, kind) in enumerate(zip(dims, depths, num_heads, mixers)):
             def mixer():
