@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, peak_gib, read_results  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
+from flops import RESULTS_FILE as DENSE_FILE, paper_numbers  # noqa: E402
+from flops import read_results as read_dense  # noqa: E402
 from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
 
 CARDS = ROOT / "model_cards"
@@ -91,6 +93,36 @@ def _num(value, spec="g", unit=""):
     return "—" if value is None else f"{format(value, spec)}{unit}"
 
 
+def _paper_result(paper: dict) -> str:
+    """A config's published result in words: box / mask AP or mIoU (multi-scale in brackets)."""
+    parts = [f"{label} {paper[key]}" for key, label in (("box_ap", "box AP"), ("mask_ap", "mask AP"), ("miou", "mIoU"))
+             if paper.get(key) is not None]
+    multi_scale = f" (multi-scale {paper['miou_ms']})" if paper.get("miou_ms") is not None else ""
+    return ", ".join(parts) + multi_scale if parts else "—"
+
+
+def dense_section(paths, info: dict) -> list:
+    """The model's detection / segmentation configs: the paper's result and size beside our count
+    (``results/dense_complexity.csv``, written by ``tools/flops.py --configs``)."""
+    counted = read_dense(DENSE_FILE)
+    out = ["## Detection and segmentation", "",
+           "Configs (`tools/train.py CONFIG`, `tools/test.py CONFIG CHECKPOINT`), the paper's result, and params / "
+           "GFLOPs counted by `tools/flops.py --configs` (detectors at 1280×800, segmentors at 512×2048) beside "
+           "the paper's:", "",
+           "| config | paper result | params (M): ours / paper | GFLOPs: ours / paper |", "|---|---|---:|---:|"]
+    notes = []
+    for path in paths:
+        paper, row = paper_numbers(ROOT / path), counted.get(path, {})
+        out.append(f"| `{Path(path).stem}` | {_paper_result(paper)} | {row.get('params_m') or '—'} / "
+                   f"{paper.get('params_m', '—')} | {row.get('gflops') or '—'} / {paper.get('gflops', '—')} |")
+        if paper.get("note"):
+            notes.append(f"- `{Path(path).stem}`: {paper['note']}")
+    out += [""] + (notes + [""] if notes else [])
+    if info.get("dense_source"):
+        out += [f"Paper results: {info['dense_source']}.", ""]
+    return out
+
+
 def card(name: str, results, configs) -> str:
     """The Markdown card of ``name``."""
     family = family_module(name)
@@ -126,10 +158,6 @@ def card(name: str, results, configs) -> str:
             f"{name}` recounts them).", ""]
     out += ["## Published results", "", "| benchmark | result | source |", "|---|---|---|",
             f"| ImageNet-1k top-1 | {_num(paper.get('top1'), '.1f', '%')} | {info.get('top1_source', '—')} |"]
-    for dataset in ("coco", "ade20k"):
-        for label, value in paper.get(dataset, {}).items():
-            out.append(f"| {'COCO' if dataset == 'coco' else 'ADE20K'}: {label} | {value} | "
-                       f"{info.get('dense_source', '—')} |")
     if paper.get("img_s"):
         out.append(f"| throughput, img/s inference / training | {paper['img_s']} / {paper.get('train_img_s', '—')} | "
                    f"{info.get('throughput_source', '—')} |")
@@ -155,8 +183,7 @@ def card(name: str, results, configs) -> str:
             f'backbone = timm.create_model("{name}", features_only=True, out_indices=(1, 2, 3))',
             "```", ""]
     if name in configs:
-        out += ["Detection / segmentation configs (`tools/train.py CONFIG`, `tools/test.py CONFIG CHECKPOINT`):", ""]
-        out += [f"- `{path}`" for path in configs[name]] + [""]
+        out += dense_section(configs[name], info)
     url = cfg.get("url") or ""
     out += ["## Official checkpoint", ""]
     if url:

@@ -132,9 +132,38 @@ def perf_table(results) -> str:
     return "\n".join(lines)
 
 
+_SIZES = ["n", "m", "ti", "t", "s", "b"]
+
+
+def configs_table(root=ROOT) -> str:
+    """The detection / segmentation configs by family, their OpenMMLab names folded over the model sizes
+    (``mask-rcnn_vmamba-{t,s,b}_fpn_1x_coco``), from the file names under configs/mmdet and configs/mmseg."""
+    families = {}
+    for scope in ("mmdet", "mmseg"):
+        for path in sorted((Path(root) / "configs" / scope).glob("*.py")):
+            method, backbone, rest = path.stem.split("_", 2)
+            family, _, size = backbone.rpartition("-")
+            sizes = families.setdefault(family, {}).setdefault(scope, {}).setdefault((method, rest), [])
+            sizes.append(size)
+    order = [name.partition("_")[0] for name in vmamba_zoo.list_models()]
+    lines = ["| family | detection, COCO (`configs/mmdet/`) | segmentation, ADE20K (`configs/mmseg/`) |", "|---|---|---|"]
+    for family in sorted(families, key=lambda f: order.index(f) if f in order else len(order)):
+        cells = []
+        for scope in ("mmdet", "mmseg"):
+            names = []
+            for (method, rest), sizes in families[family].get(scope, {}).items():
+                sizes = sorted(sizes, key=lambda s: _SIZES.index(s) if s in _SIZES else len(_SIZES))
+                folded = sizes[0] if len(sizes) == 1 else "{" + ",".join(sizes) + "}"
+                names.append(f"`{method}_{family}-{folded}_{rest}`")
+            cells.append("<br>".join(names) or "—")
+        lines.append(f"| {family} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def blocks(results, names=None, count=False) -> dict:
     """The README's generated blocks by marker name."""
-    return {"zoo-table": table(names or vmamba_zoo.list_models(), results, count), "perf-table": perf_table(results)}
+    return {"zoo-table": table(names or vmamba_zoo.list_models(), results, count), "perf-table": perf_table(results),
+            "configs-table": configs_table()}
 
 
 def update_readme(path, texts) -> bool:

@@ -5,9 +5,11 @@
 # images), linear warmup over 1000 iterations, lr x0.1 after epochs 8 and 11, single-scale 1333x800 training;
 # drop path 0.2 (Swin's backbone setting, which the official backbone inherits; the model's own default).
 # The official configs train in fp16 (AmpOptimWrapper; add --cfg-options optim_wrapper.type=AmpOptimWrapper).
-# Paper (Table 7): box AP 43.7 (AP50 66.2, AP75 47.9), mask AP 40.2 (AP50 63.3, AP75 42.9); 53M params, 252 GFLOPs.
 # Ours (tools/flops.py --config this): 53.22M params, 252.4 GFLOPs at 1280x800 (backbone 32.95M / 81.4G, neck 2.73M
 # / 53.1G, RPN 0.59M / 50.6G, RoI heads 16.95M / 67.3G).
+paper = dict(
+    box_ap=43.7, mask_ap=40.2, params_m=53, gflops=252)
+
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)

@@ -10,10 +10,12 @@
 # small yaml and its detection config (configs/efficient/mask_rcnn_vssm_fpn_coco_efficient_2242_96.py) build
 # embed 96, which is model_kwargs=dict(embed_dim=96) here (24.0M-parameter backbone); the paper's detector and
 # segmentor sizes are those of embed 64 (its Mask R-CNN: 31M; here 30.9M with embed 64, 44.3M with 96).
-# Paper (Table 7): box AP 41.6 (AP50 63.9, AP75 45.6), mask AP 38.2 (AP50 60.8, AP75 40.7) (the text says box AP 41.5);
-# 31M params, 197 GFLOPs.
 # Ours (tools/flops.py --config this): 30.91M params, 197.4 GFLOPs at 1280x800 (backbone 10.76M / 27.4G, neck 2.61M
 # / 52.1G, RPN 0.59M / 50.6G, RoI heads 16.95M / 67.3G).
+paper = dict(
+    box_ap=41.6, mask_ap=38.2, params_m=31, gflops=197,
+    note="box AP: the paper's Table 7 says 41.6, its text 41.5")
+
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)

@@ -8,9 +8,11 @@
 # stride 8/16/32 maps with P6/P7 from the last backbone map; drop path 0.2 (the paper; the model's own default).
 # The stride-4 map is not requested (PVT's config takes it and leaves it to the FPN's start_level=1; here its
 # output norm would be a parameter without gradient, which distributed training refuses): the same detector.
-# Paper: box AP 42.8 (AP50 63.9, AP75 45.8, APs 27.3, APm 46.9, APl 55.1); 44.0M params.
 # Ours (tools/flops.py --config this): 43.89M params, 233.4 GFLOPs at 1280x800 (backbone 32.95M / 81.4G, neck 4.47M
 # / 14.3G, head 6.46M / 137.8G; the paper gives no FLOPs).
+paper = dict(
+    box_ap=42.8, params_m=44.0)
+
 _base_ = ['mmdet::pvt/retinanet_pvt-t_fpn_1x_coco.py']
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)

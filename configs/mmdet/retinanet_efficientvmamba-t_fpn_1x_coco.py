@@ -8,12 +8,15 @@
 # stride 8/16/32 maps with P6/P7 from the last backbone map; drop path 0.2 (the paper; the model's own default).
 # The stride-4 map is not requested (PVT's config takes it and leaves it to the FPN's start_level=1; here its
 # output norm would be a parameter without gradient, which distributed training refuses): the same detector.
-# Paper: box AP 37.5 (AP50 57.8, AP75 39.6, APs 22.6, APm 40.7, APl 49.1); 13.0M params.
 # Ours (tools/flops.py --config this): 15.99M params, 167.6 GFLOPs at 1280x800 (backbone 6.11M / 16.4G, neck 3.42M /
 # 13.4G, head 6.46M / 137.8G; the paper gives no FLOPs).
 # The paper's 13.0M cannot be this detector: its FPN and RetinaNet head (256 channels) alone are 9.9M,
 # which would leave 3.1M for a backbone of 6.1M (official and ours); no setting we could identify
 # reproduces it (PVTv2-b0's RetinaNet, the row above it in the paper's table, is 13.0M). B matches.
+paper = dict(
+    box_ap=37.5, params_m=13.0,
+    note="the paper's 13.0M cannot be this detector: its FPN and RetinaNet head alone are 9.9M, leaving 3.1M for a 6.1M backbone")
+
 _base_ = ['mmdet::pvt/retinanet_pvt-t_fpn_1x_coco.py']
 
 custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)

@@ -21,9 +21,11 @@
 # - slide inference with 512x512 windows at stride 341 on images resized to 2048x512 (keep ratio).
 # The released Vim-S classifier was trained without the rotary embedding; the official recipe adds it at
 # fine-tuning (its pretrained-vim-s.pth is not published).
-# Paper (Vim, Table 2): mIoU 44.9 (single scale), 46M params (UperNet + Vim-S).
 # Ours (tools/flops.py --config this, at 512x2048): 45.45M params, 622.8 GFLOPs (backbone 137.3, decode
 # head 485.5); the paper gives no FLOPs.
+paper = dict(
+    miou=44.9, params_m=46)
+
 _base_ = [
     './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
     './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'

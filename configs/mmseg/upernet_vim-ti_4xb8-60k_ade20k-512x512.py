@@ -20,9 +20,13 @@
 # The official pretrained file (pretrained-vim-t.pth) is not the released classifier: the official loader
 # would fail on a class-token checkpoint here, so it was a Vim-Ti without class token. We start from the
 # released Vim-Ti (middle class token; its position entry is dropped, the patch grid interpolated 14 -> 32).
-# Paper (Vim, Table 2): mIoU 41.0 (single scale), 13M params (UperNet + Vim-Ti).
 # Ours (tools/flops.py --config this, at 512x2048): 12.31M params (paper: 13M), 163.8 GFLOPs (backbone
 # 41.5, decode head 122.4); the paper gives no FLOPs.
+paper = dict(
+    miou=41.0, params_m=13,
+    note="params not explained: the official segmentation backbone at this recipe has our backbone's parameters "
+         "(plus an unused final norm), and UperNet's head is mmseg's; the paper gives no FLOPs")
+
 _base_ = [
     './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
     './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'

@@ -178,13 +178,9 @@ PUBLISHED = {
     "msvmamba_nano": dict(official_name="vssm_nano_ms_e300", official_params=6_864_136, params_m=6.86,
                           official_flops=882_952_156, gflops=0.9, top1=77.3),
     "msvmamba_micro": dict(official_name="vssm_micro_ms_e300", official_params=11_879_272, params_m=11.88,
-                           official_flops=1_532_304_900, gflops=1.5, top1=79.8,
-                           det=dict(mask_rcnn_1x=(43.8, 39.9), mask_rcnn_3x=(46.3, 41.8), params_m=32, gflops=201),
-                           seg=dict(upernet_160k=(45.1, 45.4), params_m=42, gflops=875)),
+                           official_flops=1_532_304_900, gflops=1.5, top1=79.8),
     "msvmamba_tiny": dict(official_name="vssm_tiny_ms_e300", official_params=33_046_312, params_m=33.08,
-                          official_flops=4_612_927_988, gflops=4.6, top1=82.8,
-                          det=dict(mask_rcnn_1x=(46.9, 42.2), mask_rcnn_3x=(48.3, 43.2), params_m=53, gflops=252),
-                          seg=dict(upernet_160k=(47.8, None), params_m=65, gflops=942)),
+                          official_flops=4_612_927_988, gflops=4.6, top1=82.8),
 }
 
 #: What the model cards say about the family as a whole (tools/make_model_cards.py).

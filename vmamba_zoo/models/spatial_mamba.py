@@ -198,27 +198,20 @@ _DRIVE = "https://drive.google.com/file/d/{}/view"
 #: Published numbers (official README), the exact parameter counts of the official models and their FLOPs by
 #: the family's rule (the official fvcore count, in train mode), for the tests, the zoo table and the cards.
 #: ``checkpoint``: the official Google Drive files (no direct download: fetch by hand, load with
-#: ``pretrained_cfg_overlay=dict(file=...)``); ``det``: Mask R-CNN (box AP, mask AP) 1x / 3x, params M, GFLOPs;
-#: ``seg``: UperNet 160k ADE20K mIoU (single-, multi-scale), params M, GFLOPs.
+#: ``pretrained_cfg_overlay=dict(file=...)``). The dense results are in each config's ``paper`` dict.
 PUBLISHED = {
     "spatialmamba_tiny": dict(
         official_name="spatialmamba_tiny", official_params=26_748_862, params_m=27,
         official_flops=4_467_681_280, gflops=4.5, top1=83.5,
-        checkpoint=_DRIVE.format("19kXoqGSTuKKs4AHbdUSrdKZTwTWenLIW"),
-        det=dict(ap_1x=(47.6, 42.9), ap_3x=(49.3, 43.6), params_m=46, gflops=261),
-        seg=dict(miou=(48.6, 49.4), params_m=57, gflops=936)),
+        checkpoint=_DRIVE.format("19kXoqGSTuKKs4AHbdUSrdKZTwTWenLIW")),
     "spatialmamba_small": dict(
         official_name="spatialmamba_small", official_params=43_074_280, params_m=43,
         official_flops=7_116_974_080, gflops=7.1, top1=84.6,
-        checkpoint=_DRIVE.format("1Wb3sYoWLpgmWrmHMYKwdgDwGPZaqM28O"),
-        det=dict(ap_1x=(49.2, 44.0), ap_3x=(50.5, 44.6), params_m=63, gflops=315),
-        seg=dict(miou=(50.6, 51.4), params_m=73, gflops=992)),
+        checkpoint=_DRIVE.format("1Wb3sYoWLpgmWrmHMYKwdgDwGPZaqM28O")),
     "spatialmamba_base": dict(
         official_name="spatialmamba_base", official_params=95_745_592, params_m=96,
         official_flops=15_800_638_464, gflops=15.8, top1=85.3,
-        checkpoint=_DRIVE.format("1k8dHp2QRCOqBSgAi36YkhZp_O8LqOPjM"),
-        det=dict(ap_1x=(50.4, 45.1), params_m=115, gflops=494),
-        seg=dict(miou=(51.8, 52.6), params_m=127, gflops=1176)),
+        checkpoint=_DRIVE.format("1k8dHp2QRCOqBSgAi36YkhZp_O8LqOPjM")),
 }
 
 #: What the model cards say about the family as a whole (tools/make_model_cards.py).

@@ -119,24 +119,14 @@ _cfg = partial(zoo_cfg, first_conv="stem.conv1", license="mit",
 
 #: Published numbers (official README; throughput on an A100, batch 128, 224x224), the exact parameter
 #: counts of the official models and their FLOPs by the family's rule (the official fvcore count), for the
-#: tests, the zoo table and the model cards. ``coco`` / ``ade20k``: the official README's dense results
-#: (label -> value, as the model cards print them; detector GFLOPs at 1280x800, segmentor at 512x2048).
-_MASK_RCNN, _UPERNET = "Mask R-CNN, box AP / mask AP", "UperNet 160k, mIoU single-scale / multi-scale"
+#: tests, the zoo table and the model cards. The dense results are in each config's ``paper`` dict.
 PUBLISHED = {
     "vmamba_tiny": dict(official_name="vmamba_tiny_s1l8", official_params=30_249_064, params_m=30,
-                        official_flops=4_905_609_984, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571,
-                        coco={f"{_MASK_RCNN}, 1x": "47.3 / 42.7", f"{_MASK_RCNN}, 3x MS": "48.8 / 43.7",
-                              "detector params / GFLOPs": "50M / 271G"},
-                        ade20k={_UPERNET: "47.9 / 48.8", "segmentor params / GFLOPs": "62M / 949G"}),
+                        official_flops=4_905_609_984, gflops=4.9, top1=82.6, img_s=1686, train_img_s=571),
     "vmamba_small": dict(official_name="vmamba_small_s2l15", official_params=50_147_752, params_m=50,
-                         official_flops=8_715_774_720, gflops=8.7, top1=83.6, img_s=877, train_img_s=314,
-                         coco={f"{_MASK_RCNN}, 1x": "48.7 / 43.7", f"{_MASK_RCNN}, 3x MS": "49.9 / 44.2",
-                               "detector params / GFLOPs": "70M / 349G (paper; the README says 384G)"},
-                         ade20k={_UPERNET: "50.6 / 51.2", "segmentor params / GFLOPs": "82M / 1028G"}),
+                         official_flops=8_715_774_720, gflops=8.7, top1=83.6, img_s=877, train_img_s=314),
     "vmamba_base": dict(official_name="vmamba_base_s2l15", official_params=88_557_800, params_m=89,
-                        official_flops=15_358_944_256, gflops=15.4, top1=83.9, img_s=646, train_img_s=247,
-                        coco={f"{_MASK_RCNN}, 1x": "49.2 / 44.1", "detector params / GFLOPs": "108M / 485G"},
-                        ade20k={_UPERNET: "51.0 / 51.6", "segmentor params / GFLOPs": "122M / 1170G"}),
+                        official_flops=15_358_944_256, gflops=15.4, top1=83.9, img_s=646, train_img_s=247),
 }
 
 #: What the model cards say about the family as a whole (tools/make_model_cards.py).
