@@ -200,3 +200,12 @@ def test_pretrained_offline_names_the_url_and_the_local_file_route(monkeypatch):
     message = str(info.value)
     assert timm.get_pretrained_cfg("vmamba_tiny").url in message
     assert "pretrained_cfg_overlay=dict(file='/path/to/vssm1_tiny_0230s_ckpt_epoch_264.pth')" in message
+
+
+def test_unwrap_strips_every_module_prefix():
+    """One 'module.' per DataParallel wrapper: training checkpoints saved from a doubly wrapped model load."""
+    from vmamba_zoo.models._checkpoint import unwrap_state_dict
+    tensor = torch.zeros(1)
+    checkpoint = {"state_dict": {"module.module.stem.conv.weight": tensor, "module.head.fc.bias": tensor,
+                                 "layers.0.module_x": tensor}}
+    assert list(unwrap_state_dict(checkpoint)) == ["stem.conv.weight", "head.fc.bias", "layers.0.module_x"]

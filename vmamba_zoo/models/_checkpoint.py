@@ -104,12 +104,13 @@ def load_checkpoint_file(path: Union[str, Path]) -> Mapping:
 
 
 def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
-    """The state dict inside a training checkpoint ('model', 'state_dict', 'module.' prefixes)."""
+    """The state dict inside a training checkpoint ('model', 'state_dict', 'module.' prefixes: one per
+    DataParallel / DistributedDataParallel wrapper; EfficientVMamba's loader expects two)."""
     for key in ("model", "state_dict", "model_ema"):
         if key in checkpoint and isinstance(checkpoint[key], Mapping):
             checkpoint = checkpoint[key]
             break
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
+    return {re.sub(r"^(module\.)+", "", k): v for k, v in checkpoint.items()}
 
 
 def _rename(key: str, rules: Iterable[Rule]) -> str:
