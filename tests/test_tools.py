@@ -17,6 +17,7 @@ import official_models  # noqa: E402
 import zoo_table  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
+from vmamba_zoo.models import PUBLISHED  # noqa: E402
 
 
 def test_flops_tool(capsys):
@@ -124,6 +125,10 @@ def test_official_builders_cover_their_families():
     """Every family has an official builder, for models of the zoo."""
     families = {official_models._family(n) for n in vmamba_zoo.list_models()}
     assert set(official_models.SOURCES) == families
+    for family, sizes in (("efficient_vmamba", official_models.EFFICIENT_VMAMBA_SIZES),
+                          ("spatial_mamba", official_models.SPATIAL_MAMBA_SIZES)):
+        names = [n for n in vmamba_zoo.list_models() if official_models._family(n) == family]
+        assert {PUBLISHED[n]["official_name"] for n in names} == set(sizes)
 
 
 def test_benchmark_sweep_writes_csv_and_plot(tmp_path):

@@ -57,10 +57,17 @@ def from_yaml(folder: str, name_to_file: Optional[dict] = None, builder: str = "
     return build
 
 
+#: EfficientVMamba's published sizes (its small yaml builds embed 96, not the published 64): embed, depths
+EFFICIENT_VMAMBA_SIZES = {"EfficientVMamba-T": (48, (2, 2, 4, 2)), "EfficientVMamba-S": (64, (2, 2, 4, 2)),
+                          "EfficientVMamba-B": (96, (2, 2, 9, 2))}
+#: Spatial-Mamba's published sizes: dims, depths, drop path (as its yaml files)
+SPATIAL_MAMBA_SIZES = {"spatialmamba_tiny": (64, [2, 4, 8, 4], 0.2), "spatialmamba_small": (64, [2, 4, 21, 5], 0.3),
+                       "spatialmamba_base": (96, [2, 4, 21, 5], 0.5)}
+
+
 def efficient_vssm(module, official_name: str, checkout: Path) -> nn.Module:
-    """EfficientVMamba's class with the published widths (its yaml builds a different small model)."""
-    embed, depths = {"EfficientVMamba-T": (48, (2, 2, 4, 2)), "EfficientVMamba-S": (64, (2, 2, 4, 2)),
-                     "EfficientVMamba-B": (96, (2, 2, 9, 2))}[official_name]
+    """EfficientVMamba's class with the published widths."""
+    embed, depths = EFFICIENT_VMAMBA_SIZES[official_name]
     return module.EfficientVSSM(patch_size=4, in_chans=3, num_classes=1000, depths=list(depths), dims=embed,
                                 d_state=16, dt_rank="auto", ssm_ratio=2.0, attn_drop_rate=0.0, shared_ssm=False,
                                 softmax_version=False, drop_rate=0.0, drop_path_rate=0.2, mlp_ratio=0.0,
@@ -68,10 +75,8 @@ def efficient_vssm(module, official_name: str, checkout: Path) -> nn.Module:
 
 
 def spatial_mamba(module, official_name: str, checkout: Path) -> nn.Module:
-    """Spatial-Mamba's class with the published widths and depths (its yaml files say the same)."""
-    dims, depths, drop_path = {"spatialmamba_tiny": (64, [2, 4, 8, 4], 0.2),
-                               "spatialmamba_small": (64, [2, 4, 21, 5], 0.3),
-                               "spatialmamba_base": (96, [2, 4, 21, 5], 0.5)}[official_name]
+    """Spatial-Mamba's class with the published widths and depths."""
+    dims, depths, drop_path = SPATIAL_MAMBA_SIZES[official_name]
     return module.SpatialMamba(d_state=1, dims=dims, depths=depths, drop_path_rate=drop_path)
 
 
