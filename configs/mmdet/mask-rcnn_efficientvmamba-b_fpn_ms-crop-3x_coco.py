@@ -12,31 +12,13 @@
 paper = dict(
     box_ap=45.0, mask_ap=40.8, params_m=53, gflops=252)
 
-_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py']
-
-custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
+# the mask-rcnn_efficientvmamba-t_fpn_ms-crop-3x_coco recipe (see its header) with the base backbone and its widths
+_base_ = './mask-rcnn_efficientvmamba-t_fpn_ms-crop-3x_coco.py'
 
 # ImageNet-1k weights of the official release: huggingface.co/TerryPei/EfficientVMamba-Base, no direct file URL
 # in the official README; download the checkpoint here under this name (it is converted on load)
 pretrained = 'checkpoints/efficient_vmamba_base.pth'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='VisualSSMBackbone',
-        model_name='efficientvmamba_base',
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(model_name='efficientvmamba_base', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
-
-# As the official recipe (Swin's): no weight decay for parameters whose name contains 'norm' (the blocks' norms,
-# the mixers' out_norm, BiAttn's norm, the patch-merging norms, the output norms). The official backbone names its
-# stem LayerNorm by position (patch_embed.2), so that one decays; ours is stem.norm, hence the explicit key (the
-# longest matching key wins). The batch norms (conv branch, inverted residuals) decay in both.
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        _delete_=True,
-        custom_keys={
-            'backbone.model.stem': dict(decay_mult=1.0),
-            'norm': dict(decay_mult=0.0),
-        }))

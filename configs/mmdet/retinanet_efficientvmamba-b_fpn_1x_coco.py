@@ -13,19 +13,13 @@
 paper = dict(
     box_ap=42.8, params_m=44.0)
 
-_base_ = ['mmdet::pvt/retinanet_pvt-t_fpn_1x_coco.py']
-
-custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
+# the retinanet_efficientvmamba-t_fpn_1x_coco recipe (see its header) with the base backbone and its widths
+_base_ = './retinanet_efficientvmamba-t_fpn_1x_coco.py'
 
 # ImageNet-1k weights of the official release: huggingface.co/TerryPei/EfficientVMamba-Base, no direct file URL
 # in the official README; download the checkpoint here under this name (it is converted on load)
 pretrained = 'checkpoints/efficient_vmamba_base.pth'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='VisualSSMBackbone',
-        model_name='efficientvmamba_base',
-        out_indices=(1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[192, 384, 768], start_level=0))
+    backbone=dict(model_name='efficientvmamba_base', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[192, 384, 768]))

@@ -19,21 +19,16 @@
 # no setting we could identify reproduces it. B matches.
 paper = dict(
     box_ap=39.1, params_m=19.0,
-    note="the paper's 19.0M cannot be this detector: its FPN and RetinaNet head alone are 10.2M, leaving 8.8M for a 10.8M backbone")
+    note="the paper's 19.0M cannot be this detector: its FPN and RetinaNet head alone are 10.2M, "
+         "leaving 8.8M for a 10.8M backbone")
 
-_base_ = ['mmdet::pvt/retinanet_pvt-t_fpn_1x_coco.py']
-
-custom_imports = dict(imports=['vmamba_zoo.mm'], allow_failed_imports=False)
+# the retinanet_efficientvmamba-t_fpn_1x_coco recipe (see its header) with the small backbone and its widths
+_base_ = './retinanet_efficientvmamba-t_fpn_1x_coco.py'
 
 # ImageNet-1k weights of the official release: huggingface.co/TerryPei/EfficientVMamba-Small, no direct file URL
 # in the official README; download the checkpoint here under this name (it is converted on load)
 pretrained = 'checkpoints/efficient_vmamba_small.pth'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='VisualSSMBackbone',
-        model_name='efficientvmamba_small',
-        out_indices=(1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512], start_level=0))
+    backbone=dict(model_name='efficientvmamba_small', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[128, 256, 512]))

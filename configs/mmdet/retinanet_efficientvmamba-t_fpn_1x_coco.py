@@ -15,7 +15,8 @@
 # reproduces it (PVTv2-b0's RetinaNet, the row above it in the paper's table, is 13.0M). B matches.
 paper = dict(
     box_ap=37.5, params_m=13.0,
-    note="the paper's 13.0M cannot be this detector: its FPN and RetinaNet head alone are 9.9M, leaving 3.1M for a 6.1M backbone")
+    note="the paper's 13.0M cannot be this detector: its FPN and RetinaNet head alone are 9.9M, "
+         "leaving 3.1M for a 6.1M backbone")
 
 _base_ = ['mmdet::pvt/retinanet_pvt-t_fpn_1x_coco.py']
 

@@ -18,46 +18,14 @@
 paper = dict(
     miou=41.5, miou_ms=42.1, params_m=29, gflops=505)
 
-_base_ = [
-    './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
-    './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'
-]
-
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
+# the upernet_efficientvmamba-t_8xb2-160k_ade20k-512x512 recipe (see its header) with the small backbone and its widths
+_base_ = './upernet_efficientvmamba-t_8xb2-160k_ade20k-512x512.py'
 
 # ImageNet-1k weights of the official release: huggingface.co/TerryPei/EfficientVMamba-Small, no direct file URL
 # in the official README; download the checkpoint here under this name (it is converted on load)
 pretrained = 'checkpoints/efficient_vmamba_small.pth'
 
 model = dict(
-    data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='VisualSSMBackbone',
-        model_name='efficientvmamba_small',
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[64, 128, 256, 512], channels=384, num_classes=150),
-    auxiliary_head=dict(in_channels=256, num_classes=150))
-
-# As the official recipe (Swin's): no weight decay for parameters whose name contains 'norm' (the blocks' norms,
-# the mixers' out_norm, BiAttn's norm, the patch-merging norms, the output norms). The official backbone names its
-# stem LayerNorm by position (patch_embed.2), so that one decays; ours is stem.norm, hence the explicit key (the
-# longest matching key wins). The batch norms (conv branch, inverted residuals) decay in both.
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        custom_keys={
-            'backbone.model.stem': dict(decay_mult=1.0),
-            'norm': dict(decay_mult=0.0),
-        }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
-
-# 8 GPUs x 2 images
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
+    backbone=dict(model_name='efficientvmamba_small', init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[64, 128, 256, 512], channels=384),
+    auxiliary_head=dict(in_channels=256))
