@@ -26,54 +26,24 @@
 paper = dict(
     miou=44.9, params_m=46)
 
-_base_ = [
-    './_base_/models/upernet_vmamba.py', './_base_/datasets/ade20k.py',
-    './_base_/default_runtime.py', './_base_/schedules/schedule_160k.py'
-]
-
-crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)
+# The upernet_vim-ti_4xb8-60k_ade20k-512x512 recipe (see its header) with what differs for Vim-S.
+_base_ = ['./upernet_vim-ti_4xb8-60k_ade20k-512x512.py']
 
 # ImageNet-1k weights of the official release (converted on load)
 pretrained = 'https://huggingface.co/hustvl/Vim-small-midclstok/resolve/main/vim_s_midclstok_80p5acc.pth'  # noqa
 
 model = dict(
-    data_preprocessor=data_preprocessor,
-    backbone=dict(
-        _delete_=True,
-        type='VimBackbone',
-        model_name='vim_small',
-        img_size=512,
-        out_indices=(5, 11, 17, 23),
-        feature='residual',
-        rope=True,
-        fpn=True,
-        fpn_norm_cfg=dict(type='SyncBN', requires_grad=True),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    decode_head=dict(in_channels=[384, 384, 384, 384], channels=384, num_classes=150),
-    auxiliary_head=dict(in_channels=384, num_classes=150),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+    backbone=dict(model_name='vim_small', feature='residual', rope=True,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[384, 384, 384, 384], channels=384),
+    auxiliary_head=dict(in_channels=384))
 
 layer_decay = 0.95 ** 25  # the official constructor's scale of layer 0 (24 layers + 2)
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(lr=0.0001, weight_decay=0.05),
     paramwise_cfg=dict(
-        flat_decay_mult=0.0,
         custom_keys={
             'backbone.model.pos_embed': dict(lr_mult=layer_decay),
             'backbone.model.patch_embed.proj.weight': dict(lr_mult=layer_decay),
             'backbone.model.patch_embed.proj.bias': dict(lr_mult=layer_decay, decay_mult=0.0),
         }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=60000, by_epoch=False),
-]
-train_cfg = dict(max_iters=60000, val_interval=6000)
-default_hooks = dict(checkpoint=dict(interval=6000))
-
-# 4 GPUs x 8 images
-train_dataloader = dict(batch_size=8)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
