@@ -365,6 +365,19 @@ def test_torch_compile_single_graph_matches_eager(monkeypatch):
         again.sum().backward()
 
 
+def test_torch_compile_recompiles_for_a_new_input_size(monkeypatch):
+    """A second input size makes torch.compile recompile with symbolic sizes; the scan paths (host-side
+    data per map size) specialise on them instead of failing the trace."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    model = VMamba(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=5).eval()
+    run = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        for size in (32, 64, 96):
+            x = torch.randn(1, 3, size, size)
+            assert rel(run(x), model(x)) < 1e-6, size
+
+
 def test_torch_compile_with_reference_backend(monkeypatch):
     """On CPU the reference scan runs eagerly between compiled graphs; results are unchanged."""
     monkeypatch.setenv("SSM_KERNELS_BACKEND", "reference")

@@ -117,11 +117,19 @@ class ScanPattern:
             # torch.fx symbolic tracing: the size is known only when the graph runs; build the paths then
             tracer = (height if isinstance(height, torch.fx.Proxy) else width).tracer
             return tracer.create_proxy("call_function", _build_paths, (self.name, height, width, device), {})
-        return _paths_for(self.name, int(height), int(width), str(torch.device(device)))
+        return _paths_for(self.name, _static(height), _static(width), str(torch.device(device)))
 
     def __fx_create_arg__(self, tracer):
         """In a ``torch.fx`` graph a pattern passed to an op is recorded as a lookup by name."""
         return tracer.create_node("call_function", scan_pattern, (self.name,), {})
+
+
+def _static(size) -> int:
+    """A map size as a plain int. Under torch.compile with dynamic shapes (what a recompilation for a new
+    input size turns on) a size is symbolic; the paths are host-side data per map size, so the graph
+    specialises on it: dynamo guards on the value of a size that builds a ``range`` (``int()`` would stay
+    symbolic and fail the constant lookup)."""
+    return len(range(size))
 
 
 def scan_pattern(name: str) -> "ScanPattern":
