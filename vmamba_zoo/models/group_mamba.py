@@ -188,17 +188,6 @@ class GroupMambaStem(nn.Module):
         return self.down(self.convs(x).permute(0, 2, 3, 1))
 
 
-class NormedStage(Stage):
-    """A stage whose output is normalised (GroupMamba's norm1..3 after stages 1..3)."""
-
-    def __init__(self, blocks, downsample=None, norm: nn.Module = None):
-        super().__init__(blocks, downsample)
-        self.norm = norm if norm is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(super().forward(x))
-
-
 class ClassTokenHead(nn.Module):
     """GroupMamba's head: the mean of the final map as a class token, through one more Modulated Group
     Mamba layer (on a 1x1 map) and an MLP (both post-normed residuals), the final norm, then a classifier
@@ -287,7 +276,7 @@ class GroupMamba(HierarchicalSSM):
             blocks = [GroupMambaBlock(dim, ratio, rates.pop(0)) for _ in range(depth)]
             downsample = ConvDownsample(embed_dims[i - 1], dim) if i > 0 else None
             # the last stage's norm is the head's (applied to the class token)
-            stages.append(NormedStage(blocks, downsample, norm_layer(dim) if i < last else None))
+            stages.append(Stage(blocks, downsample, norm_layer(dim) if i < last else None))  # official norm1..3
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_classes = num_classes
@@ -295,24 +284,6 @@ class GroupMamba(HierarchicalSSM):
         self.norm_pre = nn.Identity()
         self.head = ClassTokenHead(embed_dims[-1], mlp_ratios[-1], num_classes, drop_rate, norm_layer)
         self.apply(init_linear)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> final feature map (B, H/32, W/32, C), channels last. The blocks are called from here, as
-        the official model calls them, not through their stage's module call: a call holds its argument to
-        its end, so a stage's input would live through the whole stage (the stem's float32 map, 98 MiB of
-        GroupMamba-T's inference peak at batch 128, in the first stage's FFN); here it is freed once the
-        first block is done with it."""
-        self.check_input(x)
-        x = self.stem(x)
-        for stage in self.stages:
-            if stage.grad_checkpointing:
-                x = stage(x)
-                continue
-            x = stage.downsample(x)
-            for block in stage.blocks:
-                x = block(x)
-            x = stage.norm(x)
-        return self.norm_pre(x)
 
     @torch.jit.ignore
     def set_distilled_training(self, enable: bool = True):
