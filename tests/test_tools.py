@@ -14,6 +14,7 @@ import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
 import flops  # noqa: E402
 import official_models  # noqa: E402
+import peak_memory  # noqa: E402
 import zoo_table  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
@@ -26,6 +27,18 @@ def test_flops_tool(capsys):
     assert re.search(r"vmamba_tiny @ 64x96: params 30\.25 M, GFLOPs \d+\.\d+", out)
     assert "PythonOp.SelectiveScanFn" in out
     assert flops.main(["--model", "nope"]) == 2
+
+
+def test_peak_memory_tool(capsys):
+    """GroupMamba-T, batch 128, float16 autocast, on fake CUDA tensors (nothing computed): the peak is in the
+    first stage's FFN, fc1's and the dwconv's outputs (392 MiB each), the block's input and its mid-block
+    residual (float32, 98 MiB each), norm2's float16 output (49 MiB) and the autocast cache's weight copies;
+    nothing else (the stem's output, a float32 norm) is held there."""
+    assert peak_memory.main(["--model", "groupmamba_tiny", "--batch-size", "128", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "activations at the peak 1029.6 MiB" in out
+    assert "predicted peak 1.164 GiB" in out
+    assert re.search(r"392\.00 MiB +float16 +\(128, 512, 56, 56\) +convolution +stages\.0\.blocks\.2\.mlp\.dwconv", out)
 
 
 def test_zoo_table_tool(capsys, tmp_path):

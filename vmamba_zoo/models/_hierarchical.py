@@ -122,9 +122,15 @@ class HierarchicalSSM(NotScriptable, nn.Module):
         self.head.reset(num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> final feature map (B, H/32, W/32, C), normalised; channels last."""
+        """Image -> final feature map (B, H/32, W/32, C), normalised; channels last. The stages' layers are
+        called from here, not through the stages, so that each stage's input is freed once its first
+        block is done with it (see :class:`~vmamba_zoo.layers.Stage`)."""
         self.check_input(x)
-        return self.norm_pre(self.stages(self.stem(x)))
+        x = self.stem(x)
+        for stage in self.stages:
+            for layer in [stage] if stage.grad_checkpointing else stage.layers():
+                x = layer(x)
+        return self.norm_pre(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=True) if pre_logits else self.head(x)
@@ -155,7 +161,8 @@ class HierarchicalSSM(NotScriptable, nn.Module):
         intermediates = []
         x = self.stem(x)
         for i, stage in enumerate(stages):
-            x = stage(x)
+            for layer in [stage] if stage.grad_checkpointing else stage.layers():  # as forward_features
+                x = layer(x)
             if i in take_indices:
                 feat = self.norm_pre(x) if norm and i == last else x
                 intermediates.append(feat.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feat)

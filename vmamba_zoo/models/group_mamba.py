@@ -31,7 +31,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS_SPLIT, ScanPattern, scan2d, selective_scan_flops
 
-from ..layers import ConvBN, ConvDownsample, Stage, a_log_init, dt_bias_init
+from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Stage, a_log_init, dt_bias_init
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
@@ -153,17 +153,19 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwconv(self.fc1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.fc2(self.act(x))
+        x = self.act(x)  # rebound: the conv's output is freed before fc2 runs (it is the size of fc2's input)
+        return self.fc2(x)
 
 
 class GroupMambaBlock(nn.Module):
     """x + drop_path(MGM(x)) (no pre-norm: the layer normalises its input), then
-    x + drop_path(FFN(norm2(x)))."""
+    x + drop_path(FFN(norm2(x))). ``norm2`` feeds the FFN's first matmul: a :class:`FastLayerNorm`, whose
+    output is in the autocast dtype (half the bytes of LayerNorm's float32, and it lives through the FFN)."""
 
-    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0, norm_layer=nn.LayerNorm):
+    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0, eps: float = 1e-6):
         super().__init__()
         self.mixer = ModulatedGroupMamba(dim)
-        self.norm2 = norm_layer(dim)
+        self.norm2 = FastLayerNorm(dim, eps=eps)
         self.mlp = ConvFFN(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -184,17 +186,6 @@ class GroupMambaStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.convs(x).permute(0, 2, 3, 1))
-
-
-class NormedStage(Stage):
-    """A stage whose output is normalised (GroupMamba's norm1..3 after stages 1..3)."""
-
-    def __init__(self, blocks, downsample=None, norm: nn.Module = None):
-        super().__init__(blocks, downsample)
-        self.norm = norm if norm is not None else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(super().forward(x))
 
 
 class ClassTokenHead(nn.Module):
@@ -282,10 +273,10 @@ class GroupMamba(HierarchicalSSM):
         stages, self.feature_info = [], []
         last = len(depths) - 1
         for i, (dim, depth, ratio) in enumerate(zip(embed_dims, depths, mlp_ratios)):
-            blocks = [GroupMambaBlock(dim, ratio, rates.pop(0), norm_layer) for _ in range(depth)]
+            blocks = [GroupMambaBlock(dim, ratio, rates.pop(0)) for _ in range(depth)]
             downsample = ConvDownsample(embed_dims[i - 1], dim) if i > 0 else None
             # the last stage's norm is the head's (applied to the class token)
-            stages.append(NormedStage(blocks, downsample, norm_layer(dim) if i < last else None))
+            stages.append(Stage(blocks, downsample, norm_layer(dim) if i < last else None))  # official norm1..3
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2 ** i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_classes = num_classes
@@ -343,7 +334,7 @@ class _MeanPool(nn.Module):
 
 
 def _norm(dim: int) -> nn.LayerNorm:
-    """The block, stage and head norms (the official ``norm_layer``)."""
+    """The stage and head norms (the official ``norm_layer``; the blocks' ``norm2`` is its FastLayerNorm twin)."""
     return nn.LayerNorm(dim, eps=1e-6)
 
 
