@@ -143,21 +143,26 @@ def test_fused_scan2d_recomputes_checkpoint_segments(paths, dtype, tol, monkeypa
 
 def test_saved_states_shrink_with_checkpoint_segments(monkeypatch):
     """The states saved for the backward: one entering each checkpoint segment after the first, so S-fold
-    fewer than one per chunk (at least one buffer row, unused when the sequence is a single segment)."""
+    fewer than one per chunk (none for a sequence of one segment); with S = 1 every chunk's end state, as
+    before."""
     from ssm_kernels.triton import ops as tops
     seq = [v.detach() if v is not None else None for v in scan_inputs(1, 2, 3, 16, 61, torch.float32).values()]
     saved = {}
     for S in (1, 3, 8):  # 8 chunks of 8 steps
         monkeypatch.setitem(tops.TUNING, "ckpt_chunks", S)
         saved[S] = tops._selective_scan_fwd(*seq, True, False, False)[3].shape
-    assert saved[1] == (1, 2, 7, 16, 3) and saved[3] == (1, 2, 2, 16, 3) and saved[8] == (1, 2, 1, 16, 3)
+    assert saved[1] == (1, 2, 8, 16, 3) and saved[3] == (1, 2, 2, 16, 3) and saved[8] == (1, 2, 0, 16, 3)
+    monkeypatch.setitem(tops.TUNING, "ckpt_chunks", 3)  # the fake (meta) kernels give torch.compile these shapes
+    torch.library.opcheck(tops.selective_scan_fwd, (*seq, True, False, False))
+    out, _, _, ckpt = tops.selective_scan_fwd(*seq, True, False, False)
+    torch.library.opcheck(tops.selective_scan_bwd, (*seq, ckpt, torch.randn_like(out), None, None, True))
     monkeypatch.delitem(tops.TUNING, "ckpt_chunks")
     # the default rule: at N = 16 a state per 128 steps; Vim-Ti's sequences at batch 128 (both directions,
-    # 384 channels each) keep 1 state instead of 24 at 197 tokens, 6 instead of 98 at 785 (8-step chunks)
+    # 384 channels each) keep 1 state instead of 25 at 197 tokens, 6 instead of 99 at 785 (8-step chunks)
     assert tops._Layout.sequences(128, 2, 384, 16, 197).ckpt_shape() == (128, 2, 1, 16, 384)
     assert tops._Layout.sequences(128, 2, 384, 16, 785).ckpt_shape() == (128, 2, 6, 16, 384)
     # N = 1 (VMamba): the saved states are small, one per chunk as before (3136 steps: 196 chunks of 16)
-    assert tops._Layout.sequences(128, 4, 96, 1, 3136).checkpoints() == (1, 195)
+    assert tops._Layout.sequences(128, 4, 96, 1, 3136).checkpoints() == (1, 196)
 
 
 def test_selective_scan_ungrouped_bc_without_options():

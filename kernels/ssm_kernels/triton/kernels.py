@@ -18,11 +18,11 @@ A program owns (direction k, a block of BD channels, one batch element) and walk
 chunks of BL steps: load the chunk, scan it with ``tl.associative_scan`` over (decay, input) pairs,
 add the state carried in from the previous chunk. The backward walks the chunks in reverse, recomputes
 each chunk's states from the state entering it, and runs the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1}
-as a reverse scan. The forward saves the state entering every checkpoint segment of ``ckpt_chunks`` chunks
+as a reverse scan. The forward saves the state entering every checkpoint segment of ``CKPT_CHUNKS`` chunks
 (the first aside). With one chunk a segment (N = 1: the saved states are small) the backward reads each
-chunk's start state from them; with more (``RECOMPUTE``; N = 16, where a state per 8-step chunk was four
-times the input) it first re-runs the forward over each segment from its saved state, storing the
-segment's chunk-start states in a per-program scratch, then walks the segment's chunks in reverse.
+chunk's start state from them; with more (N = 16, where a state per 8-step chunk was four times the input)
+it first re-runs the forward over each segment from its saved state, storing the segment's chunk-start
+states in a scratch, then walks the segment's chunks in reverse.
 
 A long sequence at a small batch gives too few programs to fill the GPU (VMamba-T at 1536x1536,
 batch 2: 16 programs for 132 SMs, the scan 83% of the forward). The forward can then split each
@@ -188,26 +188,27 @@ def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
 
 
 @triton.jit
-def _segment_starts(first, end, ckpt_at, scratch_at, ckpt_chunks, k, d, n, dmask, nmask, m_nd, A, bias, w,
+def _segment_starts(first, end, ckpt_at, scratch_at, slot, k, d, n, dmask, nmask, m_nd, A, bias, w,
                     u_at, dt_at, B_at, C_at, idx_ptr, L, Dg, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
                     HAS_INDEX: tl.constexpr, HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
                     FAST_MATH: tl.constexpr, BL: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr,
-                    STAGES: tl.constexpr):
+                    CKPT_CHUNKS: tl.constexpr, STAGES: tl.constexpr):
     """The forward re-run over the checkpoint segment of chunks [first, end) from the state saved entering
-    it: the state entering each of its chunks goes to this program's scratch rows (chunk - first), which the
-    backward then reads walking the segment in reverse. Global memory, so the threads of the program
-    synchronise around it: Triton does not tie a tile's stores and later loads to the same threads."""
+    it: the state entering each of its chunks goes to this program's tile of scratch slot (chunk - first),
+    ``slot`` elements apart, which the backward then reads walking the segment in reverse. Global memory, so
+    the threads of the program synchronise around it: Triton does not tie a tile's stores and later loads to
+    the same threads."""
     tl.debug_barrier()  # the previous segment's reads of the scratch are done before it is overwritten
-    h = tl.load(ckpt_at + (first // ckpt_chunks - 1) * NP * Dg, mask=m_nd & (first > 0), other=0.0)
+    h = tl.load(ckpt_at + (first // CKPT_CHUNKS - 1) * NP * Dg, mask=m_nd & (first > 0), other=0.0)
     last_row = tl.arange(0, BL)[:, None, None] == BL - 1
     for c in tl.range(first, end - 1, num_stages=STAGES):  # whole chunks: only the sequence's last is partial
-        tl.store(scratch_at + (c - first) * NP * Dg, h, mask=m_nd)
+        tl.store(scratch_at + (c - first) * slot, h, mask=m_nd)
         t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
             c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
             su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
         h = tl.sum(tl.where(last_row, x_cum + a_cum * h[None, :, :], 0.0), axis=0)
-    tl.store(scratch_at + (end - 1 - first) * NP * Dg, h, mask=m_nd)
+    tl.store(scratch_at + (end - 1 - first) * slot, h, mask=m_nd)
     tl.debug_barrier()  # ... and written before any thread reads them
 
 
@@ -215,7 +216,7 @@ def _segment_starts(first, end, ckpt_at, scratch_at, ckpt_chunks, k, d, n, dmask
 def scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr,
     out_ptr, last_ptr, states_ptr, ckpt_ptr, seg_ptr,
-    L, Dg, N, R, n_chunks, n_seg, seg_chunks, n_ckpt, ckpt_chunks,
+    L, Dg, N, R, n_chunks, n_seg, seg_chunks, n_ckpt,
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
@@ -223,6 +224,7 @@ def scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
     STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr, BY_STEP: tl.constexpr,
+    CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Chunks [segment * seg_chunks, ...) of the sequence (all of it when n_seg = 1). With ``SUMMARY``
@@ -266,9 +268,11 @@ def scan_fwd_kernel(
                 s_off = ((b * K * Dg + channel[None, None, :]) * N + n[None, :, None]) * L + t[:, None, None]
                 tl.store(states_ptr + s_off, hs, mask=tmask[:, None, None] & m_nd[None, :, :])
             h = tl.sum(tl.where(last_row, hs, 0.0), axis=0)                    # masked steps carry the state
-            # the state entering checkpoint segment c // ckpt_chunks + 1, where chunk c ends one (not the last)
-            tl.store(ckpt_ptr + ckpt_row + (c // ckpt_chunks) * NP * Dg, h,
-                     mask=m_nd & ((c + 1) % ckpt_chunks == 0) & (c < n_chunks - 1))
+            if CKPT_CHUNKS == 1:  # every chunk's end state (the last one's unused)
+                tl.store(ckpt_ptr + ckpt_row + c * NP * Dg, h, mask=m_nd)
+            else:  # where chunk c ends a checkpoint segment (not the last), the state entering the next one
+                tl.store(ckpt_ptr + ckpt_row + (c // CKPT_CHUNKS) * NP * Dg, h,
+                         mask=m_nd & ((c + 1) % CKPT_CHUNKS == 0) & (c < n_chunks - 1))
             if HAS_D:
                 y += Dv[None, :] * u
             if HAS_Z:
@@ -291,14 +295,14 @@ def scan_bwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr, ckpt_ptr, scratch_ptr,
     dout_ptr, dlast_ptr, dstates_ptr,
     du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-    L, Dg, N, R, n_chunks, n_ckpt, ckpt_chunks,
+    L, Dg, N, R, n_chunks, n_ckpt,
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
     s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
-    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr, RECOMPUTE: tl.constexpr,
+    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr, CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Gradients. dout, z and dz have u's strides; du too, offset by ``k * s_dir`` (one slice per
@@ -307,8 +311,8 @@ def scan_bwd_kernel(
     dB and dC (float32, strides sdb_*: B itself may be a strided view), dA (K*Dg, N), dD and dbias
     (K*Dg) are accumulated with atomic adds. With ``BY_STEP`` dout and du are (K, batch, L, Dg) and the
     step-size gradient is indexed by step, not position (a path may visit a position more than once: the
-    caller sums the visits). With ``RECOMPUTE`` the chunks' start states come from a re-run of the forward
-    over each checkpoint segment into ``scratch_ptr`` ((batch, K, ckpt_chunks, NP, Dg), float32)."""
+    caller sums the visits). With ``CKPT_CHUNKS`` > 1 the chunks' start states come from a re-run of the
+    forward over each checkpoint segment into ``scratch_ptr`` ((slots, batch, K, NP, Dg), float32)."""
     k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
         A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
@@ -330,25 +334,28 @@ def scan_bwd_kernel(
     dA_acc = tl.zeros([NP, BD], tl.float32)
     dD_acc = tl.zeros([BD], tl.float32)
     dbias_acc = tl.zeros([BD], tl.float32)
-    # the chunks in reverse, a checkpoint segment at a time with RECOMPUTE, else all in one part
-    part = ckpt_chunks if RECOMPUTE else n_chunks
-    n_parts = (n_chunks + part - 1) // part
-    scratch_at = scratch_ptr + (((b * K + k) * ckpt_chunks * NP + n[:, None]) * Dg + d[None, :])
+    # the chunks in reverse, a checkpoint segment at a time, else all in one part (a loop of one iteration
+    # with constant bounds, which the compiler removes: the code of the N = 1 scans is as it was)
+    n_parts = (n_chunks + CKPT_CHUNKS - 1) // CKPT_CHUNKS if CKPT_CHUNKS > 1 else 1
+    scratch_at = scratch_ptr + ((b * K + k) * NP + n[:, None]) * Dg + d[None, :]
+    slot = tl.num_programs(2).to(tl.int64) * K * NP * Dg                      # scratch: (slots, batch, K, NP, Dg)
     for j in range(0, n_parts):
-        first = (n_parts - 1 - j) * part
-        end = tl.minimum(first + part, n_chunks)
-        if RECOMPUTE:
-            _segment_starts(first, end, ckpt_ptr + ckpt_row, scratch_at, ckpt_chunks, k, d, n, dmask, nmask, m_nd, A,
+        if CKPT_CHUNKS > 1:
+            first = (n_parts - 1 - j) * CKPT_CHUNKS
+            end = tl.minimum(first + CKPT_CHUNKS, n_chunks)
+            _segment_starts(first, end, ckpt_ptr + ckpt_row, scratch_at, slot, k, d, n, dmask, nmask, m_nd, A,
                             bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, Dg, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-                            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, NP, RP, STAGES)
+                            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, NP, RP, CKPT_CHUNKS, STAGES)
+        else:
+            first, end = 0, n_chunks
         for i in tl.range(0, end - first, num_stages=STAGES):
             c = end - 1 - i
             t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
                 c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
                 su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
             # this chunk's states, from the state entering it
-            if RECOMPUTE:
-                h_start = tl.load(scratch_at + (c - first) * NP * Dg, mask=m_nd, other=0.0)
+            if CKPT_CHUNKS > 1:
+                h_start = tl.load(scratch_at + (c - first) * slot, mask=m_nd, other=0.0)
             else:
                 h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
             a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)

@@ -105,15 +105,15 @@ def _heuristics(groups_dim: int, d_state: int, length: int, backward: bool, rank
 CKPT_STEPS = 128
 
 
-def _ckpt_chunks(d_state: int, BL: int, n_chunks: int) -> int:
+def _ckpt_chunks(d_state: int, BL: int) -> int:
     """Chunks per checkpoint segment (S). The backward needs the state entering each chunk: with S = 1 it reads
     them all from the forward's saved states; with S > 1 the forward saves one per segment and the backward
     re-runs the forward over each segment (about one more forward pass), cutting the saved states S-fold.
     At d_state 1 they are small (1/16 of a bfloat16 input at 16-step chunks), so S = 1 there; at d_state 16 a
     state per 8-step chunk is four times the input (Vim-Ti: 157 MB a block at batch 128), so S * BL ~
-    ``CKPT_STEPS``. ``TUNING['ckpt_chunks']`` overrides (tests)."""
-    S = TUNING.get("ckpt_chunks") or (1 if d_state == 1 else CKPT_STEPS // BL)
-    return max(1, min(S, n_chunks))
+    ``CKPT_STEPS`` (a power of two: a kernel constant, a compiled variant per value). ``TUNING['ckpt_chunks']``
+    overrides (tests)."""
+    return TUNING.get("ckpt_chunks") or (1 if d_state == 1 else max(1, CKPT_STEPS // BL))
 
 
 def _dot_in_float32(delta: Tensor) -> bool:
@@ -186,12 +186,13 @@ class _Layout:
         return _Layout(u_strides, _per_direction(delta), _per_direction(B), u.shape[0], K, Dg, B.shape[-1], L, rank)
 
     def checkpoints(self):
-        """(chunks per checkpoint segment, states saved per sequence: one entering every segment after the
-        first, at least one (then unused))."""
+        """(chunks per checkpoint segment S, states saved per sequence: with S = 1 every chunk's end state (the
+        last one unused, its store unconditional as it always was), else the state entering every segment after
+        the first: none for a sequence of one segment)."""
         _, NP, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
         n_chunks = cdiv(self.L, BL)
-        S = _ckpt_chunks(self.N, BL, n_chunks)
-        return S, max(1, cdiv(n_chunks, S) - 1)
+        S = _ckpt_chunks(self.N, BL)
+        return S, (n_chunks if S == 1 else cdiv(n_chunks, S) - 1)
 
     def ckpt_shape(self):
         """The states the forward saves for the backward, (batch, K, saved states, NP, Dg), float32."""
@@ -250,12 +251,12 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         _SCAN_FWD[(K, blocks, batch * n_seg)](
             u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
             out, _maybe(last, ckpt), _maybe(states, ckpt), ckpt, summaries,
-            layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_seg, seg_chunks, n_ckpt, S,
+            layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_seg, seg_chunks, n_ckpt,
             *layout.strides(),
             s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
             HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
             FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
-            BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+            BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
         )
     return last, states, ckpt
 
@@ -309,8 +310,9 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "saved states from another chunk or checkpoint length"
     S, n_ckpt = layout.checkpoints()
-    # with S > 1, each program's chunk-start states of the checkpoint segment it is in (see kernels.py)
-    scratch = _empty(layout.batch, layout.K, S, NP, layout.Dg, like=u, dtype=torch.float32) if S > 1 else ckpt
+    # with S > 1, every program's chunk-start states of the checkpoint segment it is in (see kernels.py)
+    slots = min(S, n_chunks)
+    scratch = _empty(slots, layout.batch, layout.K, NP, layout.Dg, like=u, dtype=torch.float32) if S > 1 else ckpt
     _check_offsets(u, delta, B, C, z, dout)
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
     # for the kernel that takes it through the projection (projection.py). Positions a direction never visits (paths
@@ -336,12 +338,12 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
         scratch, dout, _maybe(dlast, A), _maybe(dstates, A),
         du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u),
-        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_ckpt, S, *layout.strides(), s_dir, *g_strides,
+        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_ckpt, *layout.strides(), s_dir, *g_strides,
         *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
         HAS_DSTATES=dstates is not None,
-        HAS_DLAST=dlast is not None, BY_STEP=by_step, RECOMPUTE=S > 1, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages,
+        HAS_DLAST=dlast is not None, BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages,
         num_warps=warps,
     )
     if by_step:  # (K, batch, positions, Dg), each position's visits summed
