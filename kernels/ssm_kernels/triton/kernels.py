@@ -154,7 +154,7 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
         w = tl.load(dtw_ptr + channel[None, :] * R + r[:, None], mask=(r[:, None] < R) & dmask[None, :], other=0.0)
     else:
         w = Dv
-    # checkpoint segments' start states, (batch, K, n_ckpt, NP, Dg): one contiguous row of channels per state
+    # the states saved for the backward, (batch, K, n_ckpt, NP, Dg): one contiguous row of channels per state
     ckpt_row = ((b * K + k) * n_ckpt * NP + n[:, None]) * Dg + d[None, :]
     return k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row
 
