@@ -94,6 +94,77 @@ def test_segments_fill_the_gpu_only_when_the_grid_is_small(monkeypatch):
     assert tops._segments(16, 10, cuda) == (1, 10)
 
 
+@pytest.mark.parametrize("S,L,segments,dtype,tol", [
+    (3, 61, 1, *FP32),     # 8 chunks of 8 steps: checkpoint segments of 3, 3 and 2 chunks, the last chunk partial
+    (2, 37, 1, *FP32),     # 5 chunks: 2, 2, 1 (a last segment of one partial chunk)
+    (4, 45, 3, *FP32),     # 6 chunks: 4, 2, with the forward split into 3 segments besides (summary pass)
+    (None, 150, 1, *FP32),  # the default rule: 19 chunks, 16 a checkpoint segment (128 steps)
+    (3, 61, 1, *BF16),
+])
+def test_backward_recomputes_checkpoint_segments(S, L, segments, dtype, tol, monkeypatch):
+    """N = 16: the forward saves the state entering every S-th chunk only; the backward re-runs the forward
+    over each checkpoint segment from it into a scratch, then walks the segment's chunks in reverse. Outputs,
+    last and all states, and every gradient (through dout, dlast and dstates) stay the reference's."""
+    from ssm_kernels.triton import ops as tops
+    monkeypatch.setitem(tops.TUNING, "ckpt_chunks", S)
+    monkeypatch.setitem(tops.TUNING, "segments", segments)
+    assert tops._Layout.sequences(1, 2, 3, 16, L).checkpoints()[0] == (S or 16)
+    x = scan_inputs(1, 2, 3, 16, L, dtype)
+    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
+    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
+    got = selective_scan(**x, **kw, backend="triton")
+    ref = selective_scan_naive(**exact, **kw)
+    for g, r in zip(got, ref):
+        assert rel(g, r) < tol[0]
+    grads_out = [torch.randn_like(r) for r in ref]
+    names = [k for k, v in x.items() if v is not None]
+    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.to(t.dtype) for g, t in zip(grads_out, got)])
+    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
+    for name, a, b in zip(names, g_got, g_ref):
+        assert a.dtype == x[name].dtype and torch.isfinite(a).all(), name
+        assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
+
+
+@pytest.mark.parametrize("paths,dtype,tol", [("cross", torch.float32, 2e-5), ("multiscale", torch.float32, 2e-5),
+                                             ("cross", torch.bfloat16, 1e-2)])
+def test_fused_scan2d_recomputes_checkpoint_segments(paths, dtype, tol, monkeypatch):
+    """The fused 2-D scan at N = 16 with the low-rank step size (16-step chunks) and the out-norm, 3 chunks a
+    checkpoint segment: a 7x9 map's 63 steps are 4 chunks (segments of 3 and 1); MSVMamba's path over a 4x3
+    map visits every position three times (36 steps, 3 chunks: segments of 2 and 1 with S = 2)."""
+    from ssm_kernels.triton import ops as tops
+    if paths == "cross":
+        monkeypatch.setitem(tops.TUNING, "ckpt_chunks", 3)
+        x, scan = map_inputs(1, 7, 9, 4, 5, 16, dtype, rank=3), CROSS(7, 9)
+    else:
+        monkeypatch.setitem(tops.TUNING, "ckpt_chunks", 2)
+        x, scan = map_inputs(2, 4, 3, 1, 5, 16, dtype, rank=3), MULTISCALE_LOW(4, 3)
+    check_scan2d(x, scan, tol, out_norm=_norm(5))
+
+
+def test_saved_states_shrink_with_checkpoint_segments(monkeypatch):
+    """The states saved for the backward: one entering each checkpoint segment after the first, so S-fold
+    fewer than one per chunk (none for a sequence of one segment); with S = 1 every chunk's end state, as
+    before."""
+    from ssm_kernels.triton import ops as tops
+    seq = [v.detach() if v is not None else None for v in scan_inputs(1, 2, 3, 16, 61, torch.float32).values()]
+    saved = {}
+    for S in (1, 3, 8):  # 8 chunks of 8 steps
+        monkeypatch.setitem(tops.TUNING, "ckpt_chunks", S)
+        saved[S] = tops._selective_scan_fwd(*seq, True, False, False)[3].shape
+    assert saved[1] == (1, 2, 8, 16, 3) and saved[3] == (1, 2, 2, 16, 3) and saved[8] == (1, 2, 0, 16, 3)
+    monkeypatch.setitem(tops.TUNING, "ckpt_chunks", 3)  # the fake (meta) kernels give torch.compile these shapes
+    torch.library.opcheck(tops.selective_scan_fwd, (*seq, True, False, False))
+    out, _, _, ckpt = tops.selective_scan_fwd(*seq, True, False, False)
+    torch.library.opcheck(tops.selective_scan_bwd, (*seq, ckpt, torch.randn_like(out), None, None, True))
+    monkeypatch.delitem(tops.TUNING, "ckpt_chunks")
+    # the default rule: at N = 16 a state per 128 steps; Vim-Ti's sequences at batch 128 (both directions,
+    # 384 channels each) keep 1 state instead of 25 at 197 tokens, 6 instead of 99 at 785 (8-step chunks)
+    assert tops._Layout.sequences(128, 2, 384, 16, 197).ckpt_shape() == (128, 2, 1, 16, 384)
+    assert tops._Layout.sequences(128, 2, 384, 16, 785).ckpt_shape() == (128, 2, 6, 16, 384)
+    # N = 1 (VMamba): the saved states are small, one per chunk as before (3136 steps: 196 chunks of 16)
+    assert tops._Layout.sequences(128, 4, 96, 1, 3136).checkpoints() == (1, 196)
+
+
 def test_selective_scan_ungrouped_bc_without_options():
     x = scan_inputs(2, 1, 6, 4, 50, torch.float32, with_z=False, grouped=False)
     x.update(D=None, delta_bias=None)

@@ -2,7 +2,8 @@
 """Correctness of the Triton scan kernels at full size, on a GPU.
 
 For VMamba-T's stage shapes at 224x224 and 512x512 (batch 32), Vim's sequences (197 tokens at 224x224,
-730 for the stride-8 models, 785 at 448x448; d_state 16) and long sequences at batch 1 (1536x1536: the
+730 for the stride-8 models, 785 at 448x448; d_state 16, where the backward re-runs the forward over each
+checkpoint segment) and long sequences at batch 1 (1536x1536: the
 forward splits them into segments), runs the Triton selective scan, the fused 2-D
 scan (also as VMamba calls it: low-rank step size, dt/B/C read in place from one projection, the
 out-norm fused; as Vim calls it: both directions of a token sequence in one launch; as EfficientVMamba
@@ -235,6 +236,11 @@ def main(argv=None) -> int:
                 cases.append((f"causal_conv1d {model} L={L}", "conv1d", (args.batch, L, E)))
                 cases.append((f"scan2d as Vim calls it {model} L={L}", "vim", (args.batch, L, E, 16)))
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
+        # N = 16 at Vim-Ti's sequence shapes without the fused projection (8-step chunks, 16 a checkpoint
+        # segment: 25 chunks = 16 + 9, 99 = 6 x 16 + 3), and with the gradient entering through every state
+        for L in (197, 785):
+            cases.append((f"selective_scan Vim-Ti N=16 L={L}", "seq", (args.batch, 2, 384, 16, L)))
+        cases.append(("selective_scan_states N=16 L=785", "states", (max(1, args.batch // 4), 384, 16, 785)))
         cases.append(("scan2d N=16 28x28", "map", (max(1, args.batch // 4), 28, 28, 96, 16)))
         # long sequences at batch 1: the forward splits them into segments (a summary pass first)
         cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))

@@ -37,9 +37,9 @@ K = 4
 
 #: Element types of the pointer arguments, as scan2d passes them under bfloat16 autocast.
 POINTERS = dict(u="bf16", dt="bf16", A="fp32", B="bf16", C="bf16", D="fp32", bias="fp32", z="bf16", idx="i64",
-                dtw="fp32", out="bf16", last="fp32", states="fp32", ckpt="fp32", seg="fp32", dout="bf16", dlast="fp32",
-                dstates="fp32", du="bf16", ddt="bf16", dA="fp32", dB="fp32", dC="fp32", dD="fp32", dbias="fp32",
-                dz="bf16")
+                dtw="fp32", out="bf16", last="fp32", states="fp32", ckpt="fp32", scratch="fp32", seg="fp32",
+                dout="bf16", dlast="fp32", dstates="fp32", du="bf16", ddt="bf16", dA="fp32", dB="fp32", dC="fp32",
+                dD="fp32", dbias="fp32", dz="bf16")
 
 
 def launch_arguments(stage: int, backward: bool, overrides: dict):
@@ -58,8 +58,9 @@ def launch_arguments(stage: int, backward: bool, overrides: dict):
     warps, stages = overrides.get("warps") or warps, overrides.get("stages") or stages
     names = [f"{p}_{s}" for p in ("su", "sd", "sb") for s in ("b", "k", "d", "l")]
     n_chunks = triton.cdiv(L, BL)
+    S = ops._ckpt_chunks(N, BL)                                         # chunks per checkpoint segment
     ints = dict(zip(names, layout.strides()), L=L, Dg=Dg, N=N, R=R, n_chunks=n_chunks, n_seg=1, seg_chunks=n_chunks,
-                s_dir=u.numel())
+                n_ckpt=n_chunks if S == 1 else triton.cdiv(n_chunks, S) - 1, s_dir=u.numel())
     ints["sb_n"] = ints.pop("sb_d")
     # the backward's gradient buffers: the step size's as (K, batch, positions, Dg), dB and dC in B's shape
     sk, sb, sp, sc = torch.empty(K, batch, L, Dg, **meta).stride()
@@ -67,7 +68,7 @@ def launch_arguments(stage: int, backward: bool, overrides: dict):
     ints.update(zip(("sdb_b", "sdb_k", "sdb_n", "sdb_l"), ops._per_direction(torch.empty(B.shape, **meta))))
     flags = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=False, HAS_INDEX=True, HAS_DT_PROJ=True, SOFTPLUS=True,
                  DOT_F32=False, FAST_MATH=True, STORE_STATES=False, STORE_LAST=False, SUMMARY=False, HAS_DSTATES=False,
-                 HAS_DLAST=False, BY_STEP=False, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages)
+                 HAS_DLAST=False, BY_STEP=False, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages)
     return ints, flags, warps
 
 

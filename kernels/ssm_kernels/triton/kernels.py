@@ -16,9 +16,13 @@ One pair of kernels serves both ops, told apart by how they address memory:
 
 A program owns (direction k, a block of BD channels, one batch element) and walks its sequence in
 chunks of BL steps: load the chunk, scan it with ``tl.associative_scan`` over (decay, input) pairs,
-add the state carried in from the previous chunk. The state at the end of every chunk is saved;
-the backward walks the chunks in reverse, recomputes each chunk's states from the saved one, and runs
-the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1} as a reverse scan.
+add the state carried in from the previous chunk. The backward walks the chunks in reverse, recomputes
+each chunk's states from the state entering it, and runs the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1}
+as a reverse scan. The forward saves the state entering every checkpoint segment of ``CKPT_CHUNKS`` chunks
+(the first aside). With one chunk a segment (N = 1: the saved states are small) the backward reads each
+chunk's start state from them; with more (N = 16, where a state per 8-step chunk was four times the input)
+it first re-runs the forward over each segment from its saved state, storing the segment's chunk-start
+states in a scratch, then walks the segment's chunks in reverse.
 
 A long sequence at a small batch gives too few programs to fill the GPU (VMamba-T at 1536x1536,
 batch 2: 16 programs for 132 SMs, the scan 83% of the forward). The forward can then split each
@@ -122,7 +126,7 @@ def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
 
 
 @triton.jit
-def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg,
+def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr,
                    BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr):
     """This program's direction k, batch element b, sequence segment, channels d, states n and their
@@ -150,8 +154,8 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg,
         w = tl.load(dtw_ptr + channel[None, :] * R + r[:, None], mask=(r[:, None] < R) & dmask[None, :], other=0.0)
     else:
         w = Dv
-    # chunk-end states, (batch, K, n_chunks, NP, Dg): one contiguous row of channels per state
-    ckpt_row = ((b * K + k) * n_chunks * NP + n[:, None]) * Dg + d[None, :]
+    # the states saved for the backward, (batch, K, n_ckpt, NP, Dg): one contiguous row of channels per state
+    ckpt_row = ((b * K + k) * n_ckpt * NP + n[:, None]) * Dg + d[None, :]
     return k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row
 
 
@@ -184,10 +188,35 @@ def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
 
 
 @triton.jit
+def _segment_starts(first, end, ckpt_at, scratch_at, slot, k, d, n, dmask, nmask, m_nd, A, bias, w,
+                    u_at, dt_at, B_at, C_at, idx_ptr, L, Dg, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
+                    HAS_INDEX: tl.constexpr, HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
+                    FAST_MATH: tl.constexpr, BL: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr,
+                    CKPT_CHUNKS: tl.constexpr, STAGES: tl.constexpr):
+    """The forward re-run over the checkpoint segment of chunks [first, end) from the state saved entering
+    it: the state entering each of its chunks goes to this program's tile of scratch slot (chunk - first),
+    ``slot`` elements apart, which the backward then reads walking the segment in reverse. Global memory, so
+    the threads of the program synchronise around it: Triton does not tie a tile's stores and later loads to
+    the same threads."""
+    tl.debug_barrier()  # the previous segment's reads of the scratch are done before it is overwritten
+    h = tl.load(ckpt_at + (first // CKPT_CHUNKS - 1) * NP * Dg, mask=m_nd & (first > 0), other=0.0)
+    last_row = tl.arange(0, BL)[:, None, None] == BL - 1
+    for c in tl.range(first, end - 1, num_stages=STAGES):  # whole chunks: only the sequence's last is partial
+        tl.store(scratch_at + (c - first) * slot, h, mask=m_nd)
+        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+        a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
+        h = tl.sum(tl.where(last_row, x_cum + a_cum * h[None, :, :], 0.0), axis=0)
+    tl.store(scratch_at + (end - 1 - first) * slot, h, mask=m_nd)
+    tl.debug_barrier()  # ... and written before any thread reads them
+
+
+@triton.jit
 def scan_fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr,
     out_ptr, last_ptr, states_ptr, ckpt_ptr, seg_ptr,
-    L, Dg, N, R, n_chunks, n_seg, seg_chunks,
+    L, Dg, N, R, n_chunks, n_seg, seg_chunks, n_ckpt,
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
@@ -195,6 +224,7 @@ def scan_fwd_kernel(
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
     STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr, BY_STEP: tl.constexpr,
+    CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Chunks [segment * seg_chunks, ...) of the sequence (all of it when n_seg = 1). With ``SUMMARY``
@@ -203,7 +233,7 @@ def scan_fwd_kernel(
     output has u's strides, direction k offset by ``k * s_dir``; with ``BY_STEP`` (paths that visit a
     position more than once) it is (K, batch, L, Dg), one row per step, for the caller to sum."""
     k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -238,7 +268,11 @@ def scan_fwd_kernel(
                 s_off = ((b * K * Dg + channel[None, None, :]) * N + n[None, :, None]) * L + t[:, None, None]
                 tl.store(states_ptr + s_off, hs, mask=tmask[:, None, None] & m_nd[None, :, :])
             h = tl.sum(tl.where(last_row, hs, 0.0), axis=0)                    # masked steps carry the state
-            tl.store(ckpt_ptr + ckpt_row + c * NP * Dg, h, mask=m_nd)
+            if CKPT_CHUNKS == 1:  # every chunk's end state (the last one's unused)
+                tl.store(ckpt_ptr + ckpt_row + c * NP * Dg, h, mask=m_nd)
+            else:  # where chunk c ends a checkpoint segment (not the last), the state entering the next one
+                tl.store(ckpt_ptr + ckpt_row + (c // CKPT_CHUNKS) * NP * Dg, h,
+                         mask=m_nd & ((c + 1) % CKPT_CHUNKS == 0) & (c < n_chunks - 1))
             if HAS_D:
                 y += Dv[None, :] * u
             if HAS_Z:
@@ -258,17 +292,17 @@ def scan_fwd_kernel(
 
 @triton.jit
 def scan_bwd_kernel(
-    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr, ckpt_ptr,
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, idx_ptr, dtw_ptr, ckpt_ptr, scratch_ptr,
     dout_ptr, dlast_ptr, dstates_ptr,
     du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-    L, Dg, N, R, n_chunks,
+    L, Dg, N, R, n_chunks, n_ckpt,
     su_b, su_k, su_d, su_l,
     sd_b, sd_k, sd_d, sd_l,
     sb_b, sb_k, sb_n, sb_l,
     s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
-    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr,
+    HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr, CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Gradients. dout, z and dz have u's strides; du too, offset by ``k * s_dir`` (one slice per
@@ -277,9 +311,10 @@ def scan_bwd_kernel(
     dB and dC (float32, strides sdb_*: B itself may be a strided view), dA (K*Dg, N), dD and dbias
     (K*Dg) are accumulated with atomic adds. With ``BY_STEP`` dout and du are (K, batch, L, Dg) and the
     step-size gradient is indexed by step, not position (a path may visit a position more than once: the
-    caller sums the visits)."""
+    caller sums the visits). With ``CKPT_CHUNKS`` > 1 the chunks' start states come from a re-run of the
+    forward over each checkpoint segment into ``scratch_ptr`` ((slots, batch, K, NP, Dg), float32)."""
     k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_chunks, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -299,60 +334,78 @@ def scan_bwd_kernel(
     dA_acc = tl.zeros([NP, BD], tl.float32)
     dD_acc = tl.zeros([BD], tl.float32)
     dbias_acc = tl.zeros([BD], tl.float32)
-    for i in tl.range(0, n_chunks, num_stages=STAGES):
-        c = n_chunks - 1 - i
-        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
-        # this chunk's states, from the state saved at the end of the previous chunk
-        h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
-        a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
-        h = x_cum + a_cum * h_start[None, :, :]
-
-        # gradient reaching y (before the D skip and the z gate)
-        if BY_STEP:
-            step_off = t[:, None] * Dg + d[None, :]
-            dout = tl.load(dout_ptr + step_base + step_off, mask=m_td, other=0.0).to(tl.float32)
+    # the chunks in reverse, a checkpoint segment at a time, else all in one part (a loop of one iteration
+    # with constant bounds, which the compiler removes: the code of the N = 1 scans is as it was)
+    n_parts = (n_chunks + CKPT_CHUNKS - 1) // CKPT_CHUNKS if CKPT_CHUNKS > 1 else 1
+    scratch_at = scratch_ptr + ((b * K + k) * NP + n[:, None]) * Dg + d[None, :]
+    slot = tl.num_programs(2).to(tl.int64) * K * NP * Dg                      # scratch: (slots, batch, K, NP, Dg)
+    for j in range(0, n_parts):
+        if CKPT_CHUNKS > 1:
+            first = (n_parts - 1 - j) * CKPT_CHUNKS
+            end = tl.minimum(first + CKPT_CHUNKS, n_chunks)
+            _segment_starts(first, end, ckpt_ptr + ckpt_row, scratch_at, slot, k, d, n, dmask, nmask, m_nd, A,
+                            bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, Dg, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
+                            HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, NP, RP, CKPT_CHUNKS, STAGES)
         else:
-            step_off = u_off
-            dout = tl.load(dout_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
-        if HAS_Z:
-            z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
-            sig = _sigmoid(z, FAST_MATH)
-            y = tl.sum(h * Cv[:, :, None], axis=1) + Dv[None, :] * u
-            dz = dout * y * sig * (1.0 + z * (1.0 - sig))
-            tl.store(dz_ptr + u_base + u_off, dz.to(dz_ptr.dtype.element_ty), mask=m_td)
-            dy = dout * z * sig
-        else:
-            dy = dout
-        g = Cv[:, :, None] * dy[:, None, :]
-        if HAS_DSTATES:
-            s_off = state_row[None, :, :] * L + t[:, None, None]
-            g += tl.load(dstates_ptr + s_off, mask=tmask[:, None, None] & m_nd[None, :, :], other=0.0).to(tl.float32)
+            first, end = 0, n_chunks
+        for i in tl.range(0, end - first, num_stages=STAGES):
+            c = end - 1 - i
+            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
+                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
+                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            # this chunk's states, from the state entering it
+            if CKPT_CHUNKS > 1:
+                h_start = tl.load(scratch_at + (c - first) * slot, mask=m_nd, other=0.0)
+            else:
+                h_start = tl.load(ckpt_ptr + ckpt_row + (c - 1) * NP * Dg, mask=m_nd & (c > 0), other=0.0)
+            a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
+            h = x_cum + a_cum * h_start[None, :, :]
 
-        # adjoint s_t = g_t + a_{t+1} s_{t+1}, reversed; masked steps past the end have a = 1, g = 0
-        _, p_c, g_c = tl.associative_scan((a, ones, g), 0, _combine_adjoint, reverse=True)
-        s = g_c + p_c * sigma[None, :, :]
-        sigma = tl.sum(tl.where(first_row, a * s, 0.0), axis=0)
+            # gradient reaching y (before the D skip and the z gate)
+            if BY_STEP:
+                step_off = t[:, None] * Dg + d[None, :]
+                dout = tl.load(dout_ptr + step_base + step_off, mask=m_td, other=0.0).to(tl.float32)
+            else:
+                step_off = u_off
+                dout = tl.load(dout_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z = tl.load(z_ptr + u_base + u_off, mask=m_td, other=0.0).to(tl.float32)
+                sig = _sigmoid(z, FAST_MATH)
+                y = tl.sum(h * Cv[:, :, None], axis=1) + Dv[None, :] * u
+                dz = dout * y * sig * (1.0 + z * (1.0 - sig))
+                tl.store(dz_ptr + u_base + u_off, dz.to(dz_ptr.dtype.element_ty), mask=m_td)
+                dy = dout * z * sig
+            else:
+                dy = dout
+            g = Cv[:, :, None] * dy[:, None, :]
+            if HAS_DSTATES:
+                s_off = state_row[None, :, :] * L + t[:, None, None]
+                g += tl.load(dstates_ptr + s_off, mask=tmask[:, None, None] & m_nd[None, :, :],
+                             other=0.0).to(tl.float32)
 
-        da = s * (h - x)                                                      # d/d(dt * A): a_t h_{t-1} = h_t - x_t
-        sB = tl.sum(s * Bv[:, :, None], axis=1)                               # (BL, BD)
-        ddt = sB * u + tl.sum(da * A[None, :, :], axis=1)
-        du = sB * dt + dy * Dv[None, :]
-        dA_acc += tl.sum(da * dt[:, None, :], axis=0)
-        dD_acc += tl.sum(dy * u, axis=0)
-        dB = tl.sum(s * (dt * u)[:, None, :], axis=2)                         # (BL, NP)
-        dC = tl.sum(h * dy[:, None, :], axis=2)
-        if SOFTPLUS:
-            ddt = ddt * _sigmoid(raw, FAST_MATH)
-        ddt = tl.where(m_td, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=0)
-        g_off = (t if BY_STEP else pos)[:, None] * sg_l + d[None, :] * sg_d
-        tl.store(ddt_at + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
-        tl.store(du_at + step_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
-        dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
-        tl.atomic_add(dB_at + dbc_off, dB, mask=m_tn, sem="relaxed")
-        tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")
+            # adjoint s_t = g_t + a_{t+1} s_{t+1}, reversed; masked steps past the end have a = 1, g = 0
+            _, p_c, g_c = tl.associative_scan((a, ones, g), 0, _combine_adjoint, reverse=True)
+            s = g_c + p_c * sigma[None, :, :]
+            sigma = tl.sum(tl.where(first_row, a * s, 0.0), axis=0)
+
+            da = s * (h - x)                                                      # d/d(dt * A): a_t h_{t-1} = h_t - x_t
+            sB = tl.sum(s * Bv[:, :, None], axis=1)                               # (BL, BD)
+            ddt = sB * u + tl.sum(da * A[None, :, :], axis=1)
+            du = sB * dt + dy * Dv[None, :]
+            dA_acc += tl.sum(da * dt[:, None, :], axis=0)
+            dD_acc += tl.sum(dy * u, axis=0)
+            dB = tl.sum(s * (dt * u)[:, None, :], axis=2)                         # (BL, NP)
+            dC = tl.sum(h * dy[:, None, :], axis=2)
+            if SOFTPLUS:
+                ddt = ddt * _sigmoid(raw, FAST_MATH)
+            ddt = tl.where(m_td, ddt, 0.0)
+            dbias_acc += tl.sum(ddt, axis=0)
+            g_off = (t if BY_STEP else pos)[:, None] * sg_l + d[None, :] * sg_d
+            tl.store(ddt_at + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
+            tl.store(du_at + step_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
+            dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
+            tl.atomic_add(dB_at + dbc_off, dB, mask=m_tn, sem="relaxed")
+            tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")
     tl.atomic_add(dA_ptr + channel[None, :] * N + n[:, None], dA_acc, mask=m_nd, sem="relaxed")
     if HAS_D:
         tl.atomic_add(dD_ptr + channel, dD_acc, mask=dmask, sem="relaxed")

@@ -100,6 +100,22 @@ def _heuristics(groups_dim: int, d_state: int, length: int, backward: bool, rank
     return min(BD, max(8, triton.next_power_of_2(groups_dim))), NP, RP, BL, warps, stages
 
 
+#: With more than one state per channel, the forward saves the state entering every checkpoint segment of about
+#: this many steps, not every chunk's (kernels/NOTES.md, "Training memory at d_state 16").
+CKPT_STEPS = 128
+
+
+def _ckpt_chunks(d_state: int, BL: int) -> int:
+    """Chunks per checkpoint segment (S). The backward needs the state entering each chunk: with S = 1 it reads
+    them all from the forward's saved states; with S > 1 the forward saves one per segment and the backward
+    re-runs the forward over each segment (about one more forward pass), cutting the saved states S-fold.
+    At d_state 1 they are small (1/16 of a bfloat16 input at 16-step chunks), so S = 1 there; at d_state 16 a
+    state per 8-step chunk is four times the input (Vim-Ti: 157 MB a block at batch 128), so S * BL ~
+    ``CKPT_STEPS`` (a power of two: a kernel constant, a compiled variant per value). ``TUNING['ckpt_chunks']``
+    overrides (tests)."""
+    return TUNING.get("ckpt_chunks") or (1 if d_state == 1 else max(1, CKPT_STEPS // BL))
+
+
 def _dot_in_float32(delta: Tensor) -> bool:
     """Whether the kernels' step-size projection multiplies in float32: for a float32 factor, and under
     Triton's interpreter, whose tl.dot returns garbage for bfloat16 operands (Triton 3.8: ~1e10 errors
@@ -169,10 +185,19 @@ class _Layout:
         u_strides = (ub, Dg * uc if split_channels else 0, uc, up)
         return _Layout(u_strides, _per_direction(delta), _per_direction(B), u.shape[0], K, Dg, B.shape[-1], L, rank)
 
-    def ckpt_shape(self):
-        """The chunk-end states the forward saves for the backward: (batch, K, chunks, NP, Dg), float32."""
+    def checkpoints(self):
+        """(chunks per checkpoint segment S, states saved per sequence: with S = 1 every chunk's end state (the
+        last one unused, its store unconditional as it always was), else the state entering every segment after
+        the first: none for a sequence of one segment)."""
         _, NP, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
-        return (self.batch, self.K, cdiv(self.L, BL), NP, self.Dg)
+        n_chunks = cdiv(self.L, BL)
+        S = _ckpt_chunks(self.N, BL)
+        return S, (n_chunks if S == 1 else cdiv(n_chunks, S) - 1)
+
+    def ckpt_shape(self):
+        """The states the forward saves for the backward, (batch, K, saved states, NP, Dg), float32."""
+        _, NP, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
+        return (self.batch, self.K, self.checkpoints()[1], NP, self.Dg)
 
     def grid(self, BD):
         return (self.K, cdiv(self.Dg, BD), self.batch)
@@ -215,7 +240,8 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
     ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
-    n_chunks = ckpt.shape[2]
+    n_chunks = cdiv(layout.L, BL)
+    S, n_ckpt = layout.checkpoints()
     last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else None
     states = _empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states else None
     K, blocks, batch = layout.grid(BD)
@@ -225,11 +251,12 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
         _SCAN_FWD[(K, blocks, batch * n_seg)](
             u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A),
             out, _maybe(last, ckpt), _maybe(states, ckpt), ckpt, summaries,
-            layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_seg, seg_chunks, *layout.strides(),
+            layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_seg, seg_chunks, n_ckpt,
+            *layout.strides(),
             s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
             HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
             FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
-            BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+            BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
         )
     return last, states, ckpt
 
@@ -281,7 +308,11 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     written by step, is summed over each position's visits here."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
-    assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
+    assert tuple(ckpt.shape) == layout.ckpt_shape(), "saved states from another chunk or checkpoint length"
+    S, n_ckpt = layout.checkpoints()
+    # with S > 1, every program's chunk-start states of the checkpoint segment it is in (see kernels.py)
+    slots = min(S, n_chunks)
+    scratch = _empty(slots, layout.batch, layout.K, NP, layout.Dg, like=u, dtype=torch.float32) if S > 1 else ckpt
     _check_offsets(u, delta, B, C, z, dout)
     # The step-size gradient: contiguous in delta's shape, or with a low-rank step size as (K, b, P, Dg)
     # for the kernel that takes it through the projection (projection.py). Positions a direction never visits (paths
@@ -305,14 +336,15 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     dz = _empty(z.shape, like=z) if z is not None else None
     _SCAN_BWD[layout.grid(BD)](
         u, delta, A, B, C, _maybe(D, A), _maybe(bias, A), _maybe(z, u), _maybe(index, A), _maybe(dtw, A), ckpt,
-        dout, _maybe(dlast, A), _maybe(dstates, A),
+        scratch, dout, _maybe(dlast, A), _maybe(dstates, A),
         du, ddelta, dA, dB, dC, dD, dbias, _maybe(dz, u),
-        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, *layout.strides(), s_dir, *g_strides,
+        layout.L, layout.Dg, layout.N, max(layout.rank, 1), n_chunks, n_ckpt, *layout.strides(), s_dir, *g_strides,
         *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
         HAS_DSTATES=dstates is not None,
-        HAS_DLAST=dlast is not None, BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+        HAS_DLAST=dlast is not None, BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages,
+        num_warps=warps,
     )
     if by_step:  # (K, batch, positions, Dg), each position's visits summed
         ddelta = sum_visits(ddelta, index, positions, torch.float32, per_direction=True).to(delta.dtype)
@@ -336,7 +368,7 @@ def _seq_layout(u, A, B):
 def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                        return_last_state: bool, return_states: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(out, last state or empty, all states or empty, chunk-boundary states). B, C: (batch, K, N, L)."""
+    """(out, last state or empty, all states or empty, the states saved for the backward). B, C: (batch, K, N, L)."""
     out = _empty(u.shape, like=u)
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
                                      delta_softplus, return_last_state, return_states)
@@ -422,7 +454,7 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
                disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
+    """(output, the states saved for the backward, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
     factor (b, H, W, K, R); B, C (b, H, W, K, N) with equal strides; delta, B and C may be views (see
