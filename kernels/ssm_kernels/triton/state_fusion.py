@@ -19,6 +19,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv
+from .ops import _empty
 
 BLOCK = 256
 
@@ -220,7 +221,7 @@ def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     h, weight, alpha, u, D, C = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
         D.contiguous(), _c_view(C)
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
-    y = torch.empty((batch, height, width, channels), dtype=out_dtype, device=h.device)
+    y = _empty(batch, height, width, channels, like=h, dtype=out_dtype)
     _OBS_FWD[_observe_grid(batch, channels, height * width)](
         h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, y, channels, height, width,
         K=len(dilations), BQ=OBS_BQ, BC=OBS_BC, TILES=OBS_TILES)
@@ -236,7 +237,7 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     K, length = len(dilations), height * width
     dh = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
     dC = torch.zeros((batch, 1, length), dtype=torch.float32, device=h.device)
-    du = torch.empty(u.shape, dtype=u.dtype, device=h.device)
+    du = _empty(*u.shape, like=u)
     dD = torch.zeros((channels,), dtype=torch.float32, device=h.device)
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
     _OBS_BWD[_observe_grid(batch, channels, length)](
