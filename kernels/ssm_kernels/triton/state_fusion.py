@@ -114,10 +114,11 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
 
 # ---- fusion + observation: y = C * fused(h) + D * u, written channels-last -----------------------------
 #
-# A program owns one image, a block of BC channels and TILES tiles of BQ positions. h and u are read
-# channels-first (coalesced along positions), y and its gradient channels-last (coalesced along channels).
-# The fused map h' lives in registers only; the backward recomputes it from the same 27 taps it reads for
-# the kernels' gradients.
+# A program owns one image, a block of BC channels and TILES tiles of BQ positions, as [BC, BQ] tiles with
+# the positions the fast axis: the 27 gathers of h per element (and the backward's scatter into dh) read
+# and write along the channels-first planes, coalesced; only y and its gradient are channels-last (one
+# access per element; Triton converts the tile's layout for it). The fused map h' lives in registers only;
+# the backward recomputes it from the 27 taps it reads anyway for the kernels' gradients.
 
 OBS_BQ, OBS_BC, OBS_TILES = 64, 32, 4
 
@@ -131,12 +132,13 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
     cmask = ch < E
     L = H * W
     planes = (image * E + ch).to(tl.int64) * L                                  # [BC]
+    dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
     for t in tl.static_range(TILES):
         q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
         qmask = q < L
-        mask = qmask[:, None] & cmask[None, :]
+        mask = cmask[:, None] & qmask[None, :]
         r, c = q // W, q % W
-        acc = tl.zeros([BQ, BC], tl.float32)
+        acc = tl.zeros([BC, BQ], tl.float32)
         for k in tl.static_range(K):
             d = tl.load(dil_ptr + k)
             scale = tl.load(alpha_ptr + k).to(tl.float32)
@@ -144,14 +146,13 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
                 for j in tl.static_range(3):
                     w = tl.load(w_ptr + ((k * E + ch) * 3 + i) * 3 + j, mask=cmask, other=0.0).to(tl.float32)
                     src = _source(r, c, i, j, d, H, W)
-                    v = tl.load(h_ptr + planes[None, :] + src[:, None], mask=mask, other=0.0).to(tl.float32)
-                    acc += (scale * w)[None, :] * v
+                    v = tl.load(h_ptr + planes[:, None] + src[None, :], mask=mask, other=0.0).to(tl.float32)
+                    acc += (scale * w)[:, None] * v
         cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + planes[None, :] + q[:, None], mask=mask, other=0.0).to(tl.float32)
-        dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-        y = acc * cq[:, None] + u * dd[None, :]
+        u = tl.load(u_ptr + planes[:, None] + q[None, :], mask=mask, other=0.0).to(tl.float32)
+        y = acc * cq[None, :] + u * dd[:, None]
         rows = (image * L + q).to(tl.int64) * E
-        tl.store(y_ptr + rows[:, None] + ch[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(y_ptr + rows[None, :] + ch[:, None], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -167,17 +168,17 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
     dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
     dd_sum = tl.zeros([BC], tl.float32)
     taps = tl.arange(0, 32)                     # the K * 9 <= 32 taps' sums of g * h[source], per channel
-    tap_sums = tl.zeros([32, BC], tl.float32)
+    tap_sums = tl.zeros([BC, 32], tl.float32)
     for t in tl.static_range(TILES):
         q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
         qmask = q < L
-        mask = qmask[:, None] & cmask[None, :]
+        mask = cmask[:, None] & qmask[None, :]
         r, c = q // W, q % W
         rows = (image * L + q).to(tl.int64) * E
-        dy = tl.load(g_ptr + rows[:, None] + ch[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(g_ptr + rows[None, :] + ch[:, None], mask=mask, other=0.0).to(tl.float32)
         cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
-        g = dy * cq[:, None]                    # the gradient of the fused map
-        fused = tl.zeros([BQ, BC], tl.float32)
+        g = dy * cq[None, :]                    # the gradient of the fused map
+        fused = tl.zeros([BC, BQ], tl.float32)
         for k in tl.static_range(K):
             d = tl.load(dil_ptr + k)
             scale = tl.load(alpha_ptr + k).to(tl.float32)
@@ -185,27 +186,29 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
                 for j in tl.static_range(3):
                     w = tl.load(w_ptr + ((k * E + ch) * 3 + i) * 3 + j, mask=cmask, other=0.0).to(tl.float32)
                     src = _source(r, c, i, j, d, H, W)
-                    at = planes[None, :] + src[:, None]
-                    tl.atomic_add(dh_ptr + at, (scale * w)[None, :] * g, mask=mask, sem="relaxed")
+                    at = planes[:, None] + src[None, :]
+                    tl.atomic_add(dh_ptr + at, (scale * w)[:, None] * g, mask=mask, sem="relaxed")
                     v = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
-                    fused += (scale * w)[None, :] * v
-                    s = tl.sum(g * v, axis=0)
-                    tap_sums += tl.where(taps[:, None] == (k * 9 + i * 3 + j), s[None, :], 0.0)
-        tl.atomic_add(dc_ptr + image.to(tl.int64) * L + q, tl.sum(dy * fused, axis=1), mask=qmask, sem="relaxed")
-        u = tl.load(u_ptr + planes[None, :] + q[:, None], mask=mask, other=0.0).to(tl.float32)
-        tl.store(du_ptr + planes[None, :] + q[:, None], (dy * dd[None, :]).to(du_ptr.dtype.element_ty), mask=mask)
-        dd_sum += tl.sum(dy * u, axis=0)
+                    fused += (scale * w)[:, None] * v
+                    s = tl.sum(g * v, axis=1)
+                    tap_sums += tl.where(taps[None, :] == (k * 9 + i * 3 + j), s[:, None], 0.0)
+        tl.atomic_add(dc_ptr + image.to(tl.int64) * L + q, tl.sum(dy * fused, axis=0), mask=qmask, sem="relaxed")
+        u = tl.load(u_ptr + planes[:, None] + q[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(du_ptr + planes[:, None] + q[None, :], (dy * dd[:, None]).to(du_ptr.dtype.element_ty), mask=mask)
+        dd_sum += tl.sum(dy * u, axis=1)
     tl.atomic_add(dd_ptr + ch, dd_sum, mask=cmask, sem="relaxed")
     # s_ptr: (K * 9, E) float32, tap-major
-    tl.atomic_add(s_ptr + taps[:, None] * E + ch[None, :], tap_sums, mask=(taps[:, None] < K * 9) & cmask[None, :],
+    tl.atomic_add(s_ptr + taps[None, :] * E + ch[:, None], tap_sums, mask=cmask[:, None] & (taps[None, :] < K * 9),
                   sem="relaxed")
 
 
 _OBS_FWD, _OBS_BWD = Launcher(fusion_observe_fwd_kernel), Launcher(fusion_observe_bwd_kernel)
 
 
-def _observe_grid(batch, channels, length):
-    return batch * cdiv(channels, OBS_BC), cdiv(length, OBS_BQ * OBS_TILES)
+def _observe_launch(batch, channels, length):
+    """(grid, tiles a program): TILES tiles of positions a program, fewer on small maps (7 x 7: one)."""
+    tiles = min(OBS_TILES, cdiv(length, OBS_BQ))
+    return (batch * cdiv(channels, OBS_BC), cdiv(length, OBS_BQ * tiles)), tiles
 
 
 def _c_view(C: Tensor) -> Tensor:
@@ -222,9 +225,9 @@ def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
         D.contiguous(), _c_view(C)
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
     y = _empty(batch, height, width, channels, like=h, dtype=out_dtype)
-    _OBS_FWD[_observe_grid(batch, channels, height * width)](
-        h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, y, channels, height, width,
-        K=len(dilations), BQ=OBS_BQ, BC=OBS_BC, TILES=OBS_TILES)
+    grid, tiles = _observe_launch(batch, channels, height * width)
+    _OBS_FWD[grid](h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, y, channels, height,
+                   width, K=len(dilations), BQ=OBS_BQ, BC=OBS_BC, TILES=tiles)
     return y
 
 
@@ -240,9 +243,9 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     du = _empty(*u.shape, like=u)
     dD = torch.zeros((channels,), dtype=torch.float32, device=h.device)
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
-    _OBS_BWD[_observe_grid(batch, channels, length)](
-        h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, grad, dh, dC, du, dD, sums,
-        channels, height, width, K=K, BQ=OBS_BQ, BC=OBS_BC, TILES=OBS_TILES)
+    grid, tiles = _observe_launch(batch, channels, length)
+    _OBS_BWD[grid](h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, grad, dh, dC, du,
+                   dD, sums, channels, height, width, K=K, BQ=OBS_BQ, BC=OBS_BC, TILES=tiles)
     # sums[k * 9 + tap, e] = sum over positions of g * h[source]: d weight = alpha_k * sums, d alpha = sum w * sums
     sums = sums.view(K, 3, 3, channels).permute(0, 3, 1, 2)
     dweight = alpha.float()[:, None, None, None] * sums
