@@ -115,10 +115,14 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
 # ---- fusion + observation: y = C * fused(h) + D * u, written channels-last -----------------------------
 #
 # A program owns one image, a block of BC channels and TILES tiles of BQ positions, as [BC, BQ] tiles with
-# the positions the fast axis: the 27 gathers of h per element (and the backward's scatter into dh) read
-# and write along the channels-first planes, coalesced; only y and its gradient are channels-last (one
-# access per element; Triton converts the tile's layout for it). The fused map h' lives in registers only;
-# the backward recomputes it from the 27 taps it reads anyway for the kernels' gradients.
+# the positions the fast axis: the 27 gathers of h per element read along the channels-first planes,
+# coalesced; y and its gradient are channels-last (Triton converts the tile's layout for them). The fused
+# map h' lives in registers only; the backward recomputes it from the 27 taps it reads anyway for the
+# kernels' gradients. The backward's dh is mostly gathered, not scattered: a tap whose source lies inside
+# the map is the plain stencil's adjoint, read at p - offset (27 cached reads of dy and C); only the taps
+# the replicate clamp moved onto the border are scattered with atomic adds (none in the interior), and
+# each position adds its gathered sum once (atomically: other programs' border taps land there too),
+# instead of the 27 atomic adds per element of a pure scatter.
 
 OBS_BQ, OBS_BC, OBS_TILES = 64, 32, 4
 
@@ -133,7 +137,7 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
     L = H * W
     planes = (image * E + ch).to(tl.int64) * L                                  # [BC]
     dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    for t in tl.static_range(TILES):
+    for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
         q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
         qmask = q < L
         mask = cmask[:, None] & qmask[None, :]
@@ -169,7 +173,7 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
     dd_sum = tl.zeros([BC], tl.float32)
     taps = tl.arange(0, 32)                     # the K * 9 <= 32 taps' sums of g * h[source], per channel
     tap_sums = tl.zeros([BC, 32], tl.float32)
-    for t in tl.static_range(TILES):
+    for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
         q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
         qmask = q < L
         mask = cmask[:, None] & qmask[None, :]
@@ -179,19 +183,35 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
         cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
         g = dy * cq[None, :]                    # the gradient of the fused map
         fused = tl.zeros([BC, BQ], tl.float32)
+        dh = tl.zeros([BC, BQ], tl.float32)
         for k in tl.static_range(K):
             d = tl.load(dil_ptr + k)
             scale = tl.load(alpha_ptr + k).to(tl.float32)
             for i in tl.static_range(3):
                 for j in tl.static_range(3):
                     w = tl.load(w_ptr + ((k * E + ch) * 3 + i) * 3 + j, mask=cmask, other=0.0).to(tl.float32)
+                    coef = (scale * w)[:, None]
+                    # the taps whose source is inside the map: gathered at this tile's positions, from the
+                    # position p - offset whose tap lands here
+                    gr, gc = r - (i - 1) * d, c - (j - 1) * d
+                    inside = qmask & (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
+                    gq = gr * W + gc
+                    gmask = cmask[:, None] & inside[None, :]
+                    g_at = tl.load(g_ptr + ((image * L + gq).to(tl.int64) * E)[None, :] + ch[:, None], mask=gmask,
+                                   other=0.0).to(tl.float32)
+                    c_at = tl.load(c_ptr + image.to(tl.int64) * c_stride + gq, mask=inside, other=0.0).to(tl.float32)
+                    dh += coef * (g_at * c_at[None, :])
+                    # the taps whose source the clamp moved onto the border (replicate padding): scattered
+                    ur, uc = r + (i - 1) * d, c + (j - 1) * d
+                    clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
                     src = _source(r, c, i, j, d, H, W)
                     at = planes[:, None] + src[None, :]
-                    tl.atomic_add(dh_ptr + at, (scale * w)[:, None] * g, mask=mask, sem="relaxed")
+                    tl.atomic_add(dh_ptr + at, coef * g, mask=mask & clamped[None, :], sem="relaxed")
                     v = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
                     fused += (scale * w)[:, None] * v
                     s = tl.sum(g * v, axis=1)
                     tap_sums += tl.where(taps[None, :] == (k * 9 + i * 3 + j), s[:, None], 0.0)
+        tl.atomic_add(dh_ptr + planes[:, None] + q[None, :], dh, mask=mask, sem="relaxed")  # border taps add too
         tl.atomic_add(dc_ptr + image.to(tl.int64) * L + q, tl.sum(dy * fused, axis=0), mask=qmask, sem="relaxed")
         u = tl.load(u_ptr + planes[:, None] + q[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(du_ptr + planes[:, None] + q[None, :], (dy * dd[:, None]).to(du_ptr.dtype.element_ty), mask=mask)
