@@ -176,8 +176,8 @@ def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Ten
 
     h: (batch, E, H, W) states (N = 1); weight: (K, E, 3, 3); alpha: (K,); C: (batch, 1, H * W) (a strided
     view is fine); u: (batch, E, H * W); D: (E,). Returns y as a (batch, H, W, E) map, the layout the
-    LayerNorm after it reads, in the autocast dtype under autocast (else the inputs' promoted floating
-    dtype). The fused map h' is never stored: the Triton kernels compute it per tile (again in the
+    LayerNorm after it reads, in the autocast dtype under autocast, else in u's dtype (computed in
+    float32 or wider). The fused map h' is never stored: the Triton kernels compute it per tile (again in the
     backward). One traced node, ``StateFusionObserveFn``, counted as the fusion's K depthwise convolutions
     (the observation is elementwise, which the family's fvcore count does not count).
     """
@@ -201,11 +201,11 @@ def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Ten
     if tuple(D.shape) != (channels,):
         raise ValueError(f"state_fusion_observe: D must be ({channels},), got {tuple(D.shape)}")
     device = h.device.type
-    dtype = torch.promote_types(_compute_dtype(h), u.dtype)
+    dtype = torch.promote_types(_compute_dtype(h), u.dtype)  # what the reference computes in
     if torch.is_autocast_enabled(device) and dtype != torch.float64:
         out_dtype = torch.get_autocast_dtype(device)
     else:
-        out_dtype = dtype
+        out_dtype = u.dtype  # the activations' dtype (the states are float32 whatever the model's dtype)
     if is_exporting():  # torch.export / ONNX: the plain tensor ops
         return state_fusion_observe_ref(*(t.to(dtype) for t in (h, weight, alpha, C, u, D)), dilations).to(out_dtype)
     name = resolve_backend(h, backend)
