@@ -119,3 +119,15 @@ def test_state_fusion_observe_rejects_bad_shapes():
         state_fusion_observe(h, w, a, C, u, torch.randn(5))
     with pytest.raises(ValueError, match="weight must be"):
         state_fusion_observe(h, torch.randn(3, 4, 3), a, C, u, D)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_fusion_observe_other_dilations(backend):
+    h, weight, alpha = torch.randn(1, 3, 9, 8), torch.randn(2, 3, 3, 3), torch.randn(2)
+    C, u, D = torch.randn(1, 1, 72), torch.randn(1, 3, 72), torch.randn(3)
+    with torch.no_grad():
+        out = state_fusion_observe(h, weight, alpha, C, u, D, (2, 4), backend=backend)
+    torch.testing.assert_close(out, state_fusion_observe_ref(h, weight, alpha, C, u, D, (2, 4)), rtol=1e-5, atol=1e-5)
+    if backend == "triton":
+        with pytest.raises(ValueError, match="at most 3 dilations"):
+            state_fusion_observe(h, torch.randn(4, 3, 3, 3), torch.randn(4), C, u, D, (1, 2, 3, 4), backend=backend)

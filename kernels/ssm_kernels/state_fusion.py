@@ -10,6 +10,10 @@ depthwise convolutions it is: 9 * K multiply-adds per element), on two backends:
   ``h`` for backward instead of the padded map and the K convolution outputs;
 - triton: one kernel each way, reading ``h`` with the indices clamped to the map (replicate padding, no
   padded copy) and writing the fused map once (see ``triton/state_fusion.py``).
+
+``state_fusion_observe`` (``StateFusionObserveFn``, what Spatial-Mamba's mixer runs) adds the observation
+y = C * fused(h) + D * u in the same op and writes y channels-last in the dtype the out-norm reads, never
+storing the fused map (counted as the same K convolutions: the observation is elementwise).
 """
 from __future__ import annotations
 
@@ -209,6 +213,8 @@ def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Ten
     if is_exporting():  # torch.export / ONNX: the plain tensor ops
         return state_fusion_observe_ref(*(t.to(dtype) for t in (h, weight, alpha, C, u, D)), dilations).to(out_dtype)
     name = resolve_backend(h, backend)
+    if name == "triton" and K > 3:
+        raise ValueError(f"state_fusion_observe: the Triton kernels take at most 3 dilations, got {dilations}")
     flags = (dilations, out_dtype)
     if name == "reference" or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return _state_fusion_observe_node(name, flags, h, weight, alpha, C, u, D)

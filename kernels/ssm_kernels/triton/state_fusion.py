@@ -1,4 +1,5 @@
-"""Triton kernels of the structure-aware state fusion (see :mod:`ssm_kernels.state_fusion`).
+"""Triton kernels of the structure-aware state fusion (see :mod:`ssm_kernels.state_fusion`), alone and with
+the observation (``state_fusion_observe``: further down).
 
 A program owns one (batch, channel) plane and a block of BLOCK positions of it. Forward: for each of
 the K dilations and 9 taps, the source position clamped to the map (replicate padding without a padded
@@ -239,8 +240,6 @@ def _c_view(C: Tensor) -> Tensor:
 def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
                              dilations: Sequence[int], out_dtype: torch.dtype) -> Tensor:
     """y = C * fused(h) + D * u as a (B, H, W, E) map in out_dtype."""
-    if len(dilations) * 9 > 32:
-        raise ValueError(f"state_fusion_observe: the Triton kernels take at most 3 dilations, got {len(dilations)}")
     h, weight, alpha, u, D, C = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
         D.contiguous(), _c_view(C)
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
