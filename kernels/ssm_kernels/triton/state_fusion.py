@@ -264,7 +264,8 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
     grid, tiles = _observe_launch(batch, channels, length)
     _OBS_BWD[grid](h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, grad, dh, dC, du,
-                   dD, sums, channels, height, width, K=K, BQ=OBS_BQ, BC=OBS_BC, TILES=tiles)
+                   dD, sums, channels, height, width, K=K, BQ=OBS_BQ, BC=OBS_BC, TILES=tiles,
+                   num_warps=8)  # five live [32, 64] float32 tiles and their pointers: 8 elements a thread
     # sums[k * 9 + tap, e] = sum over positions of g * h[source]: d weight = alpha_k * sums, d alpha = sum w * sums
     sums = sums.view(K, 3, 3, channels).permute(0, 3, 1, 2)
     dweight = alpha.float()[:, None, None, None] * sums
