@@ -12,7 +12,7 @@ as GroupMamba calls it: four channel groups, group k scanned in direction k only
 as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
 path that visits every position three times, each visit out-normed then summed),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
-flowing in through the states) and its state fusion, the LayerNorm, the causal conv1d (both of Vim's
+flowing in through the states), its state fusion and the fusion + observation op, the LayerNorm, the causal conv1d (both of Vim's
 directions in one launch) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
 VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
@@ -37,7 +37,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d,  # noqa: E402
-                         layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion)
+                         layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion,
+                         state_fusion_observe)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -68,6 +69,14 @@ def fusion_case(batch, E, side, dtype, device):
     """Spatial-Mamba's state fusion: the (batch, E, side, side) states, three 3x3 kernels per channel, alpha."""
     return dict(h=torch.randn(batch, E, side, side, device=device).to(dtype),
                 weight=torch.randn(3, E, 3, 3, device=device) / 3, alpha=torch.randn(3, device=device))
+
+
+def observe_case(batch, E, side, dtype, device):
+    """Spatial-Mamba's fusion + observation: the float32 states, the kernels and alpha, C a strided view of the
+    (dt, B, C) projection, u, D."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    return dict(fusion_case(batch, E, side, torch.float32, device), proj=mk(batch, 6, side * side),
+                u=mk(batch, E, side * side), D=torch.randn(E, device=device))
 
 
 def map_case(batch, H, W, Dg, N, dtype, device):
@@ -223,6 +232,8 @@ def main(argv=None) -> int:
             cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
                           (args.batch, inner, 1, side * side)))
             cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
+            cases.append((f"state_fusion_observe Spatial-Mamba-T s{stage + 1} @{size}", "observe",
+                          (args.batch, inner, side)))
     for size in args.sizes:
         for model, dims, heads, N in (("micro", (48, 96, 192), (2, 4, 8), 48), ("tiny", (64, 128, 256), (2, 4, 8), 64),
                                       ("base", (96, 192, 384), (3, 6, 12), 64)):
@@ -255,6 +266,11 @@ def main(argv=None) -> int:
 
     def fusion_fn(x, backend):
         return state_fusion(**x, dilations=(1, 3, 5), backend=backend)
+
+    def observe_fn(x, backend):
+        x = dict(x)
+        x["C"] = x.pop("proj")[:, -1:]
+        return state_fusion_observe(**x, dilations=(1, 3, 5), backend=backend)
 
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
@@ -314,7 +330,8 @@ def main(argv=None) -> int:
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
-             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn)}
+             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
+             "observe": (observe_case, observe_fn)}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

@@ -14,7 +14,7 @@ from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanF
 from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
                     row_major, scan_pattern)
 from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
-from .state_fusion import StateFusionFn, state_fusion
+from .state_fusion import StateFusionFn, StateFusionObserveFn, state_fusion, state_fusion_observe
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "cross_merge", "selective_scan", "scan2d",
     "ROW", "MULTISCALE_LOW",
     "selective_scan_states", "SelectiveScanStatesFn", "selective_scan_states_flops", "state_fusion", "StateFusionFn",
+    "state_fusion_observe", "StateFusionObserveFn",
     "state_fusion_flops",
     "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ssm_kernels import state_fusion
+from ssm_kernels import state_fusion, state_fusion_observe
 
 
 class StateFusion(nn.Module):
@@ -26,5 +26,14 @@ class StateFusion(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) states -> fused states, float32 (:func:`ssm_kernels.state_fusion`: one Triton kernel
         each way on GPU, plain PyTorch convolutions elsewhere)."""
-        weight = torch.stack([w[:, 0] for w in self.weight])  # (K, C, 3, 3)
-        return state_fusion(h, weight, self.alpha, self.dilations)
+        return state_fusion(h, self.kernels(), self.alpha, self.dilations)
+
+    def kernels(self) -> torch.Tensor:
+        """The K depthwise kernels as one (K, C, 3, 3) tensor."""
+        return torch.stack([w[:, 0] for w in self.weight])
+
+    def observe(self, h: torch.Tensor, C: torch.Tensor, u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+        """The fused states observed, y = C * h' + D * u, with h' never stored
+        (:func:`ssm_kernels.state_fusion_observe`): h (B, C, H, W), C (B, 1, H * W), u (B, C, H * W), D (C,) ->
+        y as a channels-last (B, H, W, C) map, in the autocast dtype under autocast."""
+        return state_fusion_observe(h, self.kernels(), self.alpha, C, u, D, self.dilations)

@@ -64,7 +64,7 @@ class StructureAwareSSM(nn.Module):
         self.A_log = nn.Parameter(a_log_init(inner, d_state))
         self.D = nn.Parameter(torch.ones(inner))
         self.state_fusion = StateFusion(inner)
-        self.out_norm = nn.LayerNorm(inner)
+        self.out_norm = FastLayerNorm(inner)  # nn.LayerNorm's parameters; its output goes to a matmul
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,10 +76,9 @@ class StructureAwareSSM(nn.Module):
         dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
         A = -self.A_log.float().exp()
         h = selective_scan_states(u, dt, A, B, delta_bias=self.dt_bias.float(), delta_softplus=True)
-        h = self.state_fusion(h.view(batch, self.d_inner, height, width)).flatten(2)   # (B, E, L), N = 1
-        y = h * C + u * self.D[:, None]
-        y = self.out_norm(y.transpose(1, 2).view(batch, height, width, self.d_inner))
-        return self.out_proj(y * F.silu(z))
+        # fusion and observation in one op: y = C . h' + D * u, channels-last (B, H, W, E); N = 1
+        y = self.state_fusion.observe(h.view(batch, self.d_inner, height, width), C, u, self.D)
+        return self.out_proj(self.out_norm(y) * F.silu(z))
 
 
 class SpatialMamba(HierarchicalSSM):

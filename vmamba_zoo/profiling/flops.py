@@ -59,7 +59,8 @@ def selective_scan_states_flop_jit(inputs, outputs) -> int:
 
 
 def state_fusion_flop_jit(inputs, outputs) -> int:
-    """The fused state fusion, as the dilated depthwise convolutions it replaces (inputs: h, weight, alpha)."""
+    """The fused state fusion, as the dilated depthwise convolutions it replaces (inputs: h, weight, alpha, ...;
+    with the observation fused in, the same: its products are elementwise, which fvcore does not count)."""
     batch, channels, height, width = get_shape(inputs[0])
     return state_fusion_flops(batch, channels, height, width, get_shape(inputs[1])[0])
 
@@ -145,6 +146,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.SelectiveScanFn": selective_scan_flop_jit,
     "prim::PythonOp.SelectiveScanStatesFn": selective_scan_states_flop_jit,
     "prim::PythonOp.StateFusionFn": state_fusion_flop_jit,
+    "prim::PythonOp.StateFusionObserveFn": state_fusion_flop_jit,  # + the observation: elementwise, not counted
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
