@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
+from .norm import FastLayerNorm
+
 
 class ConvDownsample(nn.Module):
     """Overlapping 3x3 stride-2 convolution, then LayerNorm (VMamba v2 'v3' downsample)."""
@@ -31,11 +33,12 @@ def pad_to_even(x: torch.Tensor) -> torch.Tensor:
 class PatchMerging(nn.Module):
     """Swin's patch merging (the 'v1' downsample of VMamba v0, EfficientVMamba, MSVMamba): the four
     phases of every 2x2 neighbourhood side by side, LayerNorm over the 4*dim channels, a linear map to
-    ``out_dim`` without bias. An odd height or width is zero-padded at the bottom / right first."""
+    ``out_dim`` without bias. An odd height or width is zero-padded at the bottom / right first. The norm
+    feeds the linear map: a :class:`FastLayerNorm`."""
 
     def __init__(self, dim: int, out_dim: int, eps: float = 1e-5):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.norm = FastLayerNorm(4 * dim, eps=eps)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

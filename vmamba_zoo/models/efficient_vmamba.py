@@ -19,7 +19,7 @@ from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
-from ..layers import AtrousSS2D, PatchMerging, PatchStem, Stage
+from ..layers import AtrousSS2D, FastLayerNorm, PatchMerging, PatchStem, Stage
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
@@ -48,12 +48,13 @@ class BiAttn(nn.Module):
 
 class EVSSBlock(nn.Module):
     """x + drop_path(BiAttn(ES2D(n)) + BiAttn(conv(n))), n = LN(x): one BiAttn shared by both branches;
-    conv is depthwise 3x3, BatchNorm, GELU, pointwise (channels last in and out)."""
+    conv is depthwise 3x3, BatchNorm, GELU, pointwise (channels last in and out). n feeds only the mixer's
+    in-projection and the depthwise conv, which read it in the autocast dtype: a :class:`FastLayerNorm`."""
 
     def __init__(self, dim: int, drop_path: float = 0.0, d_state: int = 16, ssm_ratio: float = 2.0,
                  dt_rank="auto"):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = FastLayerNorm(dim)
         self.mixer = AtrousSS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank)
         self.conv_branch = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU(), nn.Conv2d(dim, dim, 1))
