@@ -45,3 +45,27 @@ def test_readme_speaks_to_users():
     assert len(written.splitlines()) <= 250
     for path in [ROOT / "README.md", ROOT / "kernels" / "NOTES.md"]:
         assert "session" not in path.read_text().lower(), f"{path} speaks of sessions"
+
+
+def _expand(pattern: str):
+    """`vim_{tiny,small}_stride8` -> vim_tiny_stride8, vim_small_stride8."""
+    m = re.search(r"\{([^}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    return [name for part in m[1].split(",") for name in _expand(pattern[:m.start()] + part + pattern[m.end():])]
+
+
+def test_families_table_names_every_model_in_its_row():
+    """The families table: one row a family, its model column naming exactly the registered models."""
+    import vmamba_zoo
+    from vmamba_zoo.models import FAMILIES
+
+    section = README.split("## The families")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    named = [name for row in rows for name in _expand_all(row[1])]
+    assert sorted(named) == sorted(vmamba_zoo.list_models())
+    assert len(rows) == len(FAMILIES)
+
+
+def _expand_all(cell: str):
+    return [name for pattern in re.findall(r"`([^`]+)`", cell) for name in _expand(pattern)]
