@@ -9,7 +9,8 @@ out-norm fused; as Vim calls it: both directions of a token sequence in one laun
 calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions;
 as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths;
 as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
-path that visits every position three times, each visit out-normed then summed),
+path that visits every position three times, each visit out-normed then summed; and with Mamba's
+parameter A_log in A's place, A = -exp(A_log) computed inside the kernels, as the models call them),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
 flowing in through the states) and its state fusion, the LayerNorm, the causal conv1d (both of Vim's
 directions in one launch) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
@@ -153,6 +154,20 @@ def ssd_case(batch, L, heads, P, N, dtype, device):
                 norm_weight=torch.rand(heads * P, device=device) + 0.5, norm_bias=torch.randn(heads * P, device=device))
 
 
+def with_a_log(make_inputs):
+    """The same inputs with A_log = log(-A) in A's place (the layers' call: ``a_is_log=True``)."""
+    def make(*args):
+        x = make_inputs(*args)
+        x["A_log"] = (-x.pop("A")).log()
+        return x
+    return make
+
+
+def a_log_fn(fn):
+    """Run ``fn`` with A_log passed as A and ``a_is_log=True``: its gradient is A_log's."""
+    return lambda x, backend: fn({("A" if k == "A_log" else k): v for k, v in x.items()}, backend, a_is_log=True)
+
+
 class _Norm:
     """A LayerNorm over channels whose weight and bias are given tensors (leaves of the comparison)."""
 
@@ -201,6 +216,8 @@ def main(argv=None) -> int:
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
+            cases.append((f"scan2d as VMamba calls it, A_log s{stage + 1} @{size}", "vmamba_log",
+                          (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
         for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
             side = size // (4 * 2 ** stage)
@@ -216,6 +233,8 @@ def main(argv=None) -> int:
             cases.append((f"scan2d MSVMamba-T full-res s{stage + 1} @{size}", "ms_full",
                           (args.batch, side, side, 2 * dim, rank)))
             cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
+                          (args.batch, low, low, 2 * dim, rank)))
+            cases.append((f"scan2d MSVMamba-T half-res (3 visits), A_log s{stage + 1} @{size}", "ms_low_log",
                           (args.batch, low, low, 2 * dim, rank)))
         for stage, inner in enumerate((128, 256, 512, 1024)):  # Spatial-Mamba-T: E = 2 * dim
             side = size // (4 * 2 ** stage)
@@ -239,10 +258,12 @@ def main(argv=None) -> int:
         # long sequences at batch 1: the forward splits them into segments (a summary pass first)
         cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))
         cases.append(("selective_scan L=147456, batch 1", "seq", (1, 4, 96, 1, 147456)))
+        cases.append(("selective_scan A_log L=147456, batch 1", "seq_log", (1, 4, 96, 1, 147456)))
+        cases.append(("scan2d as VMamba calls it, A_log s1 @1536, batch 1", "vmamba_log", (1, 384, 384, 96, 1)))
         cases.append(("selective_scan N=16 L=16384, batch 1", "seq", (1, 2, 64, 16, 16384)))
 
-    def seq_fn(x, backend):
-        return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+    def seq_fn(x, backend, **kw):
+        return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend, **kw)
 
     def states_fn(x, backend):
         return selective_scan_states(**x, delta_softplus=True, backend=backend)
@@ -266,7 +287,7 @@ def main(argv=None) -> int:
         paths = BIDIRECTIONAL(1, x["u"].shape[2], x["u"].device)
         return scan2d(**x, paths=paths, delta_softplus=True, backend=backend)
 
-    def map_fn(x, backend):
+    def map_fn(x, backend, **kw):
         x = dict(x)
         if "proj" in x:  # as VMamba calls it
             rank = x["dt_weight"].shape[2]
@@ -278,7 +299,7 @@ def main(argv=None) -> int:
         else:
             atrous = False
         pattern = ATROUS if atrous else CROSS
-        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend, **kw)
 
     def group_fn(x, backend):
         x = dict(x)
@@ -288,12 +309,13 @@ def main(argv=None) -> int:
         return scan2d(**x, paths=CROSS_SPLIT(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
     def branch_fn(pattern):  # MSVMamba's branches
-        def fn(x, backend):
+        def fn(x, backend, **kw):
             x = dict(x)
             rank = x["dt_weight"].shape[2]
             x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, 1, 1], dim=-1)
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
-            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend,
+                          **kw)
         return fn
 
     def ssd_fn(x, backend):
@@ -308,7 +330,10 @@ def main(argv=None) -> int:
              "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
-             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn)}
+             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
+             "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
+             "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
+             "ms_low_log": (with_a_log(msvmamba_case), a_log_fn(branch_fn(MULTISCALE_LOW)))}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

@@ -75,10 +75,11 @@ class BiMamba(nn.Module):
         # place (strided views, no copy); dt, B, C stay views of its output: (B, 1, L, 2, .), a 1 x L map
         dbc = torch.bmm(u.view(batch * length, 2, E).transpose(0, 1), self.x_proj_weight.transpose(1, 2).to(u.dtype))
         dt, B, C = dbc.transpose(0, 1).view(batch, 1, length, 2, -1).split([R, N, N], dim=-1)
-        A = -self.A_log.float().exp()
-        # the rank-R step-size projection runs inside the scan (fused on GPU); y: (B, 1, L, 2E), float32
-        y = scan2d(u.unsqueeze(1), dt, A, B, C, self.D.float(), self.dt_bias.float(),
-                   BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
+        # the rank-R step-size projection and A = -exp(A_log) run inside the scan (fused on GPU); y: (B, 1, L, 2E),
+        # float32
+        y = scan2d(u.unsqueeze(1), dt, self.A_log, B, C, self.D.float(), self.dt_bias.float(),
+                   BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
+                   a_is_log=True)
         y = y.view(batch, length, 2, E).sum(2)
         if self.divide_out:
             y = y * 0.5

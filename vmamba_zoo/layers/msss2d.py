@@ -77,10 +77,9 @@ class MultiScaleSS2D(nn.Module):
         # the projection on the map, once per position (the official projects the gathered sequence)
         dt, B, C = torch.einsum("bhwe,ce->bhwc", u, self.x_proj_weight[branch]).unsqueeze(3).split([R, N, N], -1)
         channels = slice(branch * E, (branch + 1) * E)
-        A = -self.A_log[channels].float().exp()
-        return scan2d(u, dt, A, B, C, self.D[channels].float(), self.dt_bias[branch].float(),
+        return scan2d(u, dt, self.A_log[channels], B, C, self.D[channels].float(), self.dt_bias[branch].float(),
                       pattern(height, width, u.device), delta_softplus=True,
-                      dt_weight=self.dt_proj_weight[branch:branch + 1], out_norm=self.out_norm)
+                      dt_weight=self.dt_proj_weight[branch:branch + 1], out_norm=self.out_norm, a_is_log=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[1:3]

@@ -85,11 +85,11 @@ class SS2D(nn.Module):
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:
         """The scan of the activated inner map (b, H, W, inner), merged and normalised (out_norm)."""
         dt, B, C = self.project(x)
-        A = -_at_least_float32(self.A_log).exp()
-        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU); the scan
-        # builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
-        return scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
-                      self.scan, delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm)
+        # the rank-R step-size projection, A = -exp(A_log) and the out-norm run inside the scan (fused on GPU);
+        # the scan builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
+        return scan2d(x, dt, self.A_log, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
+                      self.scan, delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm,
+                      a_is_log=True)
 
 
 @register_notrace_function  # reads the map's size: one torch.fx leaf

@@ -208,9 +208,9 @@ def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, 
 
 
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
-                store_last, store_states, by_step=False):
+                store_last, store_states, by_step=False, a_log=False):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir; with ``by_step``, (K, batch, L, Dg)
-    by step); returns (last or None, states or None, ckpt)."""
+    by step); returns (last or None, states or None, ckpt). ``a_log``: A holds A_log (A = -exp(A_log))."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
@@ -229,7 +229,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
             s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
             HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
             FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
-            BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+            BY_STEP=by_step, A_LOG=a_log, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
         )
     return last, states, ckpt
 
@@ -272,13 +272,13 @@ def _accumulators(shapes, device):
 
 
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, acc, partial_paths=False, one_map_delta=False, by_step=False):
+                softplus, acc, partial_paths=False, one_map_delta=False, by_step=False, a_log=False):
     """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
     gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None).
     ``one_map_delta``: disjoint paths whose directions all read one low-rank step-size map; the full
     step size's gradient is then one map, each position written once. With ``by_step`` (paths that visit
     positions more than once), dout and du are (K, batch, L, Dg) by step, and the step-size gradient,
-    written by step, is summed over each position's visits here."""
+    written by step, is summed over each position's visits here. ``a_log``: A holds A_log, and dA is its gradient."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "chunk-boundary states from another chunk length"
@@ -311,7 +311,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
-        HAS_DSTATES=dstates is not None,
+        HAS_DSTATES=dstates is not None, A_LOG=a_log,
         HAS_DLAST=dlast is not None, BY_STEP=by_step, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
     )
     if by_step:  # (K, batch, positions, Dg), each position's visits summed
@@ -335,11 +335,13 @@ def _seq_layout(u, A, B):
 
 def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                       return_last_state: bool, return_states: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(out, last state or empty, all states or empty, chunk-boundary states). B, C: (batch, K, N, L)."""
+                       return_last_state: bool, return_states: bool, a_is_log: bool = False
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(out, last state or empty, all states or empty, chunk-boundary states). B, C: (batch, K, N, L).
+    ``a_is_log``: A holds A_log, the scan's A = -exp(A_log)."""
     out = _empty(u.shape, like=u)
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
-                                     delta_softplus, return_last_state, return_states)
+                                     delta_softplus, return_last_state, return_states, a_log=a_is_log)
     last = last if last is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     states = states if states is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     return out, last, states, ckpt
@@ -349,7 +351,7 @@ selective_scan_fwd = _custom_op(_selective_scan_fwd)
 
 
 @_fake(selective_scan_fwd)
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states, a_is_log=False):
     batch, channels, L = u.shape
     N = A.shape[1]
     last = u.new_empty((batch, channels, N) if return_last_state else _EMPTY, dtype=torch.float32)
@@ -360,14 +362,14 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, re
 
 def _selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, dout: Tensor,
-                       dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool
+                       dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool, a_is_log: bool = False
                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dz or empty, the float32 gradients of A, D, delta_bias, B, C in one flat buffer: see
-    :func:`accumulator_shapes`)."""
+    """(du, ddelta, dz or empty, the float32 gradients of A (of A_log if ``a_is_log``), D, delta_bias, B, C
+    in one flat buffer: see :func:`accumulator_shapes`)."""
     du = _empty(u.shape, like=u)
     flat, acc = _accumulators(accumulator_shapes(A, B, C), u.device)
     ddelta, dz = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, ckpt, dout, dlast,
-                             dstates, du, 0, delta_softplus, acc)
+                             dstates, du, 0, delta_softplus, acc, a_log=a_is_log)
     return du, ddelta, (dz if dz is not None else u.new_empty(_EMPTY)), flat
 
 
@@ -375,7 +377,7 @@ selective_scan_bwd = _custom_op(_selective_scan_bwd)
 
 
 @_fake(selective_scan_bwd)
-def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus):
+def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus, a_is_log=False):
     dz = torch.empty_like(z) if z is not None else u.new_empty(_EMPTY)
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), dz, flat
@@ -421,7 +423,8 @@ def _map_layout(u, delta, B, index, split_channels, dt_weight):
 def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, chunk-boundary states, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
@@ -433,13 +436,16 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
 
     ``by_step``: the paths visit positions more than once (not with split channels). The kernel writes its
     outputs by step, (K, b, L, C); these (with a norm: K = 1, each step normalised) are summed onto the map.
-    The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L)."""
+    The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L).
+
+    ``a_is_log``: A holds A_log, the scan's A = -exp(A_log)."""
     if by_step:
         return _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias,
-                                   norm_eps, delta_softplus)
+                                   norm_eps, delta_softplus, a_is_log)
     out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
-                             delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
+                             delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False,
+                             a_log=a_is_log)
     if norm_weight is None:
         return (_merge(out, split_channels or disjoint), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
@@ -449,12 +455,13 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
 
 
 def _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps,
-                        delta_softplus):
+                        delta_softplus, a_is_log=False):
     K, L = index.shape
     batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
     steps = _empty(K, batch, L, channels, like=u)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
-                             None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True)
+                             None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True,
+                             a_log=a_is_log)
     if norm_weight is None:
         y = sum_visits(steps, index, positions, torch.float32).view(u.shape)
         return y, ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
@@ -474,7 +481,7 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels, disjoint=False, by_step=False):
+      split_channels, disjoint=False, by_step=False, a_is_log=False):
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
@@ -487,9 +494,11 @@ def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias
 def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
-    """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
-    bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
+               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(du, ddelta, the float32 gradients of A (of A_log if ``a_is_log``), D, delta_bias, B, C, dt_weight and
+    the norm's weight and bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and
+    delta's dtypes."""
     flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
     if by_step:  # every step's gradient gathered from its position (with a norm: back through each step's)
         K, L = index.shape
@@ -501,7 +510,7 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
         du = _empty(K, batch, L, channels, like=u)
         ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
                                 None, index, dt_weight, ckpt, dsteps, None, None, du, 0, delta_softplus, acc,
-                                by_step=True)
+                                by_step=True, a_log=a_is_log)
         return sum_visits(du, index, positions, torch.float32).view(u.shape).to(u.dtype), ddelta, flat
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
@@ -510,7 +519,7 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     one_map_delta = disjoint and delta.stride(3) == 0  # every direction reads one step-size map
     ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                             delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
-                            partial, one_map_delta)
+                            partial, one_map_delta, a_log=a_is_log)
     return _merge(du, split_channels or disjoint, u.dtype), ddelta, flat
 
 
@@ -519,7 +528,7 @@ scan2d_bwd = _custom_op(_scan2d_bwd)
 
 @_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
-      split_channels, disjoint=False, by_step=False):
+      split_channels, disjoint=False, by_step=False, a_is_log=False):
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 
