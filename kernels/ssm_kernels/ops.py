@@ -377,7 +377,17 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
 
     ``a_is_log=True``: A's place holds Mamba's parameter ``A_log`` (K*C, N), and the scan uses
     A = -exp(A_log), computed inside the kernels (see :func:`selective_scan`).
+
+    B and C None (with ``dt_weight``): ``delta`` is the whole per-direction projection (b, H, W, K, R + 2N),
+    the x_proj output before its split into the step-size factor, B and C (the last axis in that order;
+    R from dt_weight, N from A). The kernels read the slices in place and the backward returns the
+    projection's gradient as one tensor: no split and concatenation around the op, and dB and dC cast to
+    its dtype in one copy.
     """
+    packed = B is None or C is None
+    if packed and (B is not None or C is not None or dt_weight is None):
+        raise ValueError("scan2d: pass B and C, or neither (then delta is the whole projection (b, H, W, K, R + 2N) "
+                         "and dt_weight gives R)")
     if isinstance(paths, ScanPattern):
         paths = paths(u.shape[1], u.shape[2], u.device)
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
@@ -390,10 +400,12 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
         want = (batch, height, width, K, dt_weight.shape[2])
     else:
         want = (batch, height, width, K, per_direction)
+    if packed:  # the whole projection
+        want = (*want[:4], want[4] + 2 * A.shape[-1])
     if _shape(delta) != want:
         raise ValueError(f"scan2d: delta must be {want}, got {_shape(delta)}")
     for name, t in (("B", B), ("C", C)):
-        if t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K):
+        if t is not None and (t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K)):
             raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
     if out_norm is not None and tuple(out_norm.normalized_shape) != (channels,):
         raise ValueError(f"scan2d: out_norm must normalise the {channels} channels, got {out_norm}")
@@ -412,6 +424,8 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
                  by_step, bool(a_is_log))
         y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
+    if packed:  # the unfused path reads views
+        delta, B, C = delta.split([dt_weight.shape[-1], A.shape[-1], A.shape[-1]], dim=-1)
     def scan_fn(*args):
         return selective_scan(*args, backend=name, a_is_log=a_is_log)
 

@@ -70,7 +70,9 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
 def scan2d_fwd(inputs, flags):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, norm_bias = inputs
     delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log = flags
-    (delta,), (B, C) = _in_place(delta), _in_place(B, C)
+    (delta,) = _in_place(delta)
+    if B is not None:  # else delta is the whole projection, B and C its slices (see ops.unpack_projection)
+        B, C = _in_place(B, C)
     out, ckpt, slices, stats = op("scan2d_fwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight),
         _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step, a_is_log)
@@ -83,10 +85,12 @@ def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
         slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint, by_step, a_is_log)
+    packed = B is None  # ddelta: the whole projection's gradient, dB and dC in it
+    _, B_, C_ = _ops.unpack_projection(delta, B, C, dt_weight, A)
     dA, dD, dbias, dB, dC, ddtw, dnorm = _ops.split_accumulators(
-        acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_weight))
+        acc, _ops.accumulator_shapes(A, B_, C_, dt_weight, norm_weight, packed))
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
-    grads = [du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),  # du, ddelta: already in u's, delta's dtypes
+    grads = [du, ddelta, dA.to(A.dtype), None if packed else dB.to(B.dtype), None if packed else dC.to(C.dtype),
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,
              None if dt_weight is None else ddtw.to(dt_weight.dtype),
              None if dnorm is None else dnorm[0], None if dnorm is None else dnorm[1]]
