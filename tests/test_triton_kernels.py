@@ -314,6 +314,39 @@ def test_fused_scan2d_reads_projection_slices_in_place():
     check_scan2d(x, CROSS(H, W), 2e-5, leaves=dict(leaves, proj=proj))
 
 
+@pytest.mark.parametrize("pattern,K,H,W,Dg,N,R,dtype,tol", [
+    (CROSS, 4, 5, 6, 8, 2, 3, torch.float32, 2e-5),
+    (CROSS, 4, 4, 3, 5, 1, 6, torch.bfloat16, 1e-2),
+    (MULTISCALE_LOW, 1, 4, 3, 5, 1, 3, torch.float32, 2e-5),     # by step
+    (ssm_kernels.ATROUS, 4, 6, 4, 5, 2, 3, torch.float32, 2e-5),  # one projected map, expanded over K
+])
+def test_fused_scan2d_takes_the_whole_projection(pattern, K, H, W, Dg, N, R, dtype, tol):
+    """B and C None: delta is the whole (b, H, W, K, R + 2N) projection, split inside the op, its gradient one
+    tensor (no concatenation after the op): the same values as its slices passed apart, on both backends."""
+    mk = lambda *s: torch.randn(*s).to(dtype).requires_grad_()
+    proj = mk(2, H, W, 1 if pattern is ssm_kernels.ATROUS else K, R + 2 * N)
+    whole = proj.expand(-1, -1, -1, K, -1)
+    x = {k: v for k, v in map_inputs(2, H, W, K, Dg, N, dtype, rank=R).items() if k not in ("delta", "B", "C")}
+    norm = _norm(Dg)
+    leaves = [proj, x["u"], x["A"], x["dt_weight"]]
+    got = scan2d(**x, delta=whole, B=None, C=None, paths=pattern(H, W), backend="triton", out_norm=norm)
+    apart = scan2d(**x, delta=whole[..., :R], B=whole[..., R:R + N], C=whole[..., R + N:], paths=pattern(H, W),
+                   backend="triton", out_norm=norm)
+    ref = scan2d(**x, delta=whole, B=None, C=None, paths=pattern(H, W), backend="reference", out_norm=norm)
+    assert torch.equal(got, apart) and rel(got, ref) < tol
+    g = torch.randn_like(ref)
+    for a, b, r in zip(*(torch.autograd.grad(y, leaves, g.to(y.dtype)) for y in (got, apart, ref))):
+        assert torch.equal(a, b) and rel(a, r) < tol
+
+
+def test_scan2d_rejects_half_a_projection():
+    x = map_inputs(1, 3, 4, 4, 5, 2, torch.float32, rank=3)
+    with pytest.raises(ValueError, match="pass B and C, or neither"):
+        scan2d(**dict(x, C=None), paths=CROSS(3, 4), backend="triton")
+    with pytest.raises(ValueError, match=r"delta must be \(1, 3, 4, 4, 7\)"):
+        scan2d(**dict(x, B=None, C=None), paths=CROSS(3, 4), backend="triton")
+
+
 @pytest.mark.parametrize("shape,dtype,autocast,tol", [
     ((2, 5, 7, 33), torch.float32, False, 2e-6),    # 70 rows, 33 channels in a block of 64
     ((3, 96), torch.float32, False, 2e-6),
@@ -491,6 +524,13 @@ def test_custom_ops_pass_opcheck():
         torch.library.opcheck(tops.scan2d_fwd, (*args, True, False))
         out, ckpt, slices, stats = tops.scan2d_fwd(*args, True, False)
         torch.library.opcheck(tops.scan2d_bwd, (*args[:10], ckpt, slices, stats, torch.randn_like(out), True, False))
+    x = {k: v.detach() for k, v in map_inputs(1, 3, 4, 4, 4, 2, torch.float32, rank=3).items()}
+    proj = torch.randn(1, 3, 4, 4, 3 + 2 * 2)  # the whole projection: B and C None
+    args = (x["u"], proj, x["A"], None, None, x["D"], x["delta_bias"], CROSS(3, 4).index, x["dt_weight"], None,
+            None, 1e-5)
+    torch.library.opcheck(tops.scan2d_fwd, (*args, True, False))
+    out, ckpt, slices, stats = tops.scan2d_fwd(*args, True, False)
+    torch.library.opcheck(tops.scan2d_bwd, (*args[:10], ckpt, slices, stats, torch.randn_like(out), True, False))
     x, w, b = torch.randn(3, 5, 12), torch.rand(12) + 0.5, torch.randn(12)
     torch.library.opcheck(tops.layer_norm_fwd, (x, w, b, 1e-5, torch.bfloat16))
     y, stats = tops.layer_norm_fwd(x, w, b, 1e-5, torch.bfloat16)

@@ -10,7 +10,9 @@ out-norm fused; as Vim calls it: both directions of a token sequence in one laun
 calls it at its two SSM stages: atrous paths, N = 16, one projected map read by all four directions;
 as GroupMamba calls it: four channel groups, group k scanned in direction k only, on split-channel paths;
 as MSVMamba calls it, both branches: the row-major scan of the full map, and the half-resolution map's
-path that visits every position three times, each visit out-normed then summed),
+path that visits every position three times, each visit out-normed then summed; and as the layers call
+them since v10.2: Mamba's A_log in A's place, A = -exp(A_log) computed inside the kernels, and the x_proj
+output passed whole, B = C = None),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
 flowing in through the states), its state fusion and the fusion + observation op, the LayerNorm, the causal conv1d (both of Vim's
 directions in one launch) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
@@ -163,6 +165,22 @@ def ssd_case(batch, L, heads, P, N, dtype, device):
                 norm_weight=torch.rand(heads * P, device=device) + 0.5, norm_bias=torch.randn(heads * P, device=device))
 
 
+def with_a_log(make_inputs):
+    """The same inputs with A_log = log(-A) in A's place (the layers' call: ``a_is_log=True``)."""
+    def make(*args):
+        x = make_inputs(*args)
+        x["A_log"] = (-x.pop("A")).log()
+        return x
+    return make
+
+
+def a_log_fn(fn):
+    """Run ``fn`` as the layers call the op: A_log passed as A with ``a_is_log=True`` (its gradient is A_log's)
+    and, where there is a projection, the whole of it (B = C = None, split inside the op)."""
+    return lambda x, backend: fn({("A" if k == "A_log" else k): v for k, v in x.items()}, backend, a_is_log=True,
+                                 whole_projection=True)
+
+
 class _Norm:
     """A LayerNorm over channels whose weight and bias are given tensors (leaves of the comparison)."""
 
@@ -211,11 +229,16 @@ def main(argv=None) -> int:
             cases.append((f"scan2d VMamba-T s{stage + 1} @{size}", "map", (args.batch, side, side, dim, 1)))
             cases.append((f"scan2d as VMamba calls it s{stage + 1} @{size}", "vmamba",
                           (args.batch, side, side, dim, 1)))
+            cases.append((f"scan2d as VMamba calls it (A_log, whole projection) s{stage + 1} @{size}",
+                          "vmamba_log",
+                          (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
         for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
             side = size // (4 * 2 ** stage)
             cases.append((f"scan2d as EfficientVMamba calls it s{stage + 1} @{size}", "evm",
                           (args.batch, side, side, inner, 16)))
+            cases.append((f"scan2d as EfficientVMamba calls it (A_log, whole projection) s{stage + 1} @{size}",
+                          "evm_log", (args.batch, side, side, inner, 16)))
         for stage, dim in enumerate((64, 128, 348, 448)):
             side = size // (4 * 2 ** stage)
             cases.append((f"scan2d as GroupMamba-T calls it s{stage + 1} @{size}", "group",
@@ -226,6 +249,9 @@ def main(argv=None) -> int:
             cases.append((f"scan2d MSVMamba-T full-res s{stage + 1} @{size}", "ms_full",
                           (args.batch, side, side, 2 * dim, rank)))
             cases.append((f"scan2d MSVMamba-T half-res (3 visits) s{stage + 1} @{size}", "ms_low",
+                          (args.batch, low, low, 2 * dim, rank)))
+            cases.append((f"scan2d MSVMamba-T half-res (3 visits; A_log, whole projection) s{stage + 1} @{size}",
+                          "ms_low_log",
                           (args.batch, low, low, 2 * dim, rank)))
         for stage, inner in enumerate((128, 256, 512, 1024)):  # Spatial-Mamba-T: E = 2 * dim
             side = size // (4 * 2 ** stage)
@@ -256,10 +282,13 @@ def main(argv=None) -> int:
         # long sequences at batch 1: the forward splits them into segments (a summary pass first)
         cases.append(("scan2d as VMamba calls it s1 @1536, batch 1", "vmamba", (1, 384, 384, 96, 1)))
         cases.append(("selective_scan L=147456, batch 1", "seq", (1, 4, 96, 1, 147456)))
+        cases.append(("selective_scan A_log L=147456, batch 1", "seq_log", (1, 4, 96, 1, 147456)))
+        cases.append(("scan2d as VMamba calls it (A_log, whole projection) s1 @1536, batch 1", "vmamba_log",
+                      (1, 384, 384, 96, 1)))
         cases.append(("selective_scan N=16 L=16384, batch 1", "seq", (1, 2, 64, 16, 16384)))
 
-    def seq_fn(x, backend):
-        return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend)
+    def seq_fn(x, backend, whole_projection=False, **kw):
+        return selective_scan(**x, delta_softplus=True, return_last_state=True, backend=backend, **kw)
 
     def states_fn(x, backend):
         return selective_scan_states(**x, delta_softplus=True, backend=backend)
@@ -288,19 +317,20 @@ def main(argv=None) -> int:
         paths = BIDIRECTIONAL(1, x["u"].shape[2], x["u"].device)
         return scan2d(**x, paths=paths, delta_softplus=True, backend=backend)
 
-    def map_fn(x, backend):
+    def map_fn(x, backend, whole_projection=False, **kw):
         x = dict(x)
         if "proj" in x:  # as VMamba calls it
             rank = x["dt_weight"].shape[2]
             N = (x["proj"].shape[-1] - rank) // 2
             proj = x.pop("proj")
             atrous = proj.shape[3] == 1  # as EfficientVMamba calls it
-            x["delta"], x["B"], x["C"] = proj.expand(-1, -1, -1, 4, -1).split([rank, N, N], dim=-1)
+            whole = proj.expand(-1, -1, -1, 4, -1)
+            x["delta"], x["B"], x["C"] = (whole, None, None) if whole_projection else whole.split([rank, N, N], -1)
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
         else:
             atrous = False
         pattern = ATROUS if atrous else CROSS
-        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+        return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend, **kw)
 
     def group_fn(x, backend):
         x = dict(x)
@@ -310,12 +340,13 @@ def main(argv=None) -> int:
         return scan2d(**x, paths=CROSS_SPLIT(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
 
     def branch_fn(pattern):  # MSVMamba's branches
-        def fn(x, backend):
+        def fn(x, backend, whole_projection=False, **kw):
             x = dict(x)
-            rank = x["dt_weight"].shape[2]
-            x["delta"], x["B"], x["C"] = x.pop("proj").split([rank, 1, 1], dim=-1)
+            rank, proj = x["dt_weight"].shape[2], x.pop("proj")
+            x["delta"], x["B"], x["C"] = (proj, None, None) if whole_projection else proj.split([rank, 1, 1], -1)
             x["out_norm"] = _Norm(x.pop("norm_weight"), x.pop("norm_bias"))
-            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend)
+            return scan2d(**x, paths=pattern(x["u"].shape[1], x["u"].shape[2], x["u"].device), backend=backend,
+                          **kw)
         return fn
 
     def ssd_fn(x, backend):
@@ -331,7 +362,11 @@ def main(argv=None) -> int:
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
              "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
-             "observe": (observe_case, observe_fn)}
+             "observe": (observe_case, observe_fn),
+             "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
+             "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
+             "evm_log": (with_a_log(evm_case), a_log_fn(map_fn)),
+             "ms_low_log": (with_a_log(msvmamba_case), a_log_fn(branch_fn(MULTISCALE_LOW)))}
     cases = [case for case in cases if re.search(args.cases, case[0])]
     print("| case | shape | dtype | fwd rel err | worst grad (rel err) | result |")
     print("|---|---|---|---:|---|---|")

@@ -68,7 +68,7 @@ def launch_arguments(stage: int, backward: bool, overrides: dict):
     ints.update(zip(("sdb_b", "sdb_k", "sdb_n", "sdb_l"), ops._per_direction(torch.empty(B.shape, **meta))))
     flags = dict(HAS_D=True, HAS_BIAS=True, HAS_Z=False, HAS_INDEX=True, HAS_DT_PROJ=True, SOFTPLUS=True,
                  DOT_F32=False, FAST_MATH=True, STORE_STATES=False, STORE_LAST=False, SUMMARY=False, HAS_DSTATES=False,
-                 HAS_DLAST=False, BY_STEP=False, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages)
+                 HAS_DLAST=False, BY_STEP=False, CKPT_CHUNKS=S, A_LOG=True, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages)
     return ints, flags, warps
 
 

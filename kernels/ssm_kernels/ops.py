@@ -142,7 +142,8 @@ def _backward(op, ctx, grad_outputs):
 # (outputs, tensors to save) and its <op>_bwd the gradients of the tensors.
 
 class SelectiveScanFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, return_last_state, return_states), u, delta, A, B, C, D, z, delta_bias)"""
+    """apply(backend, (delta_softplus, return_last_state, return_states, a_is_log), u, delta, A, B, C, D, z,
+    delta_bias); ``a_is_log``: the A slot holds A_log (A = -exp(A_log)) and its gradient is A_log's."""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, z, delta_bias):
@@ -156,12 +157,12 @@ class SelectiveScanFn(torch.autograd.Function):
 def _states_fwd(backend, flags, u, delta, A, B, delta_bias):
     """The state-only scan on a backend's selective scan: C is B, and the output y it computes is dropped."""
     outputs, saved = _BACKENDS[backend].selective_scan_fwd((u, delta, A, B, B, None, None, delta_bias),
-                                                           (flags[0], False, True))
+                                                           (flags[0], False, True, flags[1]))
     return outputs[1], saved
 
 
 class SelectiveScanStatesFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus,), u, delta, A, B, delta_bias) -> every state (batch, D, N, L)"""
+    """apply(backend, (delta_softplus, a_is_log), u, delta, A, B, delta_bias) -> every state (batch, D, N, L)"""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, delta_bias):
@@ -176,13 +177,14 @@ class SelectiveScanStatesFn(torch.autograd.Function):
         need_u, need_delta, need_A, need_B, need_bias = ctx.needs_input_grad[2:]
         needs = (need_u, need_delta, need_A, need_B, False, False, False, need_bias)
         grads = _BACKENDS[ctx.backend].selective_scan_bwd(
-            saved, (torch.zeros_like(saved[0]), d_states), (ctx.flags[0], False, True), needs)
+            saved, (torch.zeros_like(saved[0]), d_states), (ctx.flags[0], False, True, ctx.flags[1]), needs)
         return None, None, grads[0], grads[1], grads[2], grads[3], grads[7]
 
 
 class Scan2dFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step), u, delta, A, B, C, D,
-    delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions more than once."""
+    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log), u, delta, A, B, C, D,
+    delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions more than once;
+    ``a_is_log``: the A slot holds A_log."""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias):
@@ -265,6 +267,7 @@ def selective_scan(
     return_last_state: bool = False,
     return_states: bool = False,
     backend: Optional[str] = None,
+    a_is_log: bool = False,
 ):
     """Mamba-1 selective scan over (batch, K*D, L) with B/C per direction group.
 
@@ -272,10 +275,14 @@ def selective_scan(
     ``delta`` gets ``delta_bias`` added and then softplus if ``delta_softplus``. Returns ``out`` (dtype
     of u), then the last state (batch, K*D, N) if ``return_last_state``, then all states
     (batch, K*D, N, L) if ``return_states``; states are float32.
+
+    ``a_is_log=True``: pass Mamba's parameter ``A_log`` in A's place; the scan uses A = -exp(A_log)
+    (:func:`ssm_kernels.reference.a_from_log`, in at least float32) and A_log gets the gradient. The
+    kernels compute A as they load it: no separate exp and negation, forward or backward.
     """
     _check_selective_scan(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(u, backend)
-    flags = (bool(delta_softplus), bool(return_last_state), bool(return_states))
+    flags = (bool(delta_softplus), bool(return_last_state), bool(return_states), bool(a_is_log))
     return _apply(SelectiveScanFn, "selective_scan", name, flags, u, delta, A, B, C, D, z, delta_bias)
 
 
@@ -288,6 +295,7 @@ def selective_scan_states(
     delta_bias: Optional[torch.Tensor] = None,
     delta_softplus: bool = False,
     backend: Optional[str] = None,
+    a_is_log: bool = False,
 ) -> torch.Tensor:
     """The state equation alone: every state h_t = exp(delta_t * A) h_{t-1} + delta_t * B_t * u_t.
 
@@ -296,13 +304,14 @@ def selective_scan_states(
     back through them; no output contraction C, no skip D (Spatial-Mamba fuses the states over the
     map before its observation y = C . h' + D * u). One traced node, ``SelectiveScanStatesFn``, counted
     as 7 FLOPs per element and state. The backends run their selective scan with its output dropped.
+    ``a_is_log``: A holds A_log, as in :func:`selective_scan`.
     """
     _check_selective_scan(u, delta, A, B, B, None, None, delta_bias)
     if is_exporting():  # torch.export / ONNX: the plain tensor ops (C = B: an output computed and dropped)
         return reference_backend.selective_scan((u, delta, A, B, B, None, None, delta_bias),
-                                                (bool(delta_softplus), False, True))[1]
+                                                (bool(delta_softplus), False, True, bool(a_is_log)))[1]
     name = resolve_backend(u, backend)
-    flags = (bool(delta_softplus),)
+    flags = (bool(delta_softplus), bool(a_is_log))
     if name == "reference":
         return _reference_selective_scan_states(flags, u, delta, A, B, delta_bias)
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
@@ -341,7 +350,7 @@ def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
 @public_op
 def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern], delta_softplus: bool = True,
            backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None,
-           out_norm: Optional[torch.nn.LayerNorm] = None) -> torch.Tensor:
+           out_norm: Optional[torch.nn.LayerNorm] = None, a_is_log: bool = False) -> torch.Tensor:
     """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction (C/K channels each with
@@ -365,7 +374,20 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
 
     ``paths`` may be a :class:`ScanPattern`, built for u's map size (what a layer passes: the caller
     then never reads u's shape, which keeps it traceable by ``torch.fx``).
+
+    ``a_is_log=True``: A's place holds Mamba's parameter ``A_log`` (K*C, N), and the scan uses
+    A = -exp(A_log), computed inside the kernels (see :func:`selective_scan`).
+
+    B and C None (with ``dt_weight``): ``delta`` is the whole per-direction projection (b, H, W, K, R + 2N),
+    the x_proj output before its split into the step-size factor, B and C (the last axis in that order;
+    R from dt_weight, N from A). The kernels read the slices in place and the backward returns the
+    projection's gradient as one tensor: no split and concatenation around the op, and dB and dC cast to
+    its dtype in one copy.
     """
+    packed = B is None or C is None
+    if packed and (B is not None or C is not None or dt_weight is None):
+        raise ValueError("scan2d: pass B and C, or neither (then delta is the whole projection (b, H, W, K, R + 2N) "
+                         "and dt_weight gives R)")
     if isinstance(paths, ScanPattern):
         paths = paths(u.shape[1], u.shape[2], u.device)
     _check_map(u, paths, "scan2d(u)", per_direction_ok=False)
@@ -378,10 +400,12 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
         want = (batch, height, width, K, dt_weight.shape[2])
     else:
         want = (batch, height, width, K, per_direction)
+    if packed:  # the whole projection
+        want = (*want[:4], want[4] + 2 * A.shape[-1])
     if _shape(delta) != want:
         raise ValueError(f"scan2d: delta must be {want}, got {_shape(delta)}")
     for name, t in (("B", B), ("C", C)):
-        if t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K):
+        if t is not None and (t.dim() != 5 or _shape(t)[:4] != (batch, height, width, K)):
             raise ValueError(f"scan2d: {name} must be (batch, H, W, K={K}, d_state), got {_shape(t)}")
     if out_norm is not None and tuple(out_norm.normalized_shape) != (channels,):
         raise ValueError(f"scan2d: out_norm must normalise the {channels} channels, got {out_norm}")
@@ -397,11 +421,13 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
         fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
         norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
         flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0, paths.disjoint,
-                 by_step)
+                 by_step, bool(a_is_log))
         y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
+    if packed:  # the unfused path reads views
+        delta, B, C = delta.split([dt_weight.shape[-1], A.shape[-1], A.shape[-1]], dim=-1)
     def scan_fn(*args):
-        return selective_scan(*args, backend=name)
+        return selective_scan(*args, backend=name, a_is_log=a_is_log)
 
     visit_norm = out_norm if by_step else None
     y = scan2d_ref(u, delta, A, B, C, D, delta_bias, paths, delta_softplus, scan_fn=scan_fn, dt_weight=dt_weight,

@@ -22,7 +22,7 @@ from .paths import ScanPaths
 
 __all__ = [
     "selective_scan_ref", "selective_scan_naive", "cross_scan_ref", "cross_merge_ref", "scan2d_ref",
-    "auto_chunk_size",
+    "auto_chunk_size", "a_from_log",
 ]
 
 _CHUNK_ELEMENTS = 2 ** 19
@@ -38,6 +38,12 @@ def auto_chunk_size(batch: int, channels: int, d_state: int) -> int:
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
+
+
+def a_from_log(A_log: torch.Tensor) -> torch.Tensor:
+    """The state matrix A = -exp(A_log), in A_log's dtype or float32 if narrower: what the ops compute
+    from ``A_log`` when called with ``a_is_log=True`` (Mamba's parametrisation, A < 0)."""
+    return -A_log.to(_compute_dtype(A_log)).exp()
 
 
 def _grouped(u, delta, A, B, C, delta_bias, delta_softplus):

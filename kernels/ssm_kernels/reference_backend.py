@@ -7,7 +7,8 @@ recomputes one block with autograd from its saved boundary state and passes the 
 the previous block. Peak memory is the inputs, the boundary states and one block's graph.
 
 Inputs are always the tuple (u, delta, A, B, C, D, z, delta_bias); flags are
-(delta_softplus, return_last_state, return_states).
+(delta_softplus, return_last_state, return_states, a_is_log); with ``a_is_log`` the A slot holds A_log
+and the scan's A = -exp(A_log) is computed inside (in backward too, so that the gradient is A_log's).
 
 :func:`selective_scan` is the plain function behind the same protocol (no recompute, no autograd
 node): what ``torch.export`` and ONNX export record (see :mod:`ssm_kernels.ops`).
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .reference import selective_scan_ref
+from .reference import a_from_log, selective_scan_ref
 
 #: positions recomputed together in backward (the scan inside picks its own chunk size)
 RECOMPUTE_BLOCK = 256
@@ -29,9 +30,16 @@ def _slices(length):
     return [slice(s, min(length, s + RECOMPUTE_BLOCK)) for s in range(0, length, RECOMPUTE_BLOCK)]
 
 
+def _with_a(inputs, flags):
+    """The inputs with A itself in its slot (-exp(A_log) when the flags say the slot holds A_log)."""
+    if not flags[3]:
+        return inputs
+    return (*inputs[:2], a_from_log(inputs[2]), *inputs[3:])
+
+
 def _run(inputs, h0, flags):
-    delta_softplus, _, return_states = flags
-    return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=True,
+    delta_softplus, _, return_states, _ = flags
+    return selective_scan_ref(*_with_a(inputs, flags), delta_softplus=delta_softplus, return_last_state=True,
                               return_states=return_states, initial_state=h0)
 
 
@@ -54,11 +62,11 @@ def _export_chunk_size(batch: int, channels: int, d_state: int, length: int) -> 
 
 def selective_scan(inputs, flags):
     """The outputs of the scan as plain differentiable tensor ops (out, or the tuple with the states)."""
-    delta_softplus, return_last_state, return_states = flags
+    delta_softplus, return_last_state, return_states, _ = flags
     u, A = inputs[0], inputs[2]
     chunk = _export_chunk_size(u.shape[0], u.shape[1], A.shape[1], u.shape[2])
-    return selective_scan_ref(*inputs, delta_softplus=delta_softplus, return_last_state=return_last_state,
-                              return_states=return_states, chunk_size=chunk)
+    return selective_scan_ref(*_with_a(inputs, flags), delta_softplus=delta_softplus,
+                              return_last_state=return_last_state, return_states=return_states, chunk_size=chunk)
 
 
 @contextmanager
@@ -76,7 +84,7 @@ def _tracing_paused():
 
 def selective_scan_fwd(inputs, flags):
     """Returns (outputs, tensors to save for :func:`selective_scan_bwd`)."""
-    _, return_last_state, return_states = flags
+    _, return_last_state, return_states, _ = flags
     h, boundaries, outs, states = None, [], [], []
     with torch.no_grad(), _tracing_paused():
         for sl in _slices(inputs[0].shape[-1]):
@@ -96,7 +104,7 @@ def selective_scan_fwd(inputs, flags):
 def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
     """Gradients of the 8 inputs (None where not needed) from the gradients of the outputs."""
     *inputs, boundaries = saved
-    _, return_last_state, return_states = flags
+    _, return_last_state, return_states, _ = flags
     grad_outputs = list(grad_outputs)
     d_out = grad_outputs.pop(0)
     d_last = grad_outputs.pop(0) if return_last_state else None

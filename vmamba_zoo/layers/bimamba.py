@@ -68,17 +68,19 @@ class BiMamba(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         batch, length, _ = h.shape
-        E, R, N = self.d_inner, self.dt_rank, self.d_state
+        E = self.d_inner
         x, z = self.in_proj(h).chunk(2, dim=-1)                  # views: the conv reads x in place
         u = causal_conv1d(x, self.conv_weight, self.conv_bias, reverse=(False, True), silu=True)  # (B, L, 2E)
         # each direction's x_proj on its own channel group, one batched matmul over the two groups read in
-        # place (strided views, no copy); dt, B, C stay views of its output: (B, 1, L, 2, .), a 1 x L map
+        # place (strided views, no copy); the scan reads dt, B, C in place from its output (B, 1, L, 2, R + 2N), a
+        # 1 x L map
         dbc = torch.bmm(u.view(batch * length, 2, E).transpose(0, 1), self.x_proj_weight.transpose(1, 2).to(u.dtype))
-        dt, B, C = dbc.transpose(0, 1).view(batch, 1, length, 2, -1).split([R, N, N], dim=-1)
-        A = -self.A_log.float().exp()
-        # the rank-R step-size projection runs inside the scan (fused on GPU); y: (B, 1, L, 2E), float32
-        y = scan2d(u.unsqueeze(1), dt, A, B, C, self.D.float(), self.dt_bias.float(),
-                   BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight)
+        dbc = dbc.transpose(0, 1).view(batch, 1, length, 2, -1)
+        # the rank-R step-size projection and A = -exp(A_log) run inside the scan (fused on GPU); y: (B, 1, L, 2E),
+        # float32
+        y = scan2d(u.unsqueeze(1), dbc, self.A_log, None, None, self.D.float(), self.dt_bias.float(),
+                   BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
+                   a_is_log=True)
         y = y.view(batch, length, 2, E).sum(2)
         if self.divide_out:
             y = y * 0.5

@@ -70,17 +70,27 @@ class MultiScaleSS2D(nn.Module):
         for linear in (self.in_proj, self.out_proj, self.se.fc1, self.se.fc2):
             trunc_normal_(linear.weight, std=0.02)
 
-    def scan(self, u: torch.Tensor, branch: int, pattern: ScanPattern) -> torch.Tensor:
-        """One branch's scan of the map u (b, h, w, E) with parameter set ``branch``, out-normed."""
+    def scan(self, u: torch.Tensor, params, pattern: ScanPattern) -> torch.Tensor:
+        """One branch's scan of the map u (b, h, w, E) with its parameters (x_proj weight, dt_proj weight
+        (1, E, R), dt_bias, A_log, D: one of :meth:`branch_parameters`), out-normed."""
         height, width = u.shape[1:3]
-        R, N, E = self.dt_rank, self.d_state, self.d_inner
-        # the projection on the map, once per position (the official projects the gathered sequence)
-        dt, B, C = torch.einsum("bhwe,ce->bhwc", u, self.x_proj_weight[branch]).unsqueeze(3).split([R, N, N], -1)
-        channels = slice(branch * E, (branch + 1) * E)
-        A = -self.A_log[channels].float().exp()
-        return scan2d(u, dt, A, B, C, self.D[channels].float(), self.dt_bias[branch].float(),
-                      pattern(height, width, u.device), delta_softplus=True,
-                      dt_weight=self.dt_proj_weight[branch:branch + 1], out_norm=self.out_norm)
+        x_proj_weight, dt_proj_weight, dt_bias, A_log, D = params
+        # the projection on the map, once per position (the official projects the gathered sequence); the scan
+        # reads its (dt, B, C) slices in place
+        proj = torch.einsum("bhwe,ce->bhwc", u, x_proj_weight).unsqueeze(3)
+        return scan2d(u, proj, A_log, None, None, D.float(), dt_bias.float(), pattern(height, width, u.device),
+                      delta_softplus=True, dt_weight=dt_proj_weight, out_norm=self.out_norm, a_is_log=True)
+
+    def branch_parameters(self):
+        """The two parameter sets (LOW, FULL), each the x_proj weight, dt_proj weight (1, E, R), dt_bias, A_log, D.
+
+        Each parameter is unbound into its two sets once (one autograd node, whose backward stacks both
+        branches' gradients in one kernel), not indexed per branch (a zero-filled full-size gradient and a
+        copy per index, then their sum)."""
+        E = self.d_inner
+        both = (self.x_proj_weight.unbind(0), self.dt_proj_weight.unsqueeze(1).unbind(0), self.dt_bias.unbind(0),
+                self.A_log.view(2, E, -1).unbind(0), self.D.view(2, E).unbind(0))
+        return [[sets[branch] for sets in both] for branch in (LOW, FULL)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[1:3]
@@ -88,7 +98,8 @@ class MultiScaleSS2D(nn.Module):
         x = x.permute(0, 3, 1, 2)
         full = self.act(self.conv(x)).permute(0, 2, 3, 1)
         low = self.act(self.conv_low(x)).permute(0, 2, 3, 1)   # ceil(H / 2) x ceil(W / 2)
-        y_low = self.scan(low, LOW, MULTISCALE_LOW).permute(0, 3, 1, 2)
+        params = self.branch_parameters()
+        y_low = self.scan(low, params[LOW], MULTISCALE_LOW).permute(0, 3, 1, 2)
         y_low = F.interpolate(y_low, size=(height, width), mode="bilinear", align_corners=False)
-        y = self.scan(full, FULL, ROW) + y_low.permute(0, 2, 3, 1)
+        y = self.scan(full, params[FULL], ROW) + y_low.permute(0, 2, 3, 1)
         return self.out_proj(self.se(y) * self.act(z))

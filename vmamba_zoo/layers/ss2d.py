@@ -77,19 +77,19 @@ class SS2D(nn.Module):
             y = y * self.act(z)
         return self.out_proj(y)
 
-    def project(self, x: torch.Tensor):
-        """Each direction's (dt, B, C) at every position: (b, H, W, K, R), (b, H, W, K, N) twice."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Each direction's (dt, B, C), concatenated, at every position: (b, H, W, K, R + 2N)."""
         K, R, N = self.scan.num_directions, self.dt_rank, self.d_state
-        return self.x_proj(x).unflatten(-1, (K, R + 2 * N)).split([R, N, N], dim=-1)
+        return self.x_proj(x).unflatten(-1, (K, R + 2 * N))
 
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:
         """The scan of the activated inner map (b, H, W, inner), merged and normalised (out_norm)."""
-        dt, B, C = self.project(x)
-        A = -_at_least_float32(self.A_log).exp()
-        # the rank-R step-size projection and the out-norm run inside the scan (fused on GPU); the scan
-        # builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
-        return scan2d(x, dt, A, B, C, _at_least_float32(self.D), _at_least_float32(self.dt_bias).view(-1),
-                      self.scan, delta_softplus=True, dt_weight=self.dt_proj_weight, out_norm=self.out_norm)
+        # the split of the projection into (dt, B, C), the rank-R step-size projection, A = -exp(A_log) and the
+        # out-norm run inside the scan (fused on GPU); the scan builds the pattern's paths for x's map size (no
+        # shape read here: torch.fx traces this)
+        return scan2d(x, self.project(x), self.A_log, None, None, _at_least_float32(self.D),
+                      _at_least_float32(self.dt_bias).view(-1), self.scan, delta_softplus=True,
+                      dt_weight=self.dt_proj_weight, out_norm=self.out_norm, a_is_log=True)
 
 
 @register_notrace_function  # reads the map's size: one torch.fx leaf
@@ -124,10 +124,9 @@ class AtrousSS2D(SS2D):
         super().__init__(dim, d_state, ssm_ratio, dt_rank, d_conv, conv_bias, scan=ATROUS, act_layer=act_layer,
                          z_gate=True)
 
-    def project(self, x: torch.Tensor):
-        R, N = self.dt_rank, self.d_state
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         proj = project_phases(x, self.x_proj.weight)  # one projection per position, by its own direction
-        return proj.expand(-1, -1, -1, 4, -1).split([R, N, N], dim=-1)
+        return proj.expand(-1, -1, -1, 4, -1)
 
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:
         return crop_like(super().scan_map(pad_to_even(x)), x)

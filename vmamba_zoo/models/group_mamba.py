@@ -99,17 +99,16 @@ class GroupedSS2D(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        G, R, N = self.groups, self.dt_rank, self.d_state
+        G = self.groups
         x, z = self.in_proj(x).chunk(2, dim=-1)                                 # (b, H, W, G, E) each
         x = self.conv(x.flatten(3).permute(0, 3, 1, 2))
         x = self.act(x.permute(0, 2, 3, 1)).contiguous()                        # (b, H, W, C)
-        proj = torch.einsum("bhwgc,gkc->bhwgk", x.unflatten(-1, (G, -1)), self.x_proj_weight)
-        dt, B, C = proj.split([R, N, N], dim=-1)
-        A = -self.A_log.float().exp()
-        # the rank-R step-size projection runs inside the scan (fused on GPU); group k scans direction k; the
-        # scan builds the pattern's paths for x's map size (no shape read here: torch.fx traces this)
-        y = scan2d(x, dt, A, B, C, self.D.float(), self.dt_bias.float().view(-1), self.scan, delta_softplus=True,
-                   dt_weight=self.dt_proj_weight)
+        proj = torch.einsum("bhwgc,gkc->bhwgk", x.unflatten(-1, (G, -1)), self.x_proj_weight)   # (dt, B, C)
+        # the split of proj, the rank-R step-size projection and A = -exp(A_log) run inside the scan (fused on
+        # GPU); group k scans direction k; the scan builds the pattern's paths for x's map size (no shape read
+        # here: torch.fx traces this)
+        y = scan2d(x, proj, self.A_log, None, None, self.D.float(), self.dt_bias.float().view(-1), self.scan,
+                   delta_softplus=True, dt_weight=self.dt_proj_weight, a_is_log=True)
         # the scan's float32 map, normalised in the parameters' precision (float64 models stay float64)
         y = self.out_norm(y.flatten(0, 2).to(self.out_norm.weight.dtype)).view(y.shape).unflatten(-1, (G, -1))
         y = y.to(z.dtype) * self.act(z)

@@ -74,8 +74,8 @@ class StructureAwareSSM(nn.Module):
         u = self.act(self.conv(x.permute(0, 3, 1, 2).contiguous())).flatten(2)          # (B, E, L)
         dt, B, C = torch.matmul(self.x_proj_weight, u).split([R, N, N], dim=1)          # (B, R | N | N, L)
         dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
-        A = -self.A_log.float().exp()
-        h = selective_scan_states(u, dt, A, B, delta_bias=self.dt_bias.float(), delta_softplus=True)
+        h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,
+                                  a_is_log=True)  # A = -exp(A_log) inside the scan
         # fusion and observation in one op: y = C . h' + D * u, channels-last (B, H, W, E); N = 1
         y = self.state_fusion.observe(h.view(batch, self.d_inner, height, width), C, u, self.D)
         return self.out_proj(self.out_norm(y) * F.silu(z))

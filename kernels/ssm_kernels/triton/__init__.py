@@ -39,18 +39,18 @@ def _in_place(*maps):
 
 def selective_scan_fwd(inputs, flags):
     u, delta, A, B, C, D, z, bias = inputs
-    delta_softplus, return_last_state, return_states = flags
+    delta_softplus, return_last_state, return_states, a_is_log = flags
     B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
     out, last, states, ckpt = op("selective_scan_fwd")(
         u.contiguous(), delta.contiguous(), A.contiguous(), B4.contiguous(), C4.contiguous(), _c(D), _c(z), _c(bias),
-        delta_softplus, return_last_state, return_states)
+        delta_softplus, return_last_state, return_states, a_is_log)
     outputs = (out,) + ((last,) if return_last_state else ()) + ((states,) if return_states else ())
     return outputs, (u, delta, A, B, C, D, z, bias, ckpt)
 
 
 def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
     u, delta, A, B, C, D, z, bias, ckpt = saved
-    delta_softplus, return_last_state, return_states = flags
+    delta_softplus, return_last_state, return_states, a_is_log = flags
     grad_outputs = list(grad_outputs)
     dout = grad_outputs.pop(0)
     dlast = grad_outputs.pop(0) if return_last_state else None
@@ -59,7 +59,7 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
     B4, C4 = B4.contiguous(), C4.contiguous()
     du, ddelta, dz, acc = op("selective_scan_bwd")(
         u.contiguous(), delta.contiguous(), A.contiguous(), B4, C4, _c(D), _c(z), _c(bias),
-        ckpt, dout.contiguous(), _c(dlast), _c(dstates), delta_softplus)
+        ckpt, dout.contiguous(), _c(dlast), _c(dstates), delta_softplus, a_is_log)
     dA, dD, dbias, dB, dC = _ops.split_accumulators(acc, _ops.accumulator_shapes(A, B4, C4))[:5]
     grads = [du, ddelta, dA.to(A.dtype), dB.view(B.shape).to(B.dtype), dC.view(C.shape).to(C.dtype),
              None if D is None else dD.to(D.dtype), None if z is None else dz,
@@ -69,24 +69,28 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
 
 def scan2d_fwd(inputs, flags):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, norm_bias = inputs
-    delta_softplus, split_channels, norm_eps, disjoint, by_step = flags
-    (delta,), (B, C) = _in_place(delta), _in_place(B, C)
+    delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log = flags
+    (delta,) = _in_place(delta)
+    if B is not None:  # else delta is the whole projection, B and C its slices (see ops.unpack_projection)
+        B, C = _in_place(B, C)
     out, ckpt, slices, stats = op("scan2d_fwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight),
-        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step)
+        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step, a_is_log)
     return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats)
 
 
 def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats = saved
-    delta_softplus, split_channels, _, disjoint, by_step = flags
+    delta_softplus, split_channels, _, disjoint, by_step, a_is_log = flags
     du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
-        slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint, by_step)
+        slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint, by_step, a_is_log)
+    packed = B is None  # ddelta: the whole projection's gradient, dB and dC in it
+    _, B_, C_ = _ops.unpack_projection(delta, B, C, dt_weight, A)
     dA, dD, dbias, dB, dC, ddtw, dnorm = _ops.split_accumulators(
-        acc, _ops.accumulator_shapes(A, B, C, dt_weight, norm_weight))
+        acc, _ops.accumulator_shapes(A, B_, C_, dt_weight, norm_weight, packed))
     dnorm = dnorm.to(norm_weight.dtype) if norm_weight is not None else None
-    grads = [du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),  # du, ddelta: already in u's, delta's dtypes
+    grads = [du, ddelta, dA.to(A.dtype), None if packed else dB.to(B.dtype), None if packed else dC.to(C.dtype),
              None if D is None else dD.to(D.dtype), None if bias is None else dbias.to(bias.dtype), None,
              None if dt_weight is None else ddtw.to(dt_weight.dtype),
              None if dnorm is None else dnorm[0], None if dnorm is None else dnorm[1]]

@@ -127,10 +127,11 @@ def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
 
 @triton.jit
 def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
-                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr,
+                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr, A_LOG: tl.constexpr,
                    BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr):
     """This program's direction k, batch element b, sequence segment, channels d, states n and their
-    parameters (with ``HAS_DT_PROJ``, w: its channels' rows of the step-size projection, (RP, BD))."""
+    parameters (with ``HAS_DT_PROJ``, w: its channels' rows of the step-size projection, (RP, BD)).
+    With ``A_LOG`` the A pointer holds A_log and A = -exp(A_log) (0 where masked)."""
     k = tl.program_id(0)
     K = tl.num_programs(0)
     b = (tl.program_id(2) // n_seg).to(tl.int64)
@@ -141,6 +142,8 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
     channel = k * Dg + d
     m_nd = nmask[:, None] & dmask[None, :]
     A = tl.load(A_ptr + channel[None, :] * N + n[:, None], mask=m_nd, other=0.0).to(tl.float32)   # (NP, BD)
+    if A_LOG:
+        A = tl.where(m_nd, -tl.exp(A), 0.0)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + channel, mask=dmask, other=0.0).to(tl.float32)
     else:
@@ -223,6 +226,7 @@ def scan_fwd_kernel(
     s_dir,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
+    A_LOG: tl.constexpr,
     STORE_STATES: tl.constexpr, STORE_LAST: tl.constexpr, SUMMARY: tl.constexpr, BY_STEP: tl.constexpr,
     CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
@@ -233,7 +237,7 @@ def scan_fwd_kernel(
     output has u's strides, direction k offset by ``k * s_dir``; with ``BY_STEP`` (paths that visit a
     position more than once) it is (K, batch, L, Dg), one row per step, for the caller to sum."""
     k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, A_LOG, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -302,6 +306,7 @@ def scan_bwd_kernel(
     s_dir, sg_b, sg_k, sg_d, sg_l, sdb_b, sdb_k, sdb_n, sdb_l,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, HAS_INDEX: tl.constexpr,
     HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
+    A_LOG: tl.constexpr,
     HAS_DSTATES: tl.constexpr, HAS_DLAST: tl.constexpr, BY_STEP: tl.constexpr, CKPT_CHUNKS: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, BL: tl.constexpr, STAGES: tl.constexpr,
 ):
@@ -314,7 +319,7 @@ def scan_bwd_kernel(
     caller sums the visits). With ``CKPT_CHUNKS`` > 1 the chunks' start states come from a re-run of the
     forward over each checkpoint segment into ``scratch_ptr`` ((slots, batch, K, NP, Dg), float32)."""
     k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, BD, NP, RP)
+        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, A_LOG, BD, NP, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -406,6 +411,8 @@ def scan_bwd_kernel(
             dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
             tl.atomic_add(dB_at + dbc_off, dB, mask=m_tn, sem="relaxed")
             tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")
+    if A_LOG:  # the gradient of A_log is dA * A: linear, so this program's partial sum is scaled exactly
+        dA_acc = dA_acc * A
     tl.atomic_add(dA_ptr + channel[None, :] * N + n[:, None], dA_acc, mask=m_nd, sem="relaxed")
     if HAS_D:
         tl.atomic_add(dD_ptr + channel, dD_acc, mask=dmask, sem="relaxed")

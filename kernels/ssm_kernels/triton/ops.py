@@ -233,9 +233,9 @@ def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, 
 
 
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
-                store_last, store_states, by_step=False):
+                store_last, store_states, by_step=False, a_log=False):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir; with ``by_step``, (K, batch, L, Dg)
-    by step); returns (last or None, states or None, ckpt)."""
+    by step); returns (last or None, states or None, ckpt). ``a_log``: A holds A_log (A = -exp(A_log))."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
@@ -256,7 +256,7 @@ def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out,
             s_dir, HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
             HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta),
             FAST_MATH=not _INTERPRETED, STORE_STATES=store_states, STORE_LAST=store_last, SUMMARY=summary,
-            BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
+            BY_STEP=by_step, CKPT_CHUNKS=S, A_LOG=a_log, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages, num_warps=warps,
         )
     return last, states, ckpt
 
@@ -266,12 +266,14 @@ def _aligned(n):
 
 
 def accumulator_shapes(A: Tensor, B: Tensor, C: Tensor, dt_weight: Optional[Tensor] = None,
-                       norm_weight: Optional[Tensor] = None):
+                       norm_weight: Optional[Tensor] = None, packed_bc: bool = False):
     """The float32 gradients that the backward kernels accumulate with atomic adds, in their order in one
     flat buffer: dA, dD, ddelta_bias, dB, dC, the step-size projection's (empty without one), the out-norm's
-    (2, C) weight and bias (empty without one)."""
+    (2, C) weight and bias (empty without one). ``packed_bc``: dB and dC side by side in one (..., 2N)
+    buffer in dB's place (dC's empty), to be cast into a whole projection's gradient in one copy."""
     KD = A.shape[0]
-    return (tuple(A.shape), (KD,), (KD,), tuple(B.shape), tuple(C.shape),
+    bc = ((*B.shape[:-1], 2 * B.shape[-1]), (0,)) if packed_bc else (tuple(B.shape), tuple(C.shape))
+    return (tuple(A.shape), (KD,), (KD,), *bc,
             tuple(dt_weight.shape) if dt_weight is not None else (0,),
             (2, norm_weight.shape[0]) if norm_weight is not None else (0,))
 
@@ -299,13 +301,14 @@ def _accumulators(shapes, device):
 
 
 def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt, dout, dlast, dstates, du, s_dir,
-                softplus, acc, partial_paths=False, one_map_delta=False, by_step=False):
+                softplus, acc, partial_paths=False, one_map_delta=False, by_step=False, a_log=False, d_low=None):
     """Backward, du into ``du`` like the forward's output, dA, dD, dbias, dB, dC and the projection's
     gradient added into the zeroed views ``acc`` (:func:`_accumulators`); returns (ddelta, dz or None).
     ``one_map_delta``: disjoint paths whose directions all read one low-rank step-size map; the full
     step size's gradient is then one map, each position written once. With ``by_step`` (paths that visit
     positions more than once), dout and du are (K, batch, L, Dg) by step, and the step-size gradient,
-    written by step, is summed over each position's visits here."""
+    written by step, is summed over each position's visits here. ``a_log``: A holds A_log, and dA is its gradient.
+    ``d_low``: where the low-rank step size's gradient goes (a slice of the whole projection's gradient)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
     assert tuple(ckpt.shape) == layout.ckpt_shape(), "saved states from another chunk or checkpoint length"
@@ -342,7 +345,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         *db_strides,
         HAS_D=D is not None, HAS_BIAS=bias is not None, HAS_Z=z is not None, HAS_INDEX=index is not None,
         HAS_DT_PROJ=dtw is not None, SOFTPLUS=softplus, DOT_F32=_dot_in_float32(delta), FAST_MATH=not _INTERPRETED,
-        HAS_DSTATES=dstates is not None,
+        HAS_DSTATES=dstates is not None, A_LOG=a_log,
         HAS_DLAST=dlast is not None, BY_STEP=by_step, CKPT_CHUNKS=S, BD=BD, NP=NP, RP=RP, BL=BL, STAGES=stages,
         num_warps=warps,
     )
@@ -353,7 +356,7 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
         shape = ddelta.shape
     if dtw is not None:  # through delta[k] = dtw[k] @ low[k]
         ddelta = projection_grads(ddelta.view(shape[0], -1, layout.Dg), delta, dtw, ddtw, _dot_in_float32(delta),
-                                  index if one_map else None)
+                                  index if one_map else None, out=d_low)
     return ddelta, dz
 
 
@@ -367,11 +370,13 @@ def _seq_layout(u, A, B):
 
 def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                       return_last_state: bool, return_states: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(out, last state or empty, all states or empty, the states saved for the backward). B, C: (batch, K, N, L)."""
+                       return_last_state: bool, return_states: bool, a_is_log: bool = False
+                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(out, last state or empty, all states or empty, the states saved for the backward). B, C: (batch, K, N, L).
+    ``a_is_log``: A holds A_log, the scan's A = -exp(A_log)."""
     out = _empty(u.shape, like=u)
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
-                                     delta_softplus, return_last_state, return_states)
+                                     delta_softplus, return_last_state, return_states, a_log=a_is_log)
     last = last if last is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     states = states if states is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     return out, last, states, ckpt
@@ -381,7 +386,7 @@ selective_scan_fwd = _custom_op(_selective_scan_fwd)
 
 
 @_fake(selective_scan_fwd)
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, return_states, a_is_log=False):
     batch, channels, L = u.shape
     N = A.shape[1]
     last = u.new_empty((batch, channels, N) if return_last_state else _EMPTY, dtype=torch.float32)
@@ -392,14 +397,14 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, re
 
 def _selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], ckpt: Tensor, dout: Tensor,
-                       dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool
+                       dlast: Optional[Tensor], dstates: Optional[Tensor], delta_softplus: bool, a_is_log: bool = False
                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dz or empty, the float32 gradients of A, D, delta_bias, B, C in one flat buffer: see
-    :func:`accumulator_shapes`)."""
+    """(du, ddelta, dz or empty, the float32 gradients of A (of A_log if ``a_is_log``), D, delta_bias, B, C
+    in one flat buffer: see :func:`accumulator_shapes`)."""
     du = _empty(u.shape, like=u)
     flat, acc = _accumulators(accumulator_shapes(A, B, C), u.device)
     ddelta, dz = _launch_bwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, ckpt, dout, dlast,
-                             dstates, du, 0, delta_softplus, acc)
+                             dstates, du, 0, delta_softplus, acc, a_log=a_is_log)
     return du, ddelta, (dz if dz is not None else u.new_empty(_EMPTY)), flat
 
 
@@ -407,7 +412,7 @@ selective_scan_bwd = _custom_op(_selective_scan_bwd)
 
 
 @_fake(selective_scan_bwd)
-def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus):
+def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_softplus, a_is_log=False):
     dz = torch.empty_like(z) if z is not None else u.new_empty(_EMPTY)
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C)), dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), dz, flat
@@ -450,10 +455,20 @@ def _map_layout(u, delta, B, index, split_channels, dt_weight):
     return _Layout.maps(u, delta, B, K, Dg, L, split_channels, rank)
 
 
-def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def unpack_projection(delta, B, C, dt_weight, A):
+    """(delta, B, C) as given or, with B and C None, the slices [..., :R], [..., R:R + N] and [..., R + N:] of
+    ``delta``, then the whole x_proj output (b, H, W, K, R + 2N) (R: dt_weight's rank, N: A's states)."""
+    if B is not None:
+        return delta, B, C
+    R, N = dt_weight.shape[2], A.shape[1]
+    return delta.split([R, N, N], dim=-1)
+
+
+def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Optional[Tensor], D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, the states saved for the backward, the directions' slices, the norm's row statistics).
 
     u (b, H, W, C), contiguous; delta (b, H, W, K, Dg), or with ``dt_weight`` (K, Dg, R) its low-rank
@@ -465,13 +480,18 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
 
     ``by_step``: the paths visit positions more than once (not with split channels). The kernel writes its
     outputs by step, (K, b, L, C); these (with a norm: K = 1, each step normalised) are summed onto the map.
-    The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L)."""
+    The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L).
+
+    ``a_is_log``: A holds A_log, the scan's A = -exp(A_log). B and C None: delta is the whole projection
+    (see :func:`unpack_projection`), read in place."""
+    delta, B, C = unpack_projection(delta, B, C, dt_weight, A)
     if by_step:
         return _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias,
-                                   norm_eps, delta_softplus)
+                                   norm_eps, delta_softplus, a_is_log)
     out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
-                             delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False)
+                             delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False,
+                             a_log=a_is_log)
     if norm_weight is None:
         return (_merge(out, split_channels or disjoint), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
@@ -481,12 +501,13 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
 
 
 def _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps,
-                        delta_softplus):
+                        delta_softplus, a_is_log=False):
     K, L = index.shape
     batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
     steps = _empty(K, batch, L, channels, like=u)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
-                             None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True)
+                             None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True,
+                             a_log=a_is_log)
     if norm_weight is None:
         y = sum_visits(steps, index, positions, torch.float32).view(u.shape)
         return y, ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
@@ -506,7 +527,8 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels, disjoint=False, by_step=False):
+      split_channels, disjoint=False, by_step=False, a_is_log=False):
+    delta, B, C = unpack_projection(delta, B, C, dt_weight, A)
     ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
@@ -516,13 +538,27 @@ def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias
             u.new_empty((2, rows), dtype=torch.float32))
 
 
-def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Optional[Tensor], D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                ckpt: Tensor, slices: Tensor, stats: Tensor, dout: Tensor, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False, by_step: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
-    """(du, ddelta, the float32 gradients of A, D, delta_bias, B, C, dt_weight and the norm's weight and
-    bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and delta's dtypes."""
-    flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight), u.device)
+               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+    """(du, ddelta, the float32 gradients of A (of A_log if ``a_is_log``), D, delta_bias, B, C, dt_weight and
+    the norm's weight and bias in one flat buffer: see :func:`accumulator_shapes`); du and ddelta in u's and
+    delta's dtypes. With B and C None (delta the whole projection, :func:`unpack_projection`), ddelta is the whole
+    projection's gradient: the low-rank step size's written into its slice, dB and dC cast into the rest in
+    one copy (no concatenation after the op), and the buffer holds dB and dC side by side."""
+    packed = B is None
+    proj = delta
+    delta, B, C = unpack_projection(delta, B, C, dt_weight, A)
+    flat, acc = _accumulators(accumulator_shapes(A, B, C, dt_weight, norm_weight, packed), u.device)
+    d_proj = d_low = None
+    if packed:
+        R, N = dt_weight.shape[2], A.shape[1]
+        dbc = acc[3]
+        acc[3], acc[4] = dbc[..., :N], dbc[..., N:]
+        d_proj = _empty(proj.shape, like=proj)
+        d_low = d_proj[..., :R]
     if by_step:  # every step's gradient gathered from its position (with a norm: back through each step's)
         K, L = index.shape
         batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
@@ -533,7 +569,10 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
         du = _empty(K, batch, L, channels, like=u)
         ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
                                 None, index, dt_weight, ckpt, dsteps, None, None, du, 0, delta_softplus, acc,
-                                by_step=True)
+                                by_step=True, a_log=a_is_log, d_low=d_low)
+        if packed:
+            d_proj[..., R:].copy_(dbc)
+            ddelta = d_proj
         return sum_visits(du, index, positions, torch.float32).view(u.shape).to(u.dtype), ddelta, flat
     if norm_weight is not None:  # back through the norm: one gradient map for every direction
         dout, _ = merge_norm_bwd(slices, norm_weight, stats, dout, dwb=acc[6])
@@ -542,7 +581,10 @@ def _scan2d_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Op
     one_map_delta = disjoint and delta.stride(3) == 0  # every direction reads one step-size map
     ddelta, _ = _launch_bwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                             delta_bias, None, index, dt_weight, ckpt, dout, None, None, du, s_dir, delta_softplus, acc,
-                            partial, one_map_delta)
+                            partial, one_map_delta, a_log=a_is_log, d_low=d_low)
+    if packed:
+        d_proj[..., R:].copy_(dbc)
+        ddelta = d_proj
     return _merge(du, split_channels or disjoint, u.dtype), ddelta, flat
 
 
@@ -551,8 +593,11 @@ scan2d_bwd = _custom_op(_scan2d_bwd)
 
 @_fake(scan2d_bwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, slices, stats, dout, delta_softplus,
-      split_channels, disjoint=False, by_step=False):
-    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight)), dtype=torch.float32)
+      split_channels, disjoint=False, by_step=False, a_is_log=False):
+    packed = B is None
+    _, B, C = unpack_projection(delta, B, C, dt_weight, A)
+    flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight, packed)),
+                       dtype=torch.float32)
     return torch.empty_like(u), torch.empty_like(delta), flat
 
 

@@ -56,17 +56,22 @@ def projection_grads_kernel(g_ptr, low_ptr, w_ptr, dlow_ptr, dw_ptr, idx_ptr, ro
 
 
 def projection_grads(g: torch.Tensor, low: torch.Tensor, weight: torch.Tensor, d_weight: torch.Tensor,
-                     dot_f32: bool, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     dot_f32: bool, index: Optional[torch.Tensor] = None,
+                     out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """d_low (low's shape and dtype) from g (K, rows, Dg), contiguous; low (..., K, R) with its rank
     axis contiguous (a view of a projection's output is fine); adds d_W into ``d_weight`` (K, Dg, R),
     float32, which the caller zeroes. Given the disjoint paths' ``index`` (K, L), g is one map
-    (1, rows, Dg) and d_low is zero where a direction does not visit the position."""
+    (1, rows, Dg) and d_low is zero where a direction does not visit the position. ``out``: where to write
+    d_low (low's shape and dtype, e.g. the slice of a whole projection's gradient), else a new tensor."""
     K, R = weight.shape[0], weight.shape[2]
     rows, Dg = g.shape[1:]
     low3 = low.reshape(rows, K, R)
     if low3.stride(2) != 1:
         low3 = low3.contiguous()
-    d_low = (torch.zeros if index is not None else torch.empty)(low.shape, dtype=low.dtype, device=low.device)
+    if out is None:
+        d_low = (torch.zeros if index is not None else torch.empty)(low.shape, dtype=low.dtype, device=low.device)
+    else:
+        d_low = out.zero_() if index is not None else out
     dl3 = d_low.view(rows, K, R)
     L, P = (index.shape[1], rows // low.shape[0]) if index is not None else (1, 1)
     programs = low.shape[0] * L if index is not None else rows  # (batch, step) of each direction, or positions
