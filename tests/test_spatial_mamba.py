@@ -161,6 +161,6 @@ def test_flops_count_the_state_scan_on_either_backend(monkeypatch):
     # 7 * L * E * N per block: E = 2 * dim, maps 16x16, 8x8, 4x4, 2x2
     assert by_op["PythonOp.SelectiveScanStatesFn"] == sum(7 * s * s * 2 * d for s, d in
                                                           zip((16, 8, 4, 2), TINY_KWARGS["dims"]))
-    # the fusion + observation node: the three 3x3 depthwise convolutions, 27 multiply-adds per state
-    assert by_op["PythonOp.StateFusionObserveFn"] == sum(27 * s * s * 2 * d for s, d in
+    # the fusion node: the three 3x3 depthwise convolutions, 27 multiply-adds per state
+    assert by_op["PythonOp.StateFusionFn"] == sum(27 * s * s * 2 * d for s, d in
                                                          zip((16, 8, 4, 2), TINY_KWARGS["dims"]))
