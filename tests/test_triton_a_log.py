@@ -8,7 +8,8 @@ import torch
 
 import ssm_kernels
 from ssm_kernels import ATROUS, CROSS, MULTISCALE_LOW, scan2d, selective_scan, selective_scan_states
-from ssm_kernels.reference import a_from_log, selective_scan_naive
+from ssm_kernels.reference import a_from_log
+from test_triton_kernels import check_selective_scan, scan_inputs
 
 pytestmark = pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
 
@@ -34,24 +35,9 @@ FP32, BF16 = (torch.float32, (2e-6, 2e-5)), (torch.bfloat16, (1e-2, 1e-2))
 ])
 def test_selective_scan_with_a_log_matches_reference(batch, K, Dg, N, L, with_z, dtype_tol):
     dtype, tol = dtype_tol
-    mk = lambda *s: torch.randn(*s).to(dtype).requires_grad_()
-    x = dict(u=mk(batch, K * Dg, L), delta=mk(batch, K * Dg, L), B=mk(batch, K, N, L), C=mk(batch, K, N, L),
-             D=mk(K * Dg), z=mk(batch, K * Dg, L) if with_z else None, delta_bias=mk(K * Dg))
-    A_log = a_log(K * Dg, N)
-    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
-    exact_log = A_log.detach().double().requires_grad_()
-    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
-    got = selective_scan(**x, A=A_log, **kw, backend="triton", a_is_log=True)
-    ref = selective_scan_naive(**exact, A=-exact_log.exp(), **kw)
-    for g, r in zip(got, ref):
-        assert torch.isfinite(g).all() and rel(g, r) < tol[0]
-    grads_out = [torch.randn_like(r) for r in ref]
-    names = [k for k, v in x.items() if v is not None]
-    g_got = torch.autograd.grad(got, [x[k] for k in names] + [A_log], [g.to(t.dtype) for g, t in zip(grads_out, got)])
-    g_ref = torch.autograd.grad(ref, [exact[k] for k in names] + [exact_log], grads_out)
-    for name, a, b in zip(names + ["A_log"], g_got, g_ref):
-        assert torch.isfinite(a).all() and rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
-    assert g_got[-1].dtype == torch.float32
+    x = scan_inputs(batch, K, Dg, N, L, dtype, with_z)
+    x["A"] = a_log(K * Dg, N)                     # float32, as the parameter: its gradient comes in float32
+    check_selective_scan(x, tol, a_is_log=True)
 
 
 def test_selective_scan_states_with_a_log():

@@ -25,6 +25,25 @@ def scan_inputs(batch, K, Dg, N, L, dtype, with_z=True, grouped=True):
                 z=mk(batch, K * Dg, L) if with_z else None, delta_bias=mk(K * Dg))
 
 
+def check_selective_scan(x, tol, a_is_log=False):
+    """The Triton scan against the float64 reference on the inputs ``x``: outputs, last and all states, and
+    the gradient of every input (its dtype kept). ``a_is_log``: x's A is A_log. Returns the outputs."""
+    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
+    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
+    got = selective_scan(**x, **kw, backend="triton", a_is_log=a_is_log)
+    ref = selective_scan_naive(**dict(exact, A=-exact["A"].exp() if a_is_log else exact["A"]), **kw)
+    for g, r in zip(got, ref):
+        assert torch.isfinite(g).all() and rel(g, r) < tol[0]
+    grads_out = [torch.randn_like(r) for r in ref]
+    names = [k for k, v in x.items() if v is not None]
+    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.to(t.dtype) for g, t in zip(grads_out, got)])
+    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
+    for name, a, b in zip(names, g_got, g_ref):
+        assert a.dtype == x[name].dtype and torch.isfinite(a).all(), name
+        assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
+    return got
+
+
 FP32, BF16 = (torch.float32, (2e-6, 2e-5)), (torch.bfloat16, (1e-2, 1e-2))
 CASES = [  # batch, K, channels per direction, N, L, z, (dtype, tolerances)
     (2, 4, 3, 1, 129, False, FP32),   # L one past a chunk boundary
@@ -40,21 +59,8 @@ CASES = [  # batch, K, channels per direction, N, L, z, (dtype, tolerances)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}k{}d{}n{}l{}z{:d}-".format(*c[:6]) + str(c[6][0])[6:])
 def test_selective_scan_matches_reference(case):
     *shape, with_z, (dtype, tol) = case
-    x = scan_inputs(*shape, dtype, with_z)
-    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
-    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
-    got = selective_scan(**x, **kw, backend="triton")
-    ref = selective_scan_naive(**exact, **kw)
-    assert got[0].dtype == dtype and all(torch.isfinite(t).all() for t in got)
-    for g, r in zip(got, ref):
-        assert rel(g, r) < tol[0]
-    grads_out = [torch.randn_like(r) for r in ref]
-    names = [k for k, v in x.items() if v is not None]
-    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.to(t.dtype) for g, t in zip(grads_out, got)])
-    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
-    for name, a, b in zip(names, g_got, g_ref):
-        assert a.dtype == x[name].dtype and torch.isfinite(a).all(), name
-        assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
+    got = check_selective_scan(scan_inputs(*shape, dtype, with_z), tol)
+    assert got[0].dtype == dtype
 
 
 @pytest.mark.parametrize("segments", [3, 50])
@@ -65,19 +71,7 @@ def test_forward_split_into_segments_matches_reference(segments, monkeypatch):
     chunks leave a short last one; 50 clamp to one chunk each."""
     from ssm_kernels.triton import ops as tops
     monkeypatch.setitem(tops.TUNING, "segments", segments)
-    x = scan_inputs(1, 2, 3, 2, 140, torch.float32)      # BL 16: 9 chunks
-    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
-    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
-    got = selective_scan(**x, **kw, backend="triton")
-    ref = selective_scan_naive(**exact, **kw)
-    for g, r in zip(got, ref):
-        assert rel(g, r) < 2e-6
-    grads_out = [torch.randn_like(r) for r in ref]
-    names = [k for k, v in x.items() if v is not None]
-    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.float() for g in grads_out])
-    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
-    for name, a, b in zip(names, g_got, g_ref):
-        assert rel(a, b) < 2e-5, f"d{name}: {rel(a, b):.2e}"
+    check_selective_scan(scan_inputs(1, 2, 3, 2, 140, torch.float32), (2e-6, 2e-5))      # BL 16: 9 chunks
     if segments == 3:  # the fused 2-D scan launches the same way
         check_scan2d(map_inputs(1, 9, 7, 4, 3, 1, torch.float32, rank=4), CROSS(9, 7), 2e-5,
                      out_norm=torch.nn.LayerNorm(3))
@@ -109,20 +103,7 @@ def test_backward_recomputes_checkpoint_segments(S, L, segments, dtype, tol, mon
     monkeypatch.setitem(tops.TUNING, "ckpt_chunks", S)
     monkeypatch.setitem(tops.TUNING, "segments", segments)
     assert tops._Layout.sequences(1, 2, 3, 16, L).checkpoints()[0] == (S or 16)
-    x = scan_inputs(1, 2, 3, 16, L, dtype)
-    exact = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
-    kw = dict(delta_softplus=True, return_last_state=True, return_states=True)
-    got = selective_scan(**x, **kw, backend="triton")
-    ref = selective_scan_naive(**exact, **kw)
-    for g, r in zip(got, ref):
-        assert rel(g, r) < tol[0]
-    grads_out = [torch.randn_like(r) for r in ref]
-    names = [k for k, v in x.items() if v is not None]
-    g_got = torch.autograd.grad(got, [x[k] for k in names], [g.to(t.dtype) for g, t in zip(grads_out, got)])
-    g_ref = torch.autograd.grad(ref, [exact[k] for k in names], grads_out)
-    for name, a, b in zip(names, g_got, g_ref):
-        assert a.dtype == x[name].dtype and torch.isfinite(a).all(), name
-        assert rel(a, b) < tol[1], f"d{name}: {rel(a, b):.2e}"
+    check_selective_scan(scan_inputs(1, 2, 3, 16, L, dtype), tol)
 
 
 @pytest.mark.parametrize("paths,dtype,tol", [("cross", torch.float32, 2e-5), ("multiscale", torch.float32, 2e-5),

@@ -28,6 +28,8 @@ import torch
 import torch.fx
 from torch.utils._python_dispatch import _disable_current_modes
 
+from ._tracing import tracing_paused
+
 __all__ = ["ScanPaths", "ScanPattern", "CROSS", "CROSS_SPLIT", "ATROUS", "BIDIRECTIONAL", "ROW", "MULTISCALE_LOW",
            "row_major", "column_major", "scan_pattern"]
 
@@ -152,13 +154,8 @@ def _untraced():
     """Real tensors, unrecorded, even when paths are first built inside ``torch.jit.trace`` (which would
     record building them, so that a second trace differs) or ``torch.export`` (whose fake tensors would
     be cached for good); the traced or exported graph then holds the index as a constant."""
-    state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
-    try:
-        with _disable_current_modes():
-            yield
-    finally:
-        torch._C._set_tracing_state(state)
+    with tracing_paused(), _disable_current_modes():
+        yield
 
 
 @torch._dynamo.assume_constant_result  # host-side data, fixed per map size: a constant for torch.compile

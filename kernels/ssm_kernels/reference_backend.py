@@ -15,10 +15,9 @@ node): what ``torch.export`` and ONNX export record (see :mod:`ssm_kernels.ops`)
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
+from ._tracing import tracing_paused
 from .reference import a_from_log, selective_scan_ref
 
 #: positions recomputed together in backward (the scan inside picks its own chunk size)
@@ -69,24 +68,13 @@ def selective_scan(inputs, flags):
                               return_last_state=return_last_state, return_states=return_states, chunk_size=chunk)
 
 
-@contextmanager
-def _tracing_paused():
-    """``torch.jit.trace`` (fvcore's FLOP count) records the op as one node, counted there by its handle;
-    recording the thousands of small ops of a long scan inside it as well only costs time (most of the
-    time of counting a detector at 1280x800)."""
-    state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
-    try:
-        yield
-    finally:
-        torch._C._set_tracing_state(state)
-
-
 def selective_scan_fwd(inputs, flags):
     """Returns (outputs, tensors to save for :func:`selective_scan_bwd`)."""
     _, return_last_state, return_states, _ = flags
     h, boundaries, outs, states = None, [], [], []
-    with torch.no_grad(), _tracing_paused():
+    # torch.jit.trace (fvcore's FLOP count) records the op as one node, counted by its handle: recording the
+    # thousands of small ops of a long scan inside it too only costs time
+    with torch.no_grad(), tracing_paused():
         for sl in _slices(inputs[0].shape[-1]):
             boundaries.append(h)
             out, h, *st = _run(_cut(inputs, sl), h, flags)

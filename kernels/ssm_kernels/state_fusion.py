@@ -51,13 +51,30 @@ def _reference_fwd(h, weight, alpha, dilations):
         return state_fusion_ref(h.to(dtype), weight.to(dtype), alpha.to(dtype), dilations)
 
 
-def _reference_bwd(h, weight, alpha, dilations, grad, needs):
-    leaves = [t.detach().requires_grad_(need) for t, need in zip((h, weight, alpha), needs)]
+def _recomputed_grads(forward, inputs, needs, grad):
+    """The gradients of ``inputs`` (None where not needed) through ``forward(*inputs)``, recomputed with
+    autograd: the reference backward keeps only the inputs."""
+    leaves = [t.detach().requires_grad_(need) for t, need in zip(inputs, needs)]
     with torch.enable_grad():
-        out = _reference_fwd(*leaves, dilations)
+        out = forward(*leaves)
     wanted = [t for t in leaves if t.requires_grad]
     got = iter(torch.autograd.grad(out, wanted, grad)) if wanted else iter(())
-    return [next(got).to(t.dtype) if t.requires_grad else None for t in (h, weight, alpha)]
+    return [next(got) if t.requires_grad else None for t in leaves]
+
+
+def _check_fusion(op, h, weight, alpha, dilations, letter="C"):
+    """The fusion's arguments checked (h 4-D; weight (K, channels, 3, 3); alpha (K,)); the dilations as ints."""
+    dilations = tuple(int(d) for d in dilations)
+    if h.dim() != 4:
+        raise ValueError(f"{op}: h must be (batch, {letter}, H, W), got shape {tuple(h.shape)}")
+    K, channels = len(dilations), h.shape[1]
+    if K == 0 or min(dilations) < 1:
+        raise ValueError(f"{op}: dilations must be positive, got {dilations}")
+    if tuple(weight.shape) != (K, channels, 3, 3):
+        raise ValueError(f"{op}: weight must be (K={K}, {letter}={channels}, 3, 3), got {tuple(weight.shape)}")
+    if tuple(alpha.shape) != (K,):
+        raise ValueError(f"{op}: alpha must be ({K},), got {tuple(alpha.shape)}")
+    return dilations
 
 
 class StateFusionFn(torch.autograd.Function):
@@ -77,7 +94,8 @@ class StateFusionFn(torch.autograd.Function):
         h, weight, alpha = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
         if ctx.backend == "reference":
-            grads = _reference_bwd(h, weight, alpha, ctx.dilations, grad, needs)
+            grads = _recomputed_grads(lambda *t: _reference_fwd(*t, ctx.dilations), (h, weight, alpha), needs, grad)
+            grads = [g.to(t.dtype) if g is not None else None for g, t in zip(grads, (h, weight, alpha))]
         else:
             from .triton.state_fusion import state_fusion_bwd
             dh, dw, da = state_fusion_bwd(h, weight, alpha, ctx.dilations, grad)
@@ -98,16 +116,7 @@ def state_fusion(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, dil
     h: (batch, C, H, W); weight: (K, C, 3, 3); alpha: (K,). Returns (batch, C, H, W) in float32 (float64
     for float64 inputs), whatever the autocast state.
     """
-    dilations = tuple(int(d) for d in dilations)
-    if h.dim() != 4:
-        raise ValueError(f"state_fusion: h must be (batch, C, H, W), got shape {tuple(h.shape)}")
-    K, channels = len(dilations), h.shape[1]
-    if K == 0 or min(dilations) < 1:
-        raise ValueError(f"state_fusion: dilations must be positive, got {dilations}")
-    if tuple(weight.shape) != (K, channels, 3, 3):
-        raise ValueError(f"state_fusion: weight must be (K={K}, C={channels}, 3, 3), got {tuple(weight.shape)}")
-    if tuple(alpha.shape) != (K,):
-        raise ValueError(f"state_fusion: alpha must be ({K},), got {tuple(alpha.shape)}")
+    dilations = _check_fusion("state_fusion", h, weight, alpha, dilations)
     if is_exporting():  # torch.export / ONNX: the plain tensor ops
         return state_fusion_ref(h.to(_compute_dtype(h)), weight.to(_compute_dtype(h)), alpha.to(_compute_dtype(h)),
                                 dilations)
@@ -153,13 +162,8 @@ class StateFusionObserveFn(torch.autograd.Function):
     def backward(ctx, grad):
         inputs = ctx.saved_tensors
         needs = ctx.needs_input_grad[2:]
-        if ctx.backend == "reference":  # recompute with autograd: only the inputs are kept
-            leaves = [t.detach().requires_grad_(need) for t, need in zip(inputs, needs)]
-            with torch.enable_grad():
-                y = _observe_reference_fwd(*leaves, *ctx.flags)
-            wanted = [t for t in leaves if t.requires_grad]
-            got = iter(torch.autograd.grad(y, wanted, grad)) if wanted else iter(())
-            grads = [next(got) if t.requires_grad else None for t in leaves]
+        if ctx.backend == "reference":
+            grads = _recomputed_grads(lambda *t: _observe_reference_fwd(*t, *ctx.flags), inputs, needs, grad)
         else:
             from .triton.state_fusion import state_fusion_observe_bwd
             grads = state_fusion_observe_bwd(*inputs, ctx.flags[0], grad)
@@ -185,17 +189,9 @@ def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Ten
     backward). One traced node, ``StateFusionObserveFn``, counted as the fusion's K depthwise convolutions
     (the observation is elementwise, which the family's fvcore count does not count).
     """
-    dilations = tuple(int(d) for d in dilations)
-    if h.dim() != 4:
-        raise ValueError(f"state_fusion_observe: h must be (batch, E, H, W), got shape {tuple(h.shape)}")
+    dilations = _check_fusion("state_fusion_observe", h, weight, alpha, dilations, letter="E")
     batch, channels, height, width = h.shape
     K = len(dilations)
-    if K == 0 or min(dilations) < 1:
-        raise ValueError(f"state_fusion_observe: dilations must be positive, got {dilations}")
-    if tuple(weight.shape) != (K, channels, 3, 3):
-        raise ValueError(f"state_fusion_observe: weight must be (K={K}, E={channels}, 3, 3), got {tuple(weight.shape)}")
-    if tuple(alpha.shape) != (K,):
-        raise ValueError(f"state_fusion_observe: alpha must be ({K},), got {tuple(alpha.shape)}")
     if tuple(C.shape) != (batch, 1, height * width):
         raise ValueError(f"state_fusion_observe: C must be (batch={batch}, 1, H*W={height * width}) (N = 1), "
                          f"got {tuple(C.shape)}")

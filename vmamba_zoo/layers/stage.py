@@ -26,7 +26,10 @@ class Stage(nn.Module):
         self.grad_checkpointing = False
 
     def layers(self) -> List[nn.Module]:
-        """The modules the stage applies in turn (without grad checkpointing)."""
+        """The modules to apply in turn: the stage's own, or, with grad checkpointing, the stage itself (which
+        checkpoints its blocks)."""
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return [self]
         return [self.downsample, *self.blocks, self.norm]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

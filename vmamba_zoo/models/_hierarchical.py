@@ -128,7 +128,7 @@ class HierarchicalSSM(NotScriptable, nn.Module):
         self.check_input(x)
         x = self.stem(x)
         for stage in self.stages:
-            for layer in [stage] if stage.grad_checkpointing else stage.layers():
+            for layer in stage.layers():
                 x = layer(x)
         return self.norm_pre(x)
 
@@ -161,7 +161,7 @@ class HierarchicalSSM(NotScriptable, nn.Module):
         intermediates = []
         x = self.stem(x)
         for i, stage in enumerate(stages):
-            for layer in [stage] if stage.grad_checkpointing else stage.layers():  # as forward_features
+            for layer in stage.layers():  # as forward_features
                 x = layer(x)
             if i in take_indices:
                 feat = self.norm_pre(x) if norm and i == last else x

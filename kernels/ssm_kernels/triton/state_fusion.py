@@ -129,20 +129,33 @@ OBS_BQ, OBS_BC, OBS_TILES = 64, 32, 4
 
 
 @triton.jit
-def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride, u_ptr, d_ptr, y_ptr, E, H, W,
-                              K: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+def _channel_block(d_ptr, E, L, BC: tl.constexpr):
+    """This program's image, its block of BC channels and their mask, the channels' plane offsets in a
+    (B, E, L) map ([BC], int64) and their D."""
     blocks = tl.cdiv(E, BC)
     image = tl.program_id(0) // blocks
     ch = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
     cmask = ch < E
-    L = H * W
-    planes = (image * E + ch).to(tl.int64) * L                                  # [BC]
+    planes = (image * E + ch).to(tl.int64) * L
     dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    return image, ch, cmask, planes, dd
+
+
+@triton.jit
+def _position_tile(t, cmask, L, W, BQ: tl.constexpr, TILES: tl.constexpr):
+    """Tile t of this program's positions: q, its mask, the [BC, BQ] mask and the rows and columns."""
+    q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
+    qmask = q < L
+    return q, qmask, cmask[:, None] & qmask[None, :], q // W, q % W
+
+
+@triton.jit
+def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride, u_ptr, d_ptr, y_ptr, E, H, W,
+                              K: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+    L = H * W
+    image, ch, cmask, planes, dd = _channel_block(d_ptr, E, L, BC)
     for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
-        q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
-        qmask = q < L
-        mask = cmask[:, None] & qmask[None, :]
-        r, c = q // W, q % W
+        q, qmask, mask, r, c = _position_tile(t, cmask, L, W, BQ, TILES)
         acc = tl.zeros([BC, BQ], tl.float32)
         for k in tl.static_range(K):
             d = tl.load(dil_ptr + k)
@@ -164,21 +177,13 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
 def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride, u_ptr, d_ptr, g_ptr,
                               dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
                               K: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
-    blocks = tl.cdiv(E, BC)
-    image = tl.program_id(0) // blocks
-    ch = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
-    cmask = ch < E
     L = H * W
-    planes = (image * E + ch).to(tl.int64) * L
-    dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
+    image, ch, cmask, planes, dd = _channel_block(d_ptr, E, L, BC)
     dd_sum = tl.zeros([BC], tl.float32)
     taps = tl.arange(0, 32)                     # the K * 9 <= 32 taps' sums of g * h[source], per channel
     tap_sums = tl.zeros([BC, 32], tl.float32)
     for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
-        q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
-        qmask = q < L
-        mask = cmask[:, None] & qmask[None, :]
-        r, c = q // W, q % W
+        q, qmask, mask, r, c = _position_tile(t, cmask, L, W, BQ, TILES)
         rows = (image * L + q).to(tl.int64) * E
         dy = tl.load(g_ptr + rows[None, :] + ch[:, None], mask=mask, other=0.0).to(tl.float32)
         cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
@@ -209,7 +214,7 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
                     at = planes[:, None] + src[None, :]
                     tl.atomic_add(dh_ptr + at, coef * g, mask=mask & clamped[None, :], sem="relaxed")
                     v = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
-                    fused += (scale * w)[:, None] * v
+                    fused += coef * v
                     s = tl.sum(g * v, axis=1)
                     tap_sums += tl.where(taps[None, :] == (k * 9 + i * 3 + j), s[:, None], 0.0)
         tl.atomic_add(dh_ptr + planes[:, None] + q[None, :], dh, mask=mask, sem="relaxed")  # border taps add too
