@@ -42,11 +42,11 @@ POINTERS = dict(u="bf16", dt="bf16", A="fp32", B="bf16", C="bf16", D="fp32", bia
                 dD="fp32", dbias="fp32", dz="bf16")
 
 
-def launch_arguments(stage: int, backward: bool, overrides: dict):
+def launch_arguments(stage: int, backward: bool, overrides: dict, d_state: int = 1):
     """(integer arguments, constexpr flags, num_warps) of one scan2d launch at a VMamba-T stage, batch
     128, with the strides the launchers derive (meta tensors: nothing is allocated)."""
     Dg, side = STAGES[stage]
-    batch, L, N, R = 128, side * side, 1, math.ceil(Dg / 16)
+    batch, L, N, R = 128, side * side, d_state, math.ceil(Dg / 16)
     meta = dict(device="meta")
     u = torch.empty(batch, side, side, Dg, **meta)
     x_proj = torch.empty(batch, side, side, K, R + 2 * N, **meta)       # VMamba reads dt, B, C from it in place
@@ -134,18 +134,19 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", type=int, choices=sorted(STAGES), default=1)
     for name in ("BD", "BL", "warps", "stages"):
         parser.add_argument(f"--{name}", type=int, help=f"override the heuristics' {name}")
+    parser.add_argument("--d-state", type=int, default=1, help="states per channel (VMamba 1; Vim, EfficientVMamba 16)")
     parser.add_argument("--sass", type=Path, help="also write the whole SASS here")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("kernel_sass.py compiles the kernels: unset TRITON_INTERPRET", file=sys.stderr)
         return 2
     backward = args.pass_ == "bwd"
-    ints, flags, warps = launch_arguments(args.stage, backward, vars(args))
+    ints, flags, warps = launch_arguments(args.stage, backward, vars(args), args.d_state)
     sass = compile_sass(backward, ints, flags, warps)
     if args.sass:
         args.sass.write_text(sass)
     s = summary(instructions(sass), flags, warps)
-    print(f"scan2d {args.pass_}, VMamba-T stage {args.stage} (Dg={ints['Dg']}, L={ints['L']}, R={ints['R']}), "
+    print(f"scan2d {args.pass_}, VMamba-T stage {args.stage} (Dg={ints['Dg']}, L={ints['L']}, R={ints['R']}, N={ints['N']}), "
           f"BD={flags['BD']} BL={flags['BL']} warps={warps} stages={flags['STAGES']}, "
           f"sm_90, Triton {triton.__version__}")
     print(f"chunk loop: {s['loop']} instructions, {s['per_element']:.1f} per element and thread, "
