@@ -81,7 +81,54 @@ class BiMamba(nn.Module):
         y = scan2d(u.unsqueeze(1), dbc, self.A_log, None, None, self.D.float(), self.dt_bias.float(),
                    BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
                    a_is_log=True)
-        y = y.view(batch, length, 2, E).sum(2)
-        if self.divide_out:
-            y = y * 0.5
-        return self.out_proj((y * F.silu(z.float())).to(z.dtype))
+        return self.out_proj(merge_and_gate(y.view(batch, length, 2 * E), z, 0.5 if self.divide_out else 1.0))
+
+
+def _merge_and_gate(y: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
+    """(y[..., :E] + y[..., E:]) * scale * SiLU(z), in float32 (float64 for float64), returned in z's dtype."""
+    ys = y.unflatten(-1, (2, -1)).sum(-2)
+    if scale != 1.0:
+        ys = ys * scale
+    return (ys * F.silu(_wide(z))).to(z.dtype)
+
+
+def _wide(z: torch.Tensor) -> torch.Tensor:
+    return z.to(torch.promote_types(z.dtype, torch.float32))
+
+
+class _MergeAndGateFn(torch.autograd.Function):
+    """:func:`_merge_and_gate` as one autograd node that keeps only the merged output (float32, half of y) for
+    its backward, with z, which the in-projection's output holds anyway: SiLU(z) is recomputed there (an
+    elementwise op). Left to autograd, the expression would keep z's float32 copy, SiLU(z) and the merged
+    output, three float32 (B, L, E) tensors a block."""
+
+    @staticmethod
+    def forward(ctx, y, z, scale):
+        ys = y.unflatten(-1, (2, -1)).sum(-2)
+        if scale != 1.0:
+            ys.mul_(scale)
+        ctx.scale = scale
+        ctx.save_for_backward(ys, z)
+        return (ys * F.silu(_wide(z))).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ys, z = ctx.saved_tensors
+        zf = _wide(z)
+        dz = torch.ops.aten.silu_backward(ys * grad, zf).to(z.dtype)
+        dys = F.silu(zf).mul_(grad)
+        del zf
+        # both directions get the same gradient: one kernel scales and writes it twice
+        dy = dys.unsqueeze(-2).expand(*dys.shape[:-1], 2, dys.shape[-1]).mul(ctx.scale)
+        return dy.view(*dys.shape[:-1], -1), dz, None
+
+
+def merge_and_gate(y: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
+    """Sum the two directions' outputs y (..., 2E) (float32), scale, gate with SiLU(z) (..., E): the result in
+    z's dtype. Training in eager mode runs it as :class:`_MergeAndGateFn` (less saved for the backward);
+    inference, tracing, export and ``torch.compile`` (which fuses and recomputes by itself) get the plain ops."""
+    plain = (not torch.is_grad_enabled() or isinstance(y, torch.fx.Proxy) or torch.jit.is_tracing()
+             or torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
+    if plain or not (y.requires_grad or z.requires_grad):
+        return _merge_and_gate(y, z, scale)
+    return _MergeAndGateFn.apply(y, z, scale)
