@@ -56,28 +56,6 @@ def test_bimamba_is_the_official_two_branch_mixer():
 
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_merge_and_gate_node_matches_autograd_and_keeps_less(dtype):
-    """The training node of the two directions' merge and the z gate gives autograd's values and gradients of the
-    plain expression, and keeps for its backward only the merged output and z (a view of the in-projection)."""
-    from vmamba_zoo.layers.bimamba import _merge_and_gate, merge_and_gate
-    y = torch.randn(2, 7, 10, dtype=torch.float64 if dtype == torch.float64 else torch.float32, requires_grad=True)
-    xz = torch.randn(2, 7, 10, dtype=dtype, requires_grad=True)
-    grad = torch.randn(2, 7, 5, dtype=dtype)
-    for scale in (0.5, 1.0):
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-            out = merge_and_gate(y, xz[..., 5:], scale)
-        expected = _merge_and_gate(y, xz[..., 5:], scale)
-        assert out.dtype == dtype and out.grad_fn.name() == "_MergeAndGateFnBackward"
-        assert [(t.dtype, tuple(t.shape)) for t in saved] == [(y.dtype, (2, 7, 5)), (dtype, (2, 7, 5))]
-        assert saved[1].untyped_storage().data_ptr() == xz.untyped_storage().data_ptr()
-        torch.testing.assert_close(out, expected, rtol=0, atol=0)
-        for got, want in zip(torch.autograd.grad(out, (y, xz), grad), torch.autograd.grad(expected, (y, xz), grad)):
-            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
-    with torch.no_grad():
-        assert merge_and_gate(y, xz[..., 5:], 0.5).grad_fn is None
-
 @pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
 def test_bimamba_on_triton_matches_reference(monkeypatch):
     """One conv launch and one fused scan for both directions (the GPU path), forward and backward."""

@@ -12,7 +12,9 @@ Here the two directions' parameters are stacked (k = 0 forward, 1 backward), so 
 convs (:func:`ssm_kernels.causal_conv1d`, the backward one anti-causal in the input's own order) and
 one fused scan runs both directions over :data:`ssm_kernels.BIDIRECTIONAL` (direction k reads its own
 channel group of the convs' output and writes its result back in sequence order): no reversed copy of
-anything is ever made.
+anything is ever made. One more op (:func:`ssm_kernels.merge_gate`) sums and halves the two outputs and
+applies the gate, keeping for the backward only the merged output (z is a view of the in-projection's
+output, which the conv keeps anyway).
 """
 from __future__ import annotations
 
@@ -20,10 +22,9 @@ import math
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ssm_kernels import BIDIRECTIONAL, causal_conv1d, scan2d
+from ssm_kernels import BIDIRECTIONAL, causal_conv1d, merge_gate, scan2d
 
 from .ssm_init import a_log_init, dt_bias_init
 
@@ -81,54 +82,6 @@ class BiMamba(nn.Module):
         y = scan2d(u.unsqueeze(1), dbc, self.A_log, None, None, self.D.float(), self.dt_bias.float(),
                    BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
                    a_is_log=True)
-        return self.out_proj(merge_and_gate(y.view(batch, length, 2 * E), z, 0.5 if self.divide_out else 1.0))
+        # the directions summed (halved), gated by SiLU(z): one op, which keeps only the merged output for the backward
+        return self.out_proj(merge_gate(y.view(batch, length, 2 * E), z, 0.5 if self.divide_out else 1.0))
 
-
-def _merge_and_gate(y: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
-    """(y[..., :E] + y[..., E:]) * scale * SiLU(z), in float32 (float64 for float64), returned in z's dtype."""
-    ys = y.unflatten(-1, (2, -1)).sum(-2)
-    if scale != 1.0:
-        ys = ys * scale
-    return (ys * F.silu(_wide(z))).to(z.dtype)
-
-
-def _wide(z: torch.Tensor) -> torch.Tensor:
-    return z.to(torch.promote_types(z.dtype, torch.float32))
-
-
-class _MergeAndGateFn(torch.autograd.Function):
-    """:func:`_merge_and_gate` as one autograd node that keeps only the merged output (float32, half of y) for
-    its backward, with z, which the in-projection's output holds anyway: SiLU(z) is recomputed there (an
-    elementwise op). Left to autograd, the expression would keep z's float32 copy, SiLU(z) and the merged
-    output, three float32 (B, L, E) tensors a block."""
-
-    @staticmethod
-    def forward(ctx, y, z, scale):
-        ys = y.unflatten(-1, (2, -1)).sum(-2)
-        if scale != 1.0:
-            ys.mul_(scale)
-        ctx.scale = scale
-        ctx.save_for_backward(ys, z)
-        return (ys * F.silu(_wide(z))).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ys, z = ctx.saved_tensors
-        zf = _wide(z)
-        dz = torch.ops.aten.silu_backward(ys * grad, zf).to(z.dtype)
-        dys = F.silu(zf).mul_(grad)
-        del zf
-        # both directions get the same gradient: one kernel scales and writes it twice
-        dy = dys.unsqueeze(-2).expand(*dys.shape[:-1], 2, dys.shape[-1]).mul(ctx.scale)
-        return dy.view(*dys.shape[:-1], -1), dz, None
-
-
-def merge_and_gate(y: torch.Tensor, z: torch.Tensor, scale: float) -> torch.Tensor:
-    """Sum the two directions' outputs y (..., 2E) (float32), scale, gate with SiLU(z) (..., E): the result in
-    z's dtype. Training in eager mode runs it as :class:`_MergeAndGateFn` (less saved for the backward);
-    inference, tracing, export and ``torch.compile`` (which fuses and recomputes by itself) get the plain ops."""
-    plain = (not torch.is_grad_enabled() or isinstance(y, torch.fx.Proxy) or torch.jit.is_tracing()
-             or torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
-    if plain or not (y.requires_grad or z.requires_grad):
-        return _merge_and_gate(y, z, scale)
-    return _MergeAndGateFn.apply(y, z, scale)
