@@ -10,8 +10,9 @@ its whole storage alive); parameters are not counted (autocast's low-precision c
 
 By default the model runs on fake CUDA tensors (as ``tools/peak_memory.py``: shapes, dtypes and strides,
 nothing computed), so CUDA autocast and the Triton backend's autograd functions decide what is saved as on
-the GPU, at the real batch size, without a GPU. ``--device cpu`` runs it for real (Triton under the
-interpreter with TRITON_INTERPRET=1), for a small batch.
+the GPU, at the real batch size, without a GPU. ``--device cpu`` runs it for real at a small batch, with what
+CPU tensors get: the reference backend (the Triton one under the interpreter with SSM_KERNELS_BACKEND=triton
+TRITON_INTERPRET=1) and PyTorch's CPU kernels (its RMSNorm, for one, is decomposed there and saves more).
 
     python tools/saved_tensors.py --model vim_tiny --batch-size 128 --amp-dtype float16 --module blocks.3
 """
