@@ -15,6 +15,7 @@ import benchmark  # noqa: E402
 import flops  # noqa: E402
 import official_models  # noqa: E402
 import peak_memory  # noqa: E402
+import saved_tensors  # noqa: E402
 import zoo_table  # noqa: E402
 
 import vmamba_zoo  # noqa: E402
@@ -40,6 +41,33 @@ def test_peak_memory_tool(capsys):
     assert "predicted peak 1.164 GiB" in out
     assert re.search(r"392\.00 MiB +float16 +\(128, 512, 56, 56\) +convolution +stages\.0\.blocks\.2\.mlp\.dwconv", out)
 
+
+
+def test_saved_tensors_tool(capsys):
+    """Vim-Ti's training forward at batch 128, float16 autocast, on fake CUDA tensors: what one block keeps for the
+    backward (the in-projection's output xz, the convs' output u, the merged scan output in float32, the norm's
+    float32 input, the projections' inputs, the scan's checkpoint states and x_proj output), named by the nodes
+    that hold it."""
+    assert saved_tensors.main(["--model", "vim_tiny", "--batch-size", "128", "--module", "blocks.3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ +167\.80 MiB +blocks\.3$", out, re.M)
+    assert re.search(r"36\.94 MiB +float16 +\(128, 197, 384\) +blocks\.3\.mixer +MergeGateFnBackward, "
+                     r"CausalConv1dFnBackward", out)
+    assert re.search(r"36\.94 MiB +float32 +\(128, 197, 384\) +blocks\.3\.mixer +MergeGateFnBackward$", out, re.M)
+    assert "saved in blocks.3* (167.80 MiB)" in out
+
+
+def test_saved_tensors_counts_each_storage_once():
+    """Real tensors on CPU: a storage saved by two ops (and as views) counts once, whole, where it was first saved;
+    parameters are not counted."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Sigmoid(), torch.nn.Linear(6, 3))
+    rec = saved_tensors.count_saved(model, torch.randn(5, 4))
+    by_module = rec.by_module()
+    assert by_module["0"] == 5 * 4 * 4                       # the input, saved by the first Linear
+    assert by_module["1"] == 5 * 6 * 4                       # sigmoid's output, also the second Linear's input
+    entry = next(e for e in rec.saved.values() if e.module == "1")
+    assert sorted(entry.ops) == ["AddmmBackward0", "SigmoidBackward0"]
+    assert sum(by_module.values()) == 5 * 4 * 4 + 5 * 6 * 4 + by_module[""]  # "": the loss's own saved tensors
 
 def test_zoo_table_tool(capsys, tmp_path):
     """The table lists every registered model with the pinned counts and the results file's throughput."""

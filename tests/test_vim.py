@@ -55,6 +55,7 @@ def test_bimamba_is_the_official_two_branch_mixer():
     torch.testing.assert_close(mixer(h), official_mixer(mixer, h), rtol=1e-5, atol=1e-6)
 
 
+
 @pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
 def test_bimamba_on_triton_matches_reference(monkeypatch):
     """One conv launch and one fused scan for both directions (the GPU path), forward and backward."""

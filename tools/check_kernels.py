@@ -15,7 +15,7 @@ them since v10.2: Mamba's A_log in A's place, A = -exp(A_log) computed inside th
 output passed whole, B = C = None),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
 flowing in through the states), its state fusion and the fusion + observation op, the LayerNorm, the causal conv1d (both of Vim's
-directions in one launch) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
+directions in one launch), Vim's merge of its two directions with the output gate (merge_gate) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
 VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
 the reference backend run in float64 on the same inputs. Fresh random inputs per case. Pass:
@@ -38,7 +38,7 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d,  # noqa: E402
+from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, merge_gate,  # noqa: E402
                          layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion,
                          state_fusion_observe)
 
@@ -116,6 +116,12 @@ def conv1d_case(batch, L, E, dtype, device):
     """Vim's conv: x a slice of the (batch, L, 2E) in-projection, both directions' (E, 4) kernels."""
     return dict(xz=torch.randn(batch, L, 2 * E, device=device).to(dtype),
                 weight=torch.randn(2, E, 4, device=device) * 0.5, bias=torch.randn(2 * E, device=device))
+
+
+def gate_case(batch, L, E, dtype, device):
+    """Vim's merge and gate: the fused scan's float32 output (both directions side by side), z the in-projection's
+    second half."""
+    return dict(y=torch.randn(batch, L, 2 * E, device=device), xz=torch.randn(batch, L, 2 * E, device=device).to(dtype))
 
 
 def evm_case(batch, H, W, Dg, N, dtype, device):
@@ -271,6 +277,7 @@ def main(argv=None) -> int:
         for L in (197, 730, 785):
             for model, E in (("Vim-Ti", 384), ("Vim-S", 768)):
                 cases.append((f"causal_conv1d {model} L={L}", "conv1d", (args.batch, L, E)))
+                cases.append((f"merge_gate {model} L={L}", "gate", (args.batch, L, E)))
                 cases.append((f"scan2d as Vim calls it {model} L={L}", "vim", (args.batch, L, E, 16)))
         cases.append(("selective_scan Vim-like N=16", "seq", (args.batch, 1, 768, 16, 197)))
         # N = 16 at Vim-Ti's sequence shapes without the fused projection (8-step chunks, 16 a checkpoint
@@ -308,6 +315,10 @@ def main(argv=None) -> int:
         E = x["weight"].shape[1]
         return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
                              backend=backend)
+
+    def gate_fn(x, backend):
+        E = x["xz"].shape[-1] // 2
+        return merge_gate(x["y"], x["xz"][..., E:], 0.5, backend=backend)
 
     def vim_fn(x, backend):
         x = dict(x)
@@ -358,7 +369,8 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn), "vim": (vim_scan_case, vim_fn),
+             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn),
+             "gate": (gate_case, gate_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
              "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),

@@ -12,7 +12,9 @@ Here the two directions' parameters are stacked (k = 0 forward, 1 backward), so 
 convs (:func:`ssm_kernels.causal_conv1d`, the backward one anti-causal in the input's own order) and
 one fused scan runs both directions over :data:`ssm_kernels.BIDIRECTIONAL` (direction k reads its own
 channel group of the convs' output and writes its result back in sequence order): no reversed copy of
-anything is ever made.
+anything is ever made. One more op (:func:`ssm_kernels.merge_gate`) sums and halves the two outputs and
+applies the gate, keeping for the backward only the merged output (z is a view of the in-projection's
+output, which the conv keeps anyway).
 """
 from __future__ import annotations
 
@@ -20,10 +22,9 @@ import math
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ssm_kernels import BIDIRECTIONAL, causal_conv1d, scan2d
+from ssm_kernels import BIDIRECTIONAL, causal_conv1d, merge_gate, scan2d
 
 from .ssm_init import a_log_init, dt_bias_init
 
@@ -81,7 +82,6 @@ class BiMamba(nn.Module):
         y = scan2d(u.unsqueeze(1), dbc, self.A_log, None, None, self.D.float(), self.dt_bias.float(),
                    BIDIRECTIONAL(1, length, u.device), delta_softplus=True, dt_weight=self.dt_proj_weight,
                    a_is_log=True)
-        y = y.view(batch, length, 2, E).sum(2)
-        if self.divide_out:
-            y = y * 0.5
-        return self.out_proj((y * F.silu(z.float())).to(z.dtype))
+        # the directions summed (halved), gated by SiLU(z): one op, which keeps only the merged output for the backward
+        return self.out_proj(merge_gate(y.view(batch, length, 2 * E), z, 0.5 if self.divide_out else 1.0))
+

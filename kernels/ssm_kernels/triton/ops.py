@@ -420,14 +420,15 @@ def _(u, delta, A, B, C, D, z, delta_bias, ckpt, dout, dlast, dstates, delta_sof
 
 # ---- scan2d (fused gather + scan + merge) ----------------------------------------------------
 
-def _direction_buffer(u, index, split_channels, disjoint=False):
+def _direction_buffer(u, index, split_channels, disjoint=False, dtype=None):
     """Where the K directions write (output, or du): one slice each, or u's own layout when each
     direction owns a channel group or its own positions (disjoint paths: every position written once).
-    Zeroed where paths leave positions unvisited. Returns (buffer, s_dir)."""
+    Zeroed where paths leave positions unvisited. In u's dtype unless ``dtype``. Returns (buffer, s_dir)."""
     one_map = split_channels or disjoint
     partial = index.shape[1] < u.shape[1] * u.shape[2] and not disjoint
     shape = u.shape if one_map else (index.shape[0], *u.shape)
-    buf = torch.zeros(shape, dtype=u.dtype, device=u.device) if partial else _empty(shape, like=u)
+    dtype = dtype or u.dtype
+    buf = torch.zeros(shape, dtype=dtype, device=u.device) if partial else _empty(shape, like=u, dtype=dtype)
     return buf, (0 if one_map else u.numel())
 
 
@@ -488,7 +489,9 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Opt
     if by_step:
         return _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias,
                                    norm_eps, delta_softplus, a_is_log)
-    out, s_dir = _direction_buffer(u, index, split_channels, disjoint)
+    # one map, not normed: the kernel writes the float32 result itself (no low-precision buffer, no cast after it)
+    direct = (split_channels or disjoint) and norm_weight is None
+    out, s_dir = _direction_buffer(u, index, split_channels, disjoint, torch.float32 if direct else None)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False,
                              a_log=a_is_log)
