@@ -187,7 +187,10 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
     model = create(name, impl, args).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    run = torch.compile(model, mode=args.torchcompile) if args.torchcompile else model
+    # a sweep compiles each size for itself (dynamic=False): after a second size torch.compile would otherwise
+    # trace symbolic sizes, and CUDA graphs (reduce-overhead) of a dynamic graph fell back to eager speed
+    run = torch.compile(model, mode=args.torchcompile, dynamic=False if args.sweep else None) \
+        if args.torchcompile else model
     amp = getattr(torch, args.amp_dtype) if args.amp else None
     modes = ["inference", "train"] if args.bench == "both" else [args.bench]
     rows = []
