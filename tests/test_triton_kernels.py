@@ -122,6 +122,30 @@ def test_fused_scan2d_recomputes_checkpoint_segments(paths, dtype, tol, monkeypa
     check_scan2d(x, scan, tol, out_norm=_norm(5))
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 1e-2)])
+def test_scan2d_without_recomputed_states(dtype, tol, monkeypatch):
+    """``recompute_states=False`` at N = 16: the forward saves every chunk's end state (a 7x9 map's 63 steps: 4
+    chunks of 16, against one segment's none with the 128-step checkpoints), the backward reads them instead of
+    re-running the forward; output and every gradient as the reference's, and the Triton call with recomputed
+    states (2 chunks a segment here, so that it re-runs) gives the same result."""
+    from ssm_kernels.triton import ops as tops
+    x, scan = map_inputs(1, 7, 9, 4, 5, 16, dtype, rank=3), CROSS(7, 9)
+    layout = tops._map_layout(x["u"], x["delta"], x["B"], scan.index, False, x["dt_weight"])
+    assert layout.ckpt_shape(recompute=False)[2] == 4 and layout.ckpt_shape(recompute=True)[2] == 0
+    got = scan2d(**x, paths=scan, backend="triton", recompute_states=False)
+    ref = scan2d(**x, paths=scan, backend="reference", recompute_states=False)
+    assert rel(got, ref) < tol
+    g = torch.randn_like(ref)
+    leaves = list(x.values())
+    grads = torch.autograd.grad(got, leaves, g)
+    for name, a, b in zip(x, grads, torch.autograd.grad(ref, leaves, g)):
+        assert rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+    monkeypatch.setitem(tops.TUNING, "ckpt_chunks", 2)
+    again = scan2d(**x, paths=scan, backend="triton")
+    for name, a, b in zip(x, grads, torch.autograd.grad(again, leaves, g)):
+        assert rel(a, b) < tol, f"d{name} against recomputed states: {rel(a, b):.2e}"
+
+
 def test_saved_states_shrink_with_checkpoint_segments(monkeypatch):
     """The states saved for the backward: one entering each checkpoint segment after the first, so S-fold
     fewer than one per chunk (none for a sequence of one segment); with S = 1 every chunk's end state, as

@@ -182,9 +182,9 @@ class SelectiveScanStatesFn(torch.autograd.Function):
 
 
 class Scan2dFn(torch.autograd.Function):
-    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log), u, delta, A, B, C, D,
-    delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions more than once;
-    ``a_is_log``: the A slot holds A_log."""
+    """apply(backend, (delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log, recompute_states), u,
+    delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias); ``by_step``: the paths visit positions
+    more than once; ``a_is_log``: the A slot holds A_log."""
 
     @staticmethod
     def forward(ctx, backend, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias):
@@ -350,7 +350,8 @@ def cross_merge(y: torch.Tensor, paths: ScanPaths) -> torch.Tensor:
 @public_op
 def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern], delta_softplus: bool = True,
            backend: Optional[str] = None, dt_weight: Optional[torch.Tensor] = None,
-           out_norm: Optional[torch.nn.LayerNorm] = None, a_is_log: bool = False) -> torch.Tensor:
+           out_norm: Optional[torch.nn.LayerNorm] = None, a_is_log: bool = False,
+           recompute_states: bool = True) -> torch.Tensor:
     """Gather a map along ``paths``, run the selective scan per direction, merge back onto the map.
 
     u: (b, H, W, C) map; delta: (b, H, W, K, C), one map per direction (C/K channels each with
@@ -383,6 +384,11 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
     R from dt_weight, N from A). The kernels read the slices in place and the backward returns the
     projection's gradient as one tensor: no split and concatenation around the op, and dB and dC cast to
     its dtype in one copy.
+
+    ``recompute_states`` (Triton, d_state > 1): the forward saves the scan's state once per checkpoint segment
+    (~128 steps) and the backward re-runs the scan's forward over each segment (the default: the least memory);
+    False saves every chunk's end state (8-16 steps: about twice the size of u more per call) and the backward
+    reads them (faster training where memory allows). At d_state 1 both are the same.
     """
     packed = B is None or C is None
     if packed and (B is not None or C is not None or dt_weight is None):
@@ -421,7 +427,7 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
         fused = out_norm is not None and out_norm.weight is not None and out_norm.bias is not None
         norm_args = (out_norm.weight, out_norm.bias) if fused else (None, None)
         flags = (bool(delta_softplus), paths.split_channels, float(out_norm.eps) if fused else 0.0, paths.disjoint,
-                 by_step, bool(a_is_log))
+                 by_step, bool(a_is_log), bool(recompute_states))
         y = _apply(Scan2dFn, "scan2d", name, flags, u, delta, A, B, C, D, delta_bias, index, dt_weight, *norm_args)
         return y if fused or out_norm is None else out_norm(y)
     if packed:  # the unfused path reads views

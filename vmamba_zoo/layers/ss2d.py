@@ -38,12 +38,15 @@ class SS2D(nn.Module):
         conv_bias: bias in the depthwise conv.
         scan: the scan pattern (K directions, each with its own dt/B/C projection, A and D).
         z_gate: gate the normalised scan output with SiLU(z), z a second half of the in-projection.
+        recompute_states: at d_state > 1, the scan's backward re-runs its forward from a few saved states (least
+            memory) rather than reading every chunk's saved state (faster): see :func:`ssm_kernels.scan2d`.
     """
 
     def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 1.0, dt_rank: Union[int, str] = "auto",
                  d_conv: int = 3, conv_bias: bool = False, scan: ScanPattern = CROSS, act_layer=nn.SiLU,
-                 z_gate: bool = False):
+                 z_gate: bool = False, recompute_states: bool = True):
         super().__init__()
+        self.recompute_states = recompute_states
         inner = int(ssm_ratio * dim)
         rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         K = scan.num_directions
@@ -89,7 +92,8 @@ class SS2D(nn.Module):
         # shape read here: torch.fx traces this)
         return scan2d(x, self.project(x), self.A_log, None, None, _at_least_float32(self.D),
                       _at_least_float32(self.dt_bias).view(-1), self.scan, delta_softplus=True,
-                      dt_weight=self.dt_proj_weight, out_norm=self.out_norm, a_is_log=True)
+                      dt_weight=self.dt_proj_weight, out_norm=self.out_norm, a_is_log=True,
+                      recompute_states=self.recompute_states)
 
 
 @register_notrace_function  # reads the map's size: one torch.fx leaf
@@ -120,9 +124,9 @@ class AtrousSS2D(SS2D):
     """
 
     def __init__(self, dim: int, d_state: int = 16, ssm_ratio: float = 2.0, dt_rank: Union[int, str] = "auto",
-                 d_conv: int = 3, conv_bias: bool = True, act_layer=nn.SiLU):
+                 d_conv: int = 3, conv_bias: bool = True, act_layer=nn.SiLU, recompute_states: bool = True):
         super().__init__(dim, d_state, ssm_ratio, dt_rank, d_conv, conv_bias, scan=ATROUS, act_layer=act_layer,
-                         z_gate=True)
+                         z_gate=True, recompute_states=recompute_states)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         proj = project_phases(x, self.x_proj.weight)  # one projection per position, by its own direction

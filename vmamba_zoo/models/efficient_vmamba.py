@@ -56,10 +56,11 @@ class EVSSBlock(nn.Module):
     in-projection and the depthwise conv, which read it in the autocast dtype: a :class:`FastLayerNorm`."""
 
     def __init__(self, dim: int, drop_path: float = 0.0, d_state: int = 16, ssm_ratio: float = 2.0,
-                 dt_rank="auto"):
+                 dt_rank="auto", recompute_states: bool = False):
         super().__init__()
         self.norm = FastLayerNorm(dim)
-        self.mixer = AtrousSS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank)
+        self.mixer = AtrousSS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank,
+                                recompute_states=recompute_states)
         self.conv_branch = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU(), nn.Conv2d(dim, dim, 1))
         self.bi_attn = BiAttn(dim)
@@ -98,6 +99,9 @@ class EfficientVMamba(HierarchicalSSM):
         d_state, ssm_ratio, dt_rank: ES2D settings (see :class:`~vmamba_zoo.layers.AtrousSS2D`).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        recompute_states: the d_state 16 scans' backward re-runs their forward from one saved state per 128
+            steps (least memory) instead of reading every chunk's saved state (the default here: EfficientVMamba's
+            maps are small, and its training then still peaks below the official code's).
 
     Any input whose sides are multiples of 4 works (odd maps are padded for the atrous scan and the
     patch merging, as the official code does).
@@ -121,6 +125,7 @@ class EfficientVMamba(HierarchicalSSM):
         dt_rank="auto",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        recompute_states: bool = False,
     ):
         super().__init__()
         self.in_chans = in_chans
@@ -130,7 +135,8 @@ class EfficientVMamba(HierarchicalSSM):
         stages, self.feature_info = [], []
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             if i < ssm_stages:
-                blocks = [EVSSBlock(dim, rates.pop(0), d_state, ssm_ratio, dt_rank) for _ in range(depth)]
+                blocks = [EVSSBlock(dim, rates.pop(0), d_state, ssm_ratio, dt_rank, recompute_states)
+                          for _ in range(depth)]
             else:
                 blocks = [_inverted_residual(dim, rates.pop(0)) for _ in range(depth)]
             downsample = PatchMerging(dims[i - 1], dim) if i > 0 else None

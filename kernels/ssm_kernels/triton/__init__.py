@@ -69,19 +69,19 @@ def selective_scan_bwd(saved, grad_outputs, flags, needs_grad):
 
 def scan2d_fwd(inputs, flags):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, norm_bias = inputs
-    delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log = flags
+    delta_softplus, split_channels, norm_eps, disjoint, by_step, a_is_log, recompute = flags
     (delta,) = _in_place(delta)
     if B is not None:  # else delta is the whole projection, B and C its slices (see ops.unpack_projection)
         B, C = _in_place(B, C)
     out, ckpt, slices, stats = op("scan2d_fwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight),
-        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step, a_is_log)
+        _c(norm_bias), norm_eps, delta_softplus, split_channels, disjoint, by_step, a_is_log, recompute)
     return (out,), (u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats)
 
 
 def scan2d_bwd(saved, grad_outputs, flags, needs_grad):
     u, delta, A, B, C, D, bias, index, dt_weight, norm_weight, ckpt, slices, stats = saved
-    delta_softplus, split_channels, _, disjoint, by_step, a_is_log = flags
+    delta_softplus, split_channels, _, disjoint, by_step, a_is_log, _ = flags
     du, ddelta, acc = op("scan2d_bwd")(
         u.contiguous(), delta, A.contiguous(), B, C, _c(D), _c(bias), index, _c(dt_weight), _c(norm_weight), ckpt,
         slices, stats, grad_outputs[0].contiguous(), delta_softplus, split_channels, disjoint, by_step, a_is_log)

@@ -185,19 +185,25 @@ class _Layout:
         u_strides = (ub, Dg * uc if split_channels else 0, uc, up)
         return _Layout(u_strides, _per_direction(delta), _per_direction(B), u.shape[0], K, Dg, B.shape[-1], L, rank)
 
-    def checkpoints(self):
+    def checkpoints(self, recompute: bool = True):
         """(chunks per checkpoint segment S, states saved per sequence: with S = 1 every chunk's end state (the
         last one unused, its store unconditional as it always was), else the state entering every segment after
-        the first: none for a sequence of one segment)."""
+        the first: none for a sequence of one segment). ``recompute=False``: S = 1 at any d_state."""
         _, NP, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
         n_chunks = cdiv(self.L, BL)
-        S = _ckpt_chunks(self.N, BL)
+        S = _ckpt_chunks(self.N, BL) if recompute else 1
         return S, (n_chunks if S == 1 else cdiv(n_chunks, S) - 1)
 
-    def ckpt_shape(self):
+    def ckpt_shape(self, recompute: bool = True):
         """The states the forward saves for the backward, (batch, K, saved states, NP, Dg), float32."""
         _, NP, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
-        return (self.batch, self.K, self.checkpoints()[1], NP, self.Dg)
+        return (self.batch, self.K, self.checkpoints(recompute)[1], NP, self.Dg)
+
+    def recomputes(self, ckpt: Tensor) -> bool:
+        """Whether the forward that saved ``ckpt`` saved checkpoint segments (the backward re-runs them) or
+        every chunk's end state: the backward reads it from the shape (S > 1 saves fewer than one a chunk)."""
+        _, _, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
+        return ckpt.shape[2] != cdiv(self.L, BL)
 
     def grid(self, BD):
         return (self.K, cdiv(self.Dg, BD), self.batch)
@@ -233,15 +239,15 @@ def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, 
 
 
 def _launch_fwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, out, s_dir, softplus,
-                store_last, store_states, by_step=False, a_log=False):
+                store_last, store_states, by_step=False, a_log=False, recompute=True):
     """Forward into ``out`` (u's layout, direction k offset by k * s_dir; with ``by_step``, (K, batch, L, Dg)
     by step); returns (last or None, states or None, ckpt). ``a_log``: A holds A_log (A = -exp(A_log))."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, False, layout.rank)
     _check_offsets(u, delta, B, C, z)
     f32 = dict(like=u, dtype=torch.float32)
-    ckpt = _empty(layout.ckpt_shape(), **f32)   # padded states: never read
+    ckpt = _empty(layout.ckpt_shape(recompute), **f32)   # padded states: never read
     n_chunks = cdiv(layout.L, BL)
-    S, n_ckpt = layout.checkpoints()
+    S, n_ckpt = layout.checkpoints(recompute)
     last = _empty(layout.batch, layout.K * layout.Dg, layout.N, **f32) if store_last else None
     states = _empty(layout.batch, layout.K * layout.Dg, layout.N, layout.L, **f32) if store_states else None
     K, blocks, batch = layout.grid(BD)
@@ -311,8 +317,9 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     ``d_low``: where the low-rank step size's gradient goes (a slice of the whole projection's gradient)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
-    assert tuple(ckpt.shape) == layout.ckpt_shape(), "saved states from another chunk or checkpoint length"
-    S, n_ckpt = layout.checkpoints()
+    recompute = layout.recomputes(ckpt)
+    assert tuple(ckpt.shape) == layout.ckpt_shape(recompute), "saved states from another chunk or checkpoint length"
+    S, n_ckpt = layout.checkpoints(recompute)
     # with S > 1, every program's chunk-start states of the checkpoint segment it is in (see kernels.py)
     slots = min(S, n_chunks)
     scratch = _empty(slots, layout.batch, layout.K, NP, layout.Dg, like=u, dtype=torch.float32) if S > 1 else ckpt
@@ -468,7 +475,7 @@ def unpack_projection(delta, B, C, dt_weight, A):
 def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Optional[Tensor], D: Optional[Tensor],
                delta_bias: Optional[Tensor], index: Tensor, dt_weight: Optional[Tensor], norm_weight: Optional[Tensor],
                norm_bias: Optional[Tensor], norm_eps: float, delta_softplus: bool, split_channels: bool,
-               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False
+               disjoint: bool = False, by_step: bool = False, a_is_log: bool = False, recompute: bool = True
                ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(output, the states saved for the backward, the directions' slices, the norm's row statistics).
 
@@ -484,17 +491,18 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Opt
     The slices and statistics kept are then the steps' (K, b, L, C) and (2, b * L).
 
     ``a_is_log``: A holds A_log, the scan's A = -exp(A_log). B and C None: delta is the whole projection
-    (see :func:`unpack_projection`), read in place."""
+    (see :func:`unpack_projection`), read in place. ``recompute=False``: at d_state > 1, save every chunk's end
+    state instead of checkpoint segments (more memory, no re-run in the backward; see :func:`_ckpt_chunks`)."""
     delta, B, C = unpack_projection(delta, B, C, dt_weight, A)
     if by_step:
         return _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias,
-                                   norm_eps, delta_softplus, a_is_log)
+                                   norm_eps, delta_softplus, a_is_log, recompute)
     # one map, not normed: the kernel writes the float32 result itself (no low-precision buffer, no cast after it)
     direct = (split_channels or disjoint) and norm_weight is None
     out, s_dir = _direction_buffer(u, index, split_channels, disjoint, torch.float32 if direct else None)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, split_channels, dt_weight), u, delta, A, B, C, D,
                              delta_bias, None, index, dt_weight, out, s_dir, delta_softplus, False, False,
-                             a_log=a_is_log)
+                             a_log=a_is_log, recompute=recompute)
     if norm_weight is None:
         return (_merge(out, split_channels or disjoint), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
@@ -504,13 +512,13 @@ def _scan2d_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Optional[Tensor], C: Opt
 
 
 def _scan2d_by_step_fwd(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps,
-                        delta_softplus, a_is_log=False):
+                        delta_softplus, a_is_log=False, recompute=True):
     K, L = index.shape
     batch, positions, channels = u.shape[0], u.shape[1] * u.shape[2], u.shape[3]
     steps = _empty(K, batch, L, channels, like=u)
     _, _, ckpt = _launch_fwd(_map_layout(u, delta, B, index, False, dt_weight), u, delta, A, B, C, D, delta_bias,
                              None, index, dt_weight, steps, 0, delta_softplus, False, False, by_step=True,
-                             a_log=a_is_log)
+                             a_log=a_is_log, recompute=recompute)
     if norm_weight is None:
         y = sum_visits(steps, index, positions, torch.float32).view(u.shape)
         return y, ckpt, u.new_empty(_EMPTY), u.new_empty(_EMPTY, dtype=torch.float32)
@@ -530,9 +538,10 @@ scan2d_fwd = _custom_op(_scan2d_fwd)
 
 @_fake(scan2d_fwd)
 def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, norm_bias, norm_eps, delta_softplus,
-      split_channels, disjoint=False, by_step=False, a_is_log=False):
+      split_channels, disjoint=False, by_step=False, a_is_log=False, recompute=True):
     delta, B, C = unpack_projection(delta, B, C, dt_weight, A)
-    ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(), dtype=torch.float32)
+    ckpt = u.new_empty(_map_layout(u, delta, B, index, split_channels, dt_weight).ckpt_shape(recompute),
+                       dtype=torch.float32)
     if norm_weight is None:
         return (u.new_empty(u.shape, dtype=torch.float32), ckpt, u.new_empty(_EMPTY),
                 u.new_empty(_EMPTY, dtype=torch.float32))
