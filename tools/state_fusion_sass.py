@@ -6,7 +6,8 @@ Compiles, as the launchers call them at one of Spatial-Mamba-T's stages (batch 1
 (``state_fusion_observe``), and prints for each: registers a thread, stack bytes, spill instructions
 (LDL / STL: local memory), instructions per element (the kernel's static instruction count over the
 elements a thread holds; none of these kernels has a runtime loop, so this is what a thread executes, up to
-predicated-off branches) and the opcode mix. Counts come from the local Triton, which may differ in detail
+predicated-off branches; for the split backward, per path: near-border and interior programs) and the opcode
+mix. Counts come from the local Triton, which may differ in detail
 from the GPU machine's. See kernels/NOTES.md, "Spatial-Mamba".
 
     python tools/state_fusion_sass.py --stage 1
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,8 +51,11 @@ def kernels(stage: int, overrides: dict):
              (sf.OBS_BWD_P, sf.OBS_BWD_BC, sf.OBS_BWD_WARPS))):
         P, BC, warps = overrides.get("P") or P, overrides.get("BC") or BC, overrides.get("warps") or warps
         grid, P = sf._observe_grid(BATCH, E, L, P, BC)
-        ints = dict(E=E, H=side, W=side, c_stride=3 * L)  # C a view of the (B, R + 2, L) projection
-        out.append((name, fn, dict(POINTERS, g="fp32"), ints, dict(K=K, P=P, BC=BC), warps, P * 32 * BC))
+        split, M, n_near, near_tiles, _ = sf._backward_split(side, side, 5, 32 * P)
+        ints = dict(E=E, H=side, W=side, c_stride=3 * L,  # C a view of the (B, R + 2, L) projection
+                    M=M, n_near=n_near, near_tiles=near_tiles)
+        flags = dict(K=K, P=P, BC=BC, **(dict(SPLIT=split) if name.endswith("bwd") else {}))
+        out.append((name, fn, dict(POINTERS, g="fp32"), ints, flags, warps, P * 32 * BC))
     return out
 
 
@@ -58,7 +63,24 @@ def summary(sass: str, elements_per_thread: float) -> dict:
     code = instructions(sass)
     mix = collections.Counter(op for _, op, _, _ in code)
     return dict(total=len(code), per_element=len(code) / elements_per_thread, spills=mix["LDL"] + mix["STL"],
-                mix=mix)
+                mix=mix, skip=largest_skip(code))
+
+
+def near_share(ints: dict, P: int) -> float:
+    return ints["near_tiles"] / sf._backward_split(ints["H"], ints["W"], 5, 32 * P)[4]
+
+
+def largest_skip(code):
+    """(instructions before, instructions jumped over by) the kernel's largest forward branch: in the split
+    backward, the interior programs' jump over the near-border block, which falls through to its exit."""
+    addresses = [a for a, _, _, _ in code]
+    best = (0, 0)
+    for address, op, _, operands in code:
+        target = re.match(r"0x([0-9a-f]+)", operands) if op == "BRA" else None
+        if target and int(target.group(1), 16) > address:
+            skipped = sum(1 for a in addresses if address < a < int(target.group(1), 16))
+            best = max(best, (skipped, sum(1 for a in addresses if a <= address)))
+    return best[1], best[0]
 
 
 def main(argv=None) -> int:
@@ -83,7 +105,14 @@ def main(argv=None) -> int:
         s = summary(sass, elements / (32 * warps))
         blocks = ", ".join(f"{k}={v}" for k, v in flags.items() if k != "K")
         print(f"{name} ({blocks}, warps={warps}): {usage}, {s['spills']} spill instructions, "
-              f"{s['total']} instructions, {s['per_element']:.0f} per element")
+              f"{s['total']} instructions, {s['per_element']:.0f} per element"
+              + (" (both paths counted)" if flags.get("SPLIT") else ""))
+        if flags.get("SPLIT"):
+            per_thread = elements / (32 * warps)
+            before, skipped = s["skip"]
+            near, interior = before + skipped, s["total"] - skipped
+            print(f"    split: a near-border program runs ~{near / per_thread:.0f} instructions per element, "
+                  f"an interior one ~{interior / per_thread:.0f} ({near_share(ints, flags['P']):.0%} of the programs near)")
         print("    mix: " + ", ".join(f"{op} {n}" for op, n in s["mix"].most_common(14)))
     return 0
 

@@ -179,17 +179,11 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
 
 
 @triton.jit
-def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr,
-                              dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
-                              K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr):
-    """dy_ptr: dy, channels-last (B, H, W, E); g_ptr: g = dy * C, channels-first (B, E, L), float32."""
-    L = H * W
-    image, ch, q, chs, qs, mask, r, c = _observe_tile(E, L, W, P, BC)
-    plane = chs * L
-    h_img, g_img = h_ptr + image * E * L, g_ptr + image * E * L
-    own = plane + qs
-    dy = tl.load(dy_ptr + image * L * E + qs * E + chs).to(tl.float32)
-    g = tl.where(mask, tl.load(g_img + own), 0.0)       # the gradient of the fused map; clamped duplicates: 0
+def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, own, plane, r, c, ch, chs, mask,
+                    E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+    """h' at this tile, the gathered part of dh, and the 27 tap sums added to s_ptr. NEAR: the tile holds
+    positions within max(dilations) of the border (clamped sources, masked inside-gathers, border scatter);
+    else none is, and every tap is a plain shift."""
     fused = tl.zeros([P, BC, 32], tl.float32)
     dh = tl.zeros([P, BC, 32], tl.float32)
     for k in tl.static_range(K):
@@ -201,29 +195,116 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u
             row_in = (r >= (i - 1) * d) & (r < H + (i - 1) * d)     # p - offset's row is in the map
             for j in tl.static_range(3):
                 uc = c + (j - 1) * d
+                shift = ((i - 1) * W + (j - 1)) * d
                 w = tl.load(w_ptr + (k * E + chs) * 9 + (i * 3 + j)).to(tl.float32) * scale
-                src = row + tl.minimum(tl.maximum(uc, 0), W - 1)
+                if NEAR:
+                    src = row + tl.minimum(tl.maximum(uc, 0), W - 1)
+                else:
+                    src = own + shift
                 v = tl.load(h_img + src).to(tl.float32)
                 fused += w * v
                 s = tl.sum(tl.sum(g * v, axis=0), axis=1)   # [BC]: this tap's sum of g * h[source], in-thread first
                 tl.atomic_add(s_ptr + (k * 9 + i * 3 + j) * E + ch.reshape(BC), s,
                               mask=ch.reshape(BC) < E, sem="relaxed")
                 # the taps whose source is inside the map: gathered here, from p - offset (a uniform shift)
-                inside = row_in & (c >= (j - 1) * d) & (c < W + (j - 1) * d)
-                shift = ((i - 1) * W + (j - 1)) * d
-                dh += w * tl.load(g_img + own - shift, mask=inside, other=0.0)
-                if i * 3 + j != 4:  # the centre tap is never clamped
-                    # the taps whose source the clamp moved onto the border (replicate padding): scattered
-                    clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
-                    tl.atomic_add(dh_ptr + image * E * L + src, w * g, mask=mask & clamped, sem="relaxed")
-    tl.atomic_add(dh_ptr + image * E * L + own, dh, mask=mask, sem="relaxed")  # border taps add here too
+                if NEAR:
+                    inside = row_in & (c >= (j - 1) * d) & (c < W + (j - 1) * d)
+                    dh += w * tl.load(g_img + own - shift, mask=inside, other=0.0)
+                    if i * 3 + j != 4:  # the centre tap is never clamped
+                        # the taps whose source the clamp moved onto the border (replicate padding): scattered
+                        clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
+                        tl.atomic_add(dh_img + src, w * g, mask=mask & clamped, sem="relaxed")
+                else:
+                    dh += w * tl.load(g_img + own - shift)
+    return fused, dh
+
+
+@triton.jit
+def _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr, dd_ptr,
+                   s_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+    """The backward at positions q [P, 1, 32] (L: none) of this program's image and channels. NEAR: some
+    position may lie within max(dilations) of the border."""
+    L = H * W
+    image = tl.program_id(2).to(tl.int64)
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :, None]
+    chs, qs = tl.minimum(ch, E - 1), tl.minimum(q, L - 1)
+    mask = (ch < E) & (q < L)
+    r = qs // W
+    c = qs - r * W
+    plane = chs * L
+    h_img, g_img, dh_img = h_ptr + image * E * L, g_ptr + image * E * L, dh_ptr + image * E * L
+    own = plane + qs
+    dy = tl.load(dy_ptr + image * L * E + qs * E + chs).to(tl.float32)
+    g = tl.where(mask, tl.load(g_img + own), 0.0)       # the gradient of the fused map; padding: 0
+    fused, dh = _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, own, plane, r, c,
+                                ch, chs, mask, E, H, W, K, P, BC, NEAR)
+    if NEAR:
+        tl.atomic_add(dh_img + own, dh, mask=mask, sem="relaxed")  # other programs' border taps add here too
+    else:
+        tl.store(dh_img + own, dh, mask=mask)            # no border tap lands on an interior position
     tl.atomic_add(dc_ptr + image * L + q.reshape(P, 32), tl.sum(tl.where(mask, dy * fused, 0.0), axis=1),
                   mask=q.reshape(P, 32) < L, sem="relaxed")
-    u = tl.load(u_ptr + image * E * L + plane + qs).to(tl.float32)
-    tl.store(du_ptr + image * E * L + plane + qs, (dy * tl.load(d_ptr + chs).to(tl.float32)).to(
-        du_ptr.dtype.element_ty), mask=mask)
+    u = tl.load(u_ptr + image * E * L + own).to(tl.float32)
+    tl.store(du_ptr + image * E * L + own, (dy * tl.load(d_ptr + chs).to(tl.float32)).to(du_ptr.dtype.element_ty),
+             mask=mask)
     tl.atomic_add(dd_ptr + ch.reshape(BC), tl.sum(tl.sum(tl.where(mask, dy * u, 0.0), axis=0), axis=1),
                   mask=ch.reshape(BC) < E, sem="relaxed")
+
+
+@triton.jit
+def _split_positions(near_tiles, n_near, M, H, W, P: tl.constexpr):
+    """This program's positions [P, 1, 32] (L past the end of its part) and whether they are near the border,
+    in the split order: the first near_tiles programs hold the n_near positions within M of the border (the
+    top and bottom bands of M rows, then the M columns at each end of the rows between), the others the
+    interior ones, row-major."""
+    L = H * W
+    tile = tl.program_id(1)
+    near = tile < near_tiles
+    t = tl.where(near, tile, tile - near_tiles) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 \
+        + tl.arange(0, 32)[None, None, :]
+    band = M * W
+    k = t - 2 * band
+    cc = k % (2 * M)
+    rim = (M + k // (2 * M)) * W + tl.where(cc < M, cc, cc + W - 2 * M)
+    near_q = tl.where(t < band, t, tl.where(t < 2 * band, (H - M) * W + t - band, rim))
+    inner = W - 2 * M
+    inner_q = (M + t // inner) * W + M + t % inner
+    q = tl.where(near, tl.where(t < n_near, near_q, L), tl.where(t < L - n_near, inner_q, L))
+    return q, near
+
+
+@triton.jit
+def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, near_tiles, n_near, M,
+                              dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
+                              K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, SPLIT: tl.constexpr):
+    """dy_ptr: dy, channels-last (B, H, W, E); g_ptr: g = dy * C, channels-first (B, E, L), float32.
+    SPLIT: programs hold either positions within M = max(dilations) of the border or interior ones (see
+    _split_positions), and the interior programs skip the clamps, the masks and the border scatter; else
+    positions in row-major order, every program as near the border."""
+    if SPLIT:
+        q, near = _split_positions(near_tiles, n_near, M, H, W, P)
+        if near:
+            _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+                           dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+        else:
+            _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+                           dd_ptr, s_ptr, E, H, W, K, P, BC, False)
+    else:
+        q = tl.program_id(1) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
+        _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+                       dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+
+
+def _backward_split(height: int, width: int, margin: int, tile: int):
+    """(split?, margin M, positions within M of the border, tiles of them, all tiles): split into near-border
+    and interior programs when at least a quarter of the map is interior (Spatial-Mamba-T's 56x56 and 28x28
+    maps; at 14x14 the interior is 16 positions, at 7x7 none)."""
+    length = height * width
+    interior = max(height - 2 * margin, 0) * max(width - 2 * margin, 0)
+    if 4 * interior < length:
+        return False, 0, length, cdiv(length, tile), cdiv(length, tile)
+    near_tiles = cdiv(length - interior, tile)
+    return True, margin, length - interior, near_tiles, near_tiles + cdiv(interior, tile)
 
 
 _OBS_FWD, _OBS_BWD = Launcher(fusion_observe_fwd_kernel), Launcher(fusion_observe_bwd_kernel)
@@ -278,8 +359,10 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     dD = torch.zeros((channels,), dtype=torch.float32, device=h.device)
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
     grid, P = _observe_grid(batch, channels, length, OBS_BWD_P, OBS_BWD_BC)
-    _OBS_BWD[grid](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D, dh, dC, du,
-                   dD, sums, channels, height, width, K=K, P=P, BC=OBS_BWD_BC, num_warps=OBS_BWD_WARPS)
+    split, margin, n_near, near_tiles, tiles = _backward_split(height, width, max(dilations), 32 * P)
+    _OBS_BWD[(grid[0], tiles, grid[2])](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D, near_tiles,
+                                        n_near, margin, dh, dC, du, dD, sums, channels, height, width, K=K, P=P,
+                                        BC=OBS_BWD_BC, SPLIT=split, num_warps=OBS_BWD_WARPS)
     # sums[k * 9 + tap, e] = sum over positions of g * h[source]: d weight = alpha_k * sums, d alpha = sum w * sums
     sums = sums.view(K, 3, 3, channels).permute(0, 3, 1, 2)
     dweight = alpha.float()[:, None, None, None] * sums
