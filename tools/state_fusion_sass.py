@@ -42,7 +42,8 @@ def kernels(stage: int, overrides: dict):
     L = side * side
     out = []
     # the separate fusion: its g is the float32 gradient of the float32 fused map
-    for name, fn in (("state_fusion fwd", sf.state_fusion_fwd_kernel), ("state_fusion bwd", sf.state_fusion_bwd_kernel)):
+    for name, fn in (("state_fusion fwd", sf.state_fusion_fwd_kernel),
+                     ("state_fusion bwd", sf.state_fusion_bwd_kernel)):
         out.append((name, fn, dict(POINTERS, g="fp32"), dict(C=E, H=side, W=side), dict(K=K, BLOCK=sf.BLOCK), 4,
                     sf.BLOCK))
     for name, fn, (P, BC, warps) in (
@@ -51,7 +52,7 @@ def kernels(stage: int, overrides: dict):
              (sf.OBS_BWD_P, sf.OBS_BWD_BC, sf.OBS_BWD_WARPS))):
         P, BC, warps = overrides.get("P") or P, overrides.get("BC") or BC, overrides.get("warps") or warps
         grid, P = sf._observe_grid(BATCH, E, L, P, BC)
-        split, M, n_near, near_tiles, _ = sf._backward_split(side, side, 5, 32 * P)
+        split, M, n_near, near_tiles, _ = sf._split(side, side, 5, 32 * P)
         ints = dict(E=E, H=side, W=side, c_stride=3 * L,  # C a view of the (B, R + 2, L) projection
                     M=M, n_near=n_near, near_tiles=near_tiles)
         flags = dict(K=K, P=P, BC=BC, **(dict(SPLIT=split) if name.endswith("bwd") else {}))
@@ -67,7 +68,7 @@ def summary(sass: str, elements_per_thread: float) -> dict:
 
 
 def near_share(ints: dict, P: int) -> float:
-    return ints["near_tiles"] / sf._backward_split(ints["H"], ints["W"], 5, 32 * P)[4]
+    return ints["near_tiles"] / sf._split(ints["H"], ints["W"], 5, 32 * P)[4]
 
 
 def largest_skip(code):
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
         print("state_fusion_sass.py compiles the kernels: unset TRITON_INTERPRET", file=sys.stderr)
         return 2
     E, side = STAGES[args.stage]
-    print(f"Spatial-Mamba-T stage {args.stage} (E={E}, {side}x{side}), batch {BATCH}, sm_90, Triton {triton.__version__}")
+    print(f"Spatial-Mamba-T stage {args.stage} (E={E}, {side}x{side}), batch {BATCH}, sm_90, "
+          f"Triton {triton.__version__}")
     for name, fn, pointers, ints, flags, warps, elements in kernels(args.stage, vars(args)):
         if args.pass_ != "both" and not name.endswith(args.pass_):
             continue
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
             before, skipped = s["skip"]
             near, interior = before + skipped, s["total"] - skipped
             print(f"    split: a near-border program runs ~{near / per_thread:.0f} instructions per element, "
-                  f"an interior one ~{interior / per_thread:.0f} ({near_share(ints, flags['P']):.0%} of the programs near)")
+                  f"an interior one ~{interior / per_thread:.0f} "
+                  f"({near_share(ints, flags['P']):.0%} of the programs near)")
         print("    mix: " + ", ".join(f"{op} {n}" for op, n in s["mix"].most_common(14)))
     return 0
 

@@ -186,6 +186,7 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
     else none is, and every tap is a plain shift."""
     fused = tl.zeros([P, BC, 32], tl.float32)
     dh = tl.zeros([P, BC, 32], tl.float32)
+    h_own, g_own = h_img + own, g_img + own             # pointer + a uniform shift: one IMAD.WIDE an address
     for k in tl.static_range(K):
         d = tl.load(dil_ptr + k)
         scale = tl.load(alpha_ptr + k).to(tl.float32)
@@ -199,9 +200,9 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
                 w = tl.load(w_ptr + (k * E + chs) * 9 + (i * 3 + j)).to(tl.float32) * scale
                 if NEAR:
                     src = row + tl.minimum(tl.maximum(uc, 0), W - 1)
+                    v = tl.load(h_img + src).to(tl.float32)
                 else:
-                    src = own + shift
-                v = tl.load(h_img + src).to(tl.float32)
+                    v = tl.load(h_own + shift).to(tl.float32)
                 fused += w * v
                 s = tl.sum(tl.sum(g * v, axis=0), axis=1)   # [BC]: this tap's sum of g * h[source], in-thread first
                 tl.atomic_add(s_ptr + (k * 9 + i * 3 + j) * E + ch.reshape(BC), s,
@@ -209,13 +210,13 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
                 # the taps whose source is inside the map: gathered here, from p - offset (a uniform shift)
                 if NEAR:
                     inside = row_in & (c >= (j - 1) * d) & (c < W + (j - 1) * d)
-                    dh += w * tl.load(g_img + own - shift, mask=inside, other=0.0)
+                    dh += w * tl.load(g_own - shift, mask=inside, other=0.0)
                     if i * 3 + j != 4:  # the centre tap is never clamped
                         # the taps whose source the clamp moved onto the border (replicate padding): scattered
                         clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
                         tl.atomic_add(dh_img + src, w * g, mask=mask & clamped, sem="relaxed")
                 else:
-                    dh += w * tl.load(g_img + own - shift)
+                    dh += w * tl.load(g_own - shift)
     return fused, dh
 
 
@@ -295,7 +296,7 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u
                        dd_ptr, s_ptr, E, H, W, K, P, BC, True)
 
 
-def _backward_split(height: int, width: int, margin: int, tile: int):
+def _split(height: int, width: int, margin: int, tile: int):
     """(split?, margin M, positions within M of the border, tiles of them, all tiles): split into near-border
     and interior programs when at least a quarter of the map is interior (Spatial-Mamba-T's 56x56 and 28x28
     maps; at 14x14 the interior is 16 positions, at 7x7 none)."""
@@ -359,7 +360,7 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     dD = torch.zeros((channels,), dtype=torch.float32, device=h.device)
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
     grid, P = _observe_grid(batch, channels, length, OBS_BWD_P, OBS_BWD_BC)
-    split, margin, n_near, near_tiles, tiles = _backward_split(height, width, max(dilations), 32 * P)
+    split, margin, n_near, near_tiles, tiles = _split(height, width, max(dilations), 32 * P)
     _OBS_BWD[(grid[0], tiles, grid[2])](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D, near_tiles,
                                         n_near, margin, dh, dC, du, dD, sums, channels, height, width, K=K, P=P,
                                         BC=OBS_BWD_BC, SPLIT=split, num_warps=OBS_BWD_WARPS)
