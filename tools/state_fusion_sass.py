@@ -57,6 +57,9 @@ def kernels(stage: int, overrides: dict):
                     M=M, n_near=n_near, near_tiles=near_tiles)
         flags = dict(K=K, P=P, BC=BC, **(dict(SPLIT=split) if name.endswith("bwd") else {}))
         out.append((name, fn, dict(POINTERS, g="fp32"), ints, flags, warps, P * 32 * BC))
+        if name.endswith("bwd"):  # its first pass: g = dy * C, channels-first
+            out.append(("state_fusion_observe bwd, g = dy C", sf.observe_grad_kernel, dict(POINTERS, g="fp32"),
+                        dict(E=E, L=L, c_stride=3 * L), dict(BQ=64, BC=64), 4, 64 * 64))
     return out
 
 
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     print(f"Spatial-Mamba-T stage {args.stage} (E={E}, {side}x{side}), batch {BATCH}, sm_90, "
           f"Triton {triton.__version__}")
     for name, fn, pointers, ints, flags, warps, elements in kernels(args.stage, vars(args)):
-        if args.pass_ != "both" and not name.endswith(args.pass_):
+        if args.pass_ != "both" and args.pass_ not in name:
             continue
         sass, usage = compile_kernel(fn, pointers, ints, flags, warps)
         if args.sass:

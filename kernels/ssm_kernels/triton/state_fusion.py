@@ -221,14 +221,15 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
 
 
 @triton.jit
-def _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr, dd_ptr,
-                   s_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
-    """The backward at positions q [P, 1, 32] (L: none) of this program's image and channels. NEAR: some
-    position may lie within max(dilations) of the border."""
+def _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+                   dd_ptr, s_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+    """The backward at positions q [P, 1, 32] (L: none) of this program's image and channels, reading at qs
+    (= q, or for the padding a position of the same kind: near the border or, if not NEAR, interior, whose
+    27 shifted taps stay inside the map). NEAR: some position may lie within max(dilations) of the border."""
     L = H * W
     image = tl.program_id(2).to(tl.int64)
     ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :, None]
-    chs, qs = tl.minimum(ch, E - 1), tl.minimum(q, L - 1)
+    chs = tl.minimum(ch, E - 1)
     mask = (ch < E) & (q < L)
     r = qs // W
     c = qs - r * W
@@ -257,7 +258,8 @@ def _split_positions(near_tiles, n_near, M, H, W, P: tl.constexpr):
     """This program's positions [P, 1, 32] (L past the end of its part) and whether they are near the border,
     in the split order: the first near_tiles programs hold the n_near positions within M of the border (the
     top and bottom bands of M rows, then the M columns at each end of the rows between), the others the
-    interior ones, row-major."""
+    interior ones, row-major. Returns (positions, L for the padding), the positions to read (the padding
+    reads one of its part's) and whether they are near the border."""
     L = H * W
     tile = tl.program_id(1)
     near = tile < near_tiles
@@ -269,9 +271,10 @@ def _split_positions(near_tiles, n_near, M, H, W, P: tl.constexpr):
     rim = (M + k // (2 * M)) * W + tl.where(cc < M, cc, cc + W - 2 * M)
     near_q = tl.where(t < band, t, tl.where(t < 2 * band, (H - M) * W + t - band, rim))
     inner = W - 2 * M
-    inner_q = (M + t // inner) * W + M + t % inner
+    ti = tl.minimum(t, L - n_near - 1)
+    inner_q = (M + ti // inner) * W + M + ti % inner
     q = tl.where(near, tl.where(t < n_near, near_q, L), tl.where(t < L - n_near, inner_q, L))
-    return q, near
+    return q, tl.where(near, tl.minimum(q, L - 1), inner_q), near
 
 
 @triton.jit
@@ -283,17 +286,30 @@ def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u
     _split_positions), and the interior programs skip the clamps, the masks and the border scatter; else
     positions in row-major order, every program as near the border."""
     if SPLIT:
-        q, near = _split_positions(near_tiles, n_near, M, H, W, P)
+        q, qs, near = _split_positions(near_tiles, n_near, M, H, W, P)
         if near:
-            _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+            _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
                            dd_ptr, s_ptr, E, H, W, K, P, BC, True)
         else:
-            _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
+            _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
                            dd_ptr, s_ptr, E, H, W, K, P, BC, False)
     else:
         q = tl.program_id(1) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
-        _backward_tile(q, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
-                       dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+        _backward_tile(q, tl.minimum(q, H * W - 1), h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr,
+                       dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+
+
+@triton.jit
+def observe_grad_kernel(dy_ptr, c_ptr, c_stride, g_ptr, E, L, BQ: tl.constexpr, BC: tl.constexpr):
+    """g = dy * C channels-first (B, E, L) in float32, from dy channels-last (B, L, E): a [BQ, BC] tile read
+    along the channels, written along the positions (Triton transposes it through shared memory)."""
+    image = tl.program_id(2).to(tl.int64)
+    q = tl.program_id(1) * BQ + tl.arange(0, BQ)[:, None]
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :]
+    mask = (q < L) & (ch < E)
+    dy = tl.load(dy_ptr + image * L * E + q * E + ch, mask=mask, other=0.0).to(tl.float32)
+    g = dy * tl.load(c_ptr + image * c_stride + q, mask=q < L, other=0.0).to(tl.float32)
+    tl.store(g_ptr + image * E * L + ch * L + q, g, mask=mask)
 
 
 def _split(height: int, width: int, margin: int, tile: int):
@@ -309,6 +325,7 @@ def _split(height: int, width: int, margin: int, tile: int):
 
 
 _OBS_FWD, _OBS_BWD = Launcher(fusion_observe_fwd_kernel), Launcher(fusion_observe_bwd_kernel)
+_OBS_GRAD = Launcher(observe_grad_kernel)
 
 
 def _observe_grid(batch, channels, length, P, BC):
@@ -346,14 +363,15 @@ def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
 def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
                              dilations: Sequence[int], grad: Tensor):
     """Gradients of h, weight, alpha, C, u, D (float32 but du, in u's dtype)."""
-    h, weight, alpha, u, D, grad = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
-        D.contiguous(), grad.contiguous()
+    h, weight, alpha, u, D, C, grad = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
+        D.contiguous(), _c_view(C), grad.contiguous()
     batch, channels, height, width = map(int, h.shape)
     K, length = len(dilations), height * width
     _check_sizes(batch, channels, length)
-    # g = dy * C, channels-first in float32 (one elementwise pass): the kernel gathers it at 27 taps, coalesced
-    g = torch.empty(h.shape, dtype=torch.float32, device=h.device).view(batch, channels, length)
-    torch.mul(grad.reshape(batch, length, channels).transpose(1, 2), C.float(), out=g)
+    # g = dy * C, channels-first in float32: the kernel gathers it at 27 taps, coalesced
+    g = _empty(*h.shape, like=h, dtype=torch.float32)
+    _OBS_GRAD[(cdiv(channels, 64), cdiv(length, 64), batch)](grad, C, int(C.stride(0)), g, channels, length, BQ=64,
+                                                              BC=64)
     dh = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
     dC = torch.zeros((batch, 1, length), dtype=torch.float32, device=h.device)
     du = _empty(*u.shape, like=u)
