@@ -9,7 +9,8 @@ training) times, forward (no grad) and forward + backward:
 - fused: ``state_fusion_observe`` (one op, y channels-last in the autocast dtype, h' never stored);
 
 each alone and followed by the mixer's out-norm (``nn.LayerNorm``, which copies the separate path's
-transposed y to contiguous first). Inputs as the model gives them: the states float32 (B, E, H, W), C a
+transposed y to contiguous first; and, for the fused path, ``ssm_kernels.layer_norm`` as ``FastLayerNorm``
+runs it, which the first fused model used). Inputs as the model gives them: the states float32 (B, E, H, W), C a
 strided view of the (B, R + 2, L) projection, u (B, E, L) and the gradient in bf16. Also checks that the
 two paths agree. Times are medians of ``triton.testing.do_bench`` (CUDA events), in milliseconds.
 
@@ -27,7 +28,7 @@ import math
 import torch
 import triton
 
-from ssm_kernels import state_fusion, state_fusion_observe
+from ssm_kernels import layer_norm, state_fusion, state_fusion_observe
 from ssm_kernels.triton import state_fusion as sf
 
 #: Spatial-Mamba-T's four stages at 224x224: (dim, map side); the mixer's E = 2 * dim
@@ -64,7 +65,9 @@ def paths(E, side, device):
         return state_fusion_observe(h, weight, alpha, proj[:, -1:], u, D, (1, 3, 5))
 
     return {"separate": separate, "fused": fused,
-            "separate + LN": lambda *x: norm(separate(*x)), "fused + LN": lambda *x: norm(fused(*x))}
+            "separate + LN": lambda *x: norm(separate(*x)), "fused + LN": lambda *x: norm(fused(*x)),
+            # the first fused model also had the Triton LayerNorm (FastLayerNorm) there: its part, measured apart
+            "fused + ssm_kernels.layer_norm": lambda *x: layer_norm(fused(*x), norm.weight, norm.bias)}
 
 
 def timings(fn, x, grad):
