@@ -128,15 +128,18 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
 # Forward: h' = sum of the 27 clamped taps in registers, y = h' C + u D stored channels-last (Triton
 # transposes the tile through shared memory for that store: one conversion per program).
 #
-# Backward: the launcher transposes dy to channels-first (one copy), so that every read of the kernel is a
-# coalesced channels-first plane. Recompute h' from the 27 taps of h it reads anyway for the kernels'
-# gradients; dC = sum over channels of dy h' (one atomic add per position and channel block), du = dy D,
-# dD, and the 27 per-channel tap sums of (dy C) h[source] (dweight = alpha * sums, dalpha = sum weight * sums,
-# from one (27, E) buffer; reduced in registers and across the warp's lanes, one atomic add per tap and
-# channel a program). dh is gathered, not scattered: a tap whose unclamped source lies inside the map is
-# the plain stencil's adjoint, read at p - offset; only the taps the replicate clamp moved onto the border
-# are scattered with atomic adds (none for interior positions), and each position adds its gathered sum
-# once, atomically (other programs' border taps land on the same border positions).
+# Backward: a first small kernel forms g = dy C channels-first in float32 (transposing dy's channels-last
+# tiles through shared memory), so that every gather of the main kernel reads a coalesced channels-first
+# plane. Recompute h' from the 27 taps of h it reads anyway for the kernels' gradients; dC = sum over channels
+# of dy h' (one atomic add per position and channel block), du = dy D, dD, and the 27 per-channel tap sums of
+# g h[source] (dweight = alpha * sums, dalpha = sum weight * sums, from one (27, E) buffer; reduced in
+# registers and across the warp's lanes, one atomic add per tap and channel a program). dh is gathered, not
+# scattered: a tap whose unclamped source lies inside the map is the plain stencil's adjoint, read at
+# p - offset; only the taps the replicate clamp moved onto the border are scattered with atomic adds, and
+# each position adds its gathered sum once, atomically (other programs' border taps land on the same border
+# positions). Only positions within max(dilations) of the border need the clamps, masks and scatter: on
+# maps at least a quarter interior the programs hold either such positions or interior ones (SPLIT), and
+# the interior programs read every tap as a plain shift and store dh.
 
 #: Launch parameters: positions a program (OBS_P groups of 32), channels a program, warps (forward, backward).
 OBS_P, OBS_BC, OBS_WARPS = 4, 16, 8
