@@ -5,10 +5,10 @@ Compiles, as the launchers call them at one of Spatial-Mamba-T's stages (batch 1
 (``state_fusion``: one (image, channel) plane and 256 positions a program) and the fusion + observation's
 (``state_fusion_observe``), and prints for each: registers a thread, stack bytes, spill instructions
 (LDL / STL: local memory), instructions per element (the kernel's static instruction count over the
-elements a thread holds; none of these kernels has a runtime loop, so this is what a thread executes, up to
-predicated-off branches; for the split backward, per path: near-border and interior programs) and the opcode
-mix. Counts come from the local Triton, which may differ in detail
-from the GPU machine's. See kernels/NOTES.md, "Spatial-Mamba".
+elements a thread holds: what a thread executes, up to predicated-off branches, in a kernel without a
+runtime loop; the backward's programs loop over up to 4 tiles: its loop bodies per element, for near-border
+and interior programs when split) and the opcode mix. Counts come from the local Triton, which may differ
+in detail from the GPU machine's. See kernels/NOTES.md, "Spatial-Mamba".
 
     python tools/state_fusion_sass.py --stage 1
     python tools/state_fusion_sass.py --stage 1 --pass bwd --P 2 --BC 16 --warps 8 --sass /tmp/bwd.sass
@@ -52,9 +52,10 @@ def kernels(stage: int, overrides: dict):
              (sf.OBS_BWD_P, sf.OBS_BWD_BC, sf.OBS_BWD_WARPS))):
         P, BC, warps = overrides.get("P") or P, overrides.get("BC") or BC, overrides.get("warps") or warps
         grid, P = sf._observe_grid(BATCH, E, L, P, BC)
-        split, M, n_near, near_tiles, _ = sf._split(side, side, 5, 32 * P)
+        split, M, n_near, near_tiles, tiles = sf._split(side, side, 5, 32 * P)
         ints = dict(E=E, H=side, W=side, c_stride=3 * L,  # C a view of the (B, R + 2, L) projection
-                    M=M, n_near=n_near, near_tiles=near_tiles)
+                    M=M, n_near=n_near, near_tiles=near_tiles, tiles=tiles, TILES=sf.OBS_BWD_TILES,
+                    near_programs=triton.cdiv(near_tiles, sf.OBS_BWD_TILES))
         flags = dict(K=K, P=P, BC=BC, **(dict(SPLIT=split) if name.endswith("bwd") else {}))
         out.append((name, fn, dict(POINTERS, g="fp32"), ints, flags, warps, P * 32 * BC))
         if name.endswith("bwd"):  # its first pass: g = dy * C, channels-first
@@ -67,24 +68,21 @@ def summary(sass: str, elements_per_thread: float) -> dict:
     code = instructions(sass)
     mix = collections.Counter(op for _, op, _, _ in code)
     return dict(total=len(code), per_element=len(code) / elements_per_thread, spills=mix["LDL"] + mix["STL"],
-                mix=mix, skip=largest_skip(code))
+                mix=mix, loops=loop_bodies(code))
 
 
-def near_share(ints: dict, P: int) -> float:
-    return ints["near_tiles"] / sf._split(ints["H"], ints["W"], 5, 32 * P)[4]
-
-
-def largest_skip(code):
-    """(instructions before, instructions jumped over by) the kernel's largest forward branch: in the split
-    backward, the interior programs' jump over the near-border block, which falls through to its exit."""
+def loop_bodies(code) -> list:
+    """Instruction counts of the kernel's runtime loops (their backward branches' spans, 200 instructions or
+    more), in address order: in the backward, the loop over a program's tiles (split: near-border, interior)."""
     addresses = [a for a, _, _, _ in code]
-    best = (0, 0)
+    spans = []
     for address, op, _, operands in code:
         target = re.match(r"0x([0-9a-f]+)", operands) if op == "BRA" else None
-        if target and int(target.group(1), 16) > address:
-            skipped = sum(1 for a in addresses if address < a < int(target.group(1), 16))
-            best = max(best, (skipped, sum(1 for a in addresses if a <= address)))
-    return best[1], best[0]
+        if target and int(target.group(1), 16) < address:
+            n = sum(1 for a in addresses if int(target.group(1), 16) <= a <= address)
+            if n >= 200:
+                spans.append(n)
+    return spans
 
 
 def main(argv=None) -> int:
@@ -111,14 +109,12 @@ def main(argv=None) -> int:
         blocks = ", ".join(f"{k}={v}" for k, v in flags.items() if k != "K")
         print(f"{name} ({blocks}, warps={warps}): {usage}, {s['spills']} spill instructions, "
               f"{s['total']} instructions, {s['per_element']:.0f} per element"
-              + (" (both paths counted)" if flags.get("SPLIT") else ""))
-        if flags.get("SPLIT"):
+              + (" (static: every path, loops once)" if s["loops"] else ""))
+        if s["loops"]:
             per_thread = elements / (32 * warps)
-            before, skipped = s["skip"]
-            near, interior = before + skipped, s["total"] - skipped
-            print(f"    split: a near-border program runs ~{near / per_thread:.0f} instructions per element, "
-                  f"an interior one ~{interior / per_thread:.0f} "
-                  f"({near_share(ints, flags['P']):.0%} of the programs near)")
+            kinds = ["near-border", "interior"] if flags.get("SPLIT") else ["row-major"]
+            print("    loop over a program's tiles, per element: " + ", ".join(
+                f"{kind} {n / per_thread:.0f}" for kind, n in zip(kinds, s["loops"])))
         print("    mix: " + ", ".join(f"{op} {n}" for op, n in s["mix"].most_common(14)))
     return 0
 

@@ -143,7 +143,7 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
 
 #: Launch parameters: positions a program (OBS_P groups of 32), channels a program, warps (forward, backward).
 OBS_P, OBS_BC, OBS_WARPS = 4, 16, 8
-OBS_BWD_P, OBS_BWD_BC, OBS_BWD_WARPS = 4, 8, 4
+OBS_BWD_P, OBS_BWD_BC, OBS_BWD_WARPS, OBS_BWD_TILES = 2, 16, 8, 4
 
 
 @triton.jit
@@ -182,9 +182,11 @@ def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride,
 
 
 @triton.jit
-def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, own, plane, r, c, ch, chs, mask,
+def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, taps, g, own, plane, r, c, chs, mask,
                     E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
-    """h' at this tile, the gathered part of dh, and the 27 tap sums added to s_ptr. NEAR: the tile holds
+    """h' at this tile, the gathered part of dh, and ``taps`` [32, BC, 32] with this tile's g * h[source] added
+    (tap t at index t: a thread holds the whole tap axis, so the select below is resolved at compile time and
+    the 27 sums are reduced across the lanes once per program, not once per tile). NEAR: the tile holds
     positions within max(dilations) of the border (clamped sources, masked inside-gathers, border scatter);
     else none is, and every tap is a plain shift."""
     fused = tl.zeros([P, BC, 32], tl.float32)
@@ -207,9 +209,8 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
                 else:
                     v = tl.load(h_own + shift).to(tl.float32)
                 fused += w * v
-                s = tl.sum(tl.sum(g * v, axis=0), axis=1)   # [BC]: this tap's sum of g * h[source], in-thread first
-                tl.atomic_add(s_ptr + (k * 9 + i * 3 + j) * E + ch.reshape(BC), s,
-                              mask=ch.reshape(BC) < E, sem="relaxed")
+                taps = tl.where(tl.arange(0, 32)[:, None, None] == k * 9 + i * 3 + j,
+                                taps + tl.sum(g * v, axis=0)[None, :, :], taps)
                 # the taps whose source is inside the map: gathered here, from p - offset (a uniform shift)
                 if NEAR:
                     inside = row_in & (c >= (j - 1) * d) & (c < W + (j - 1) * d)
@@ -220,15 +221,16 @@ def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, o
                         tl.atomic_add(dh_img + src, w * g, mask=mask & clamped, sem="relaxed")
                 else:
                     dh += w * tl.load(g_own - shift)
-    return fused, dh
+    return fused, dh, taps
 
 
 @triton.jit
-def _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
-                   dd_ptr, s_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+def _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr,
+                   du_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
     """The backward at positions q [P, 1, 32] (L: none) of this program's image and channels, reading at qs
     (= q, or for the padding a position of the same kind: near the border or, if not NEAR, interior, whose
-    27 shifted taps stay inside the map). NEAR: some position may lie within max(dilations) of the border."""
+    27 shifted taps stay inside the map); the tap sums and dD's partial sums [BC, 32] carried from tile to
+    tile. NEAR: some position may lie within max(dilations) of the border."""
     L = H * W
     image = tl.program_id(2).to(tl.int64)
     ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :, None]
@@ -241,8 +243,8 @@ def _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr
     own = plane + qs
     dy = tl.load(dy_ptr + image * L * E + qs * E + chs).to(tl.float32)
     g = tl.where(mask, tl.load(g_img + own), 0.0)       # the gradient of the fused map; padding: 0
-    fused, dh = _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, s_ptr, g, own, plane, r, c,
-                                ch, chs, mask, E, H, W, K, P, BC, NEAR)
+    fused, dh, taps = _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, taps, g, own, plane, r, c,
+                                      chs, mask, E, H, W, K, P, BC, NEAR)
     if NEAR:
         tl.atomic_add(dh_img + own, dh, mask=mask, sem="relaxed")  # other programs' border taps add here too
     else:
@@ -252,22 +254,18 @@ def _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr
     u = tl.load(u_ptr + image * E * L + own).to(tl.float32)
     tl.store(du_ptr + image * E * L + own, (dy * tl.load(d_ptr + chs).to(tl.float32)).to(du_ptr.dtype.element_ty),
              mask=mask)
-    tl.atomic_add(dd_ptr + ch.reshape(BC), tl.sum(tl.sum(tl.where(mask, dy * u, 0.0), axis=0), axis=1),
-                  mask=ch.reshape(BC) < E, sem="relaxed")
+    return taps, dd + tl.sum(tl.where(mask, dy * u, 0.0), axis=0)
 
 
 @triton.jit
-def _split_positions(near_tiles, n_near, M, H, W, P: tl.constexpr):
+def _split_positions(tile, near, n_near, M, H, W, P: tl.constexpr):
     """This program's positions [P, 1, 32] (L past the end of its part) and whether they are near the border,
-    in the split order: the first near_tiles programs hold the n_near positions within M of the border (the
-    top and bottom bands of M rows, then the M columns at each end of the rows between), the others the
-    interior ones, row-major. Returns (positions, L for the padding), the positions to read (the padding
+    in the split order: tile ``tile`` of the n_near positions within M of the border (the top and bottom
+    bands of M rows, then the M columns at each end of the rows between) if ``near``, else of the interior
+    ones, row-major. Returns (positions, L for the padding), the positions to read (the padding
     reads one of its part's) and whether they are near the border."""
     L = H * W
-    tile = tl.program_id(1)
-    near = tile < near_tiles
-    t = tl.where(near, tile, tile - near_tiles) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 \
-        + tl.arange(0, 32)[None, None, :]
+    t = tile * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
     band = M * W
     k = t - 2 * band
     cc = k % (2 * M)
@@ -277,29 +275,44 @@ def _split_positions(near_tiles, n_near, M, H, W, P: tl.constexpr):
     ti = tl.minimum(t, L - n_near - 1)
     inner_q = (M + ti // inner) * W + M + ti % inner
     q = tl.where(near, tl.where(t < n_near, near_q, L), tl.where(t < L - n_near, inner_q, L))
-    return q, tl.where(near, tl.minimum(q, L - 1), inner_q), near
+    return q, tl.where(near, tl.minimum(q, L - 1), inner_q)
 
 
 @triton.jit
 def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, near_tiles, n_near, M,
-                              dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
+                              tiles, near_programs, TILES, dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
                               K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, SPLIT: tl.constexpr):
     """dy_ptr: dy, channels-last (B, H, W, E); g_ptr: g = dy * C, channels-first (B, E, L), float32.
-    SPLIT: programs hold either positions within M = max(dilations) of the border or interior ones (see
-    _split_positions), and the interior programs skip the clamps, the masks and the border scatter; else
-    positions in row-major order, every program as near the border."""
+    A program runs up to TILES consecutive tiles of P * 32 positions (of ``tiles``). SPLIT: the first
+    near_programs programs hold the near_tiles tiles of positions within M = max(dilations) of the border,
+    the others the interior ones (see _split_positions), and the interior programs skip the clamps, the masks
+    and the border scatter; else positions in row-major order, every program as near the border."""
+    taps = tl.zeros([32, BC, 32], tl.float32)           # tap t's partial sums of g * h[source] at index t
+    dd = tl.zeros([BC, 32], tl.float32)
     if SPLIT:
-        q, qs, near = _split_positions(near_tiles, n_near, M, H, W, P)
+        near = tl.program_id(1) < near_programs
+        first = tl.where(near, tl.program_id(1), tl.program_id(1) - near_programs) * TILES
+        count = tl.minimum(TILES, tl.where(near, near_tiles, tiles - near_tiles) - first)
         if near:
-            _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
-                           dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+            for t in range(count):
+                q, qs = _split_positions(first + t, True, n_near, M, H, W, P)
+                taps, dd = _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr,
+                                          d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, True)
         else:
-            _backward_tile(q, qs, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr,
-                           dd_ptr, s_ptr, E, H, W, K, P, BC, False)
+            for t in range(count):
+                q, qs = _split_positions(first + t, False, n_near, M, H, W, P)
+                taps, dd = _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr,
+                                          d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, False)
     else:
-        q = tl.program_id(1) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
-        _backward_tile(q, tl.minimum(q, H * W - 1), h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr,
-                       dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W, K, P, BC, True)
+        first = tl.program_id(1) * TILES
+        for t in range(tl.minimum(TILES, tiles - first)):
+            q = (first + t) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
+            taps, dd = _backward_tile(q, tl.minimum(q, H * W - 1), taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr,
+                                      g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, True)
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)
+    tl.atomic_add(dd_ptr + ch, tl.sum(dd, axis=1), mask=ch < E, sem="relaxed")
+    tl.atomic_add(s_ptr + tl.arange(0, 32)[:, None] * E + ch[None, :], tl.sum(taps, axis=2),  # (K * 9, E) tap-major
+                  mask=(tl.arange(0, 32)[:, None] < K * 9) & (ch[None, :] < E), sem="relaxed")
 
 
 @triton.jit
@@ -382,9 +395,13 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
     grid, P = _observe_grid(batch, channels, length, OBS_BWD_P, OBS_BWD_BC)
     split, margin, n_near, near_tiles, tiles = _split(height, width, max(dilations), 32 * P)
-    _OBS_BWD[(grid[0], tiles, grid[2])](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D, near_tiles,
-                                        n_near, margin, dh, dC, du, dD, sums, channels, height, width, K=K, P=P,
-                                        BC=OBS_BWD_BC, SPLIT=split, num_warps=OBS_BWD_WARPS)
+    per = OBS_BWD_TILES  # tiles a program: its 27 tap sums are reduced across the lanes once for all of them
+    near_programs = cdiv(near_tiles, per) if split else cdiv(tiles, per)
+    programs = near_programs + cdiv(tiles - near_tiles, per) if split else near_programs
+    _OBS_BWD[(grid[0], programs, grid[2])](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D,
+                                           near_tiles, n_near, margin, tiles, near_programs, per, dh, dC, du, dD,
+                                           sums, channels, height, width, K=K, P=P, BC=OBS_BWD_BC, SPLIT=split,
+                                           num_warps=OBS_BWD_WARPS)
     # sums[k * 9 + tap, e] = sum over positions of g * h[source]: d weight = alpha_k * sums, d alpha = sum w * sums
     sums = sums.view(K, 3, 3, channels).permute(0, 3, 1, 2)
     dweight = alpha.float()[:, None, None, None] * sums
