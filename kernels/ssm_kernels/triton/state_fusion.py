@@ -259,11 +259,10 @@ def _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_
 
 @triton.jit
 def _split_positions(tile, near, n_near, M, H, W, P: tl.constexpr):
-    """This program's positions [P, 1, 32] (L past the end of its part) and whether they are near the border,
-    in the split order: tile ``tile`` of the n_near positions within M of the border (the top and bottom
-    bands of M rows, then the M columns at each end of the rows between) if ``near``, else of the interior
-    ones, row-major. Returns (positions, L for the padding), the positions to read (the padding
-    reads one of its part's) and whether they are near the border."""
+    """Positions [P, 1, 32] of tile ``tile`` in the split order: of the n_near positions within M of the border
+    (the top and bottom bands of M rows, then the M columns at each end of the rows between) if ``near``,
+    else of the interior ones, row-major. Returns the positions (L for the padding) and the positions to
+    read (the padding reads one of its part's)."""
     L = H * W
     t = tile * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
     band = M * W
