@@ -11,7 +11,7 @@ import ssm_kernels
 import vmamba_zoo  # noqa: F401  (registers the models)
 from vmamba_zoo.layers import StateFusion
 from vmamba_zoo.models import CheckpointMismatchError, convert_official_state_dict
-from vmamba_zoo.models.spatial_mamba import StructureAwareSSM
+from vmamba_zoo.models.spatial_mamba import TINY_KWARGS, StructureAwareSSM
 
 KEYS = Path(__file__).parent / "data" / "spatialmamba_tiny_keys.txt"
 
@@ -62,9 +62,10 @@ def test_mixer_needs_one_state():
 
 
 @pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
-def test_mixer_matches_across_backends(monkeypatch):
+@pytest.mark.parametrize("fused_observe", [False, True])
+def test_mixer_matches_across_backends(monkeypatch, fused_observe):
     torch.manual_seed(0)
-    mixer = StructureAwareSSM(8)
+    mixer = StructureAwareSSM(8, fused_observe=fused_observe)
     with torch.no_grad():
         for p in mixer.state_fusion.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
@@ -82,6 +83,25 @@ def test_mixer_matches_across_backends(monkeypatch):
     torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-5)
     for name in p0:
         torch.testing.assert_close(p1[name], p0[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_fused_observe_is_the_same_mixer():
+    """The one-op fusion + observation computes what state_fusion and the observation compute, with the same
+    parameters, forward and backward (reference backend)."""
+    torch.manual_seed(0)
+    separate, fused = StructureAwareSSM(8), StructureAwareSSM(8, fused_observe=True)
+    with torch.no_grad():
+        for p in separate.state_fusion.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    fused.load_state_dict(separate.state_dict())
+    x = torch.randn(2, 5, 7, 8, requires_grad=True)
+    y0, y1 = separate(x), fused(x)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+    g0, g1 = (torch.autograd.grad(y.square().sum(), [x, *m.parameters()]) for y, m in ((y0, separate), (y1, fused)))
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    model = timm.create_model("spatialmamba_tiny", fused_observe=True, **TINY_KWARGS)
+    assert model.stages[0].blocks[0].mixer.fused_observe
 
 
 def official_state_dict():

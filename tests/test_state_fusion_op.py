@@ -68,9 +68,10 @@ from ssm_kernels.state_fusion import state_fusion_observe, state_fusion_observe_
     ((1, 5, 3, 5), torch.float32, 1e-5),
     ((1, 2, 1, 4), torch.float32, 1e-5),
     ((1, 37, 13, 11), torch.float32, 1e-5),  # more than one block of channels and of positions
-    ((1, 3, 23, 19), torch.float32, 1e-5),   # several tiles of positions a program, and several programs
+    ((1, 3, 23, 19), torch.float32, 1e-5),   # several tiles of positions, interior and near-border ones
     ((2, 3, 6, 5), torch.bfloat16, 1e-2),
     ((1, 34, 9, 7), torch.bfloat16, 1e-2),
+    ((1, 10, 26, 19), torch.bfloat16, 1e-2),  # the backward's interior programs (no clamps) beside near-border ones
 ])
 def test_state_fusion_observe_matches_the_formula(backend, shape, dtype, tol):
     batch, channels, height, width = shape

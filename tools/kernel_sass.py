@@ -74,12 +74,19 @@ def launch_arguments(stage: int, backward: bool, overrides: dict, d_state: int =
 
 def compile_sass(backward: bool, ints: dict, flags: dict, warps: int) -> str:
     fn = kernels.scan_bwd_kernel if backward else kernels.scan_fwd_kernel
+    return compile_kernel(fn, POINTERS, ints, flags, warps)[0]
+
+
+def compile_kernel(fn, pointers: dict, ints: dict, flags: dict, warps: int):
+    """(SASS, resource usage line: registers, stack, shared memory) of a Triton kernel compiled for sm_90:
+    ``pointers`` maps each pointer argument (its name less ``_ptr``) to its element type, ``ints`` each integer
+    argument to its value (Triton specialises on 1 and on multiples of 16), ``flags`` the constexprs."""
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in flags:
             signature[name], constexprs[name] = "constexpr", flags[name]
         elif name.endswith("_ptr"):
-            signature[name] = "*" + POINTERS[name[:-4]]
+            signature[name] = "*" + pointers[name[:-4]]
             attrs[(i,)] = [["tt.divisibility", 16]]          # torch's allocations are 16-byte aligned
         elif ints[name] == 1:                                # Triton specialises integer arguments equal to 1
             signature[name], constexprs[name] = "constexpr", 1
@@ -90,12 +97,16 @@ def compile_sass(backward: bool, ints: dict, flags: dict, warps: int) -> str:
     compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"scan_{os.getpid()}.cubin"
+    cubin = Path(os.environ.get("TMPDIR", "/tmp")) / f"kernel_{os.getpid()}.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
     try:
-        return subprocess.run([str(cuobjdump), "-sass", str(cubin)], check=True, capture_output=True, text=True).stdout
+        sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], check=True, capture_output=True, text=True).stdout
+        usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(cubin)], check=True, capture_output=True,
+                               text=True).stdout
     finally:
         cubin.unlink()
+    found = re.search(r"REG:\d+ STACK:\d+ SHARED:\d+", usage)
+    return sass, found.group(0) if found else usage.strip()
 
 
 _INSTRUCTION = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(\S*)\s*(.*?);")

@@ -42,10 +42,16 @@ class StructureAwareSSM(nn.Module):
         ssm_ratio: inner channels E = ssm_ratio * dim.
         dt_rank: rank of the step-size projection ('auto' = ceil(dim / 16)).
         d_conv: depthwise conv kernel size.
+        fused_observe: run the fusion and the observation as one op (:meth:`StateFusion.observe`: y written
+            channels-last in the autocast dtype, h' never stored) instead of ``state_fusion`` then the
+            observation in PyTorch. The same function and parameters; which is faster is measured by
+            ``tools/bench_state_fusion.py`` (kernels/NOTES.md).
     """
 
-    def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 2.0, dt_rank="auto", d_conv: int = 3):
+    def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 2.0, dt_rank="auto", d_conv: int = 3,
+                 fused_observe: bool = False):
         super().__init__()
+        self.fused_observe = fused_observe
         if d_state != 1:
             raise ValueError(f"StructureAwareSSM fuses one state map per channel: d_state must be 1, got {d_state}")
         inner = int(ssm_ratio * dim)
@@ -76,12 +82,14 @@ class StructureAwareSSM(nn.Module):
         dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
         h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,
                                   a_is_log=True)  # A = -exp(A_log) inside the scan
-        # the fusion, then the observation y = C . h' + D * u (N = 1); StateFusion.observe does both in one op
-        # without storing h', but its kernels measured 2.4x slower end to end on an H200 (kernels/NOTES.md)
-        h = self.state_fusion(h.view(batch, self.d_inner, height, width)).flatten(2)   # (B, E, L)
-        y = h * C + u * self.D[:, None]
-        y = self.out_norm(y.transpose(1, 2).view(batch, height, width, self.d_inner))
-        return self.out_proj(y * F.silu(z))
+        # the fusion, then the observation y = C . h' + D * u (N = 1), as a channels-last (B, H, W, E) map
+        h = h.view(batch, self.d_inner, height, width)
+        if self.fused_observe:
+            y = self.state_fusion.observe(h, C, u, self.D)
+        else:
+            y = (self.state_fusion(h).flatten(2) * C + u * self.D[:, None]).transpose(1, 2)
+            y = y.view(batch, height, width, self.d_inner)
+        return self.out_proj(self.out_norm(y) * F.silu(z))
 
 
 class SpatialMamba(HierarchicalSSM):
@@ -97,6 +105,7 @@ class SpatialMamba(HierarchicalSSM):
         mlp_ratio: MLP hidden size / dim.
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        fused_observe: the mixers' state fusion and observation as one op (see :class:`StructureAwareSSM`).
     """
 
     #: the official count (SpatialMamba.flops) runs fvcore on the model in train mode: batch norm at 5 FLOPs
@@ -119,6 +128,7 @@ class SpatialMamba(HierarchicalSSM):
         mlp_ratio: float = 4.0,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        fused_observe: bool = False,
     ):
         super().__init__()
         if len(dims) != len(depths):
@@ -130,7 +140,7 @@ class SpatialMamba(HierarchicalSSM):
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             blocks = [
                 MixerBlock(dim, StructureAwareSSM(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank,
-                                                  d_conv=d_conv),
+                                                  d_conv=d_conv, fused_observe=fused_observe),
                            mlp_ratio=mlp_ratio, drop_path=rates.pop(0), norm_layer=FastLayerNorm, cpe=True)
                 for _ in range(depth)
             ]

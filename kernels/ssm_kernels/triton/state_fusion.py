@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .launch import Launcher, cdiv
+from .launch import Launcher, cdiv, next_power_of_2
 from .ops import _empty
 
 BLOCK = 256
@@ -115,126 +115,245 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
 
 # ---- fusion + observation: y = C * fused(h) + D * u, written channels-last -----------------------------
 #
-# A program owns one image, a block of BC channels and TILES tiles of BQ positions, as [BC, BQ] tiles with
-# the positions the fast axis: the 27 gathers of h per element read along the channels-first planes,
-# coalesced; y and its gradient are channels-last (Triton converts the tile's layout for them). The fused
-# map h' lives in registers only; the backward recomputes it from the 27 taps it reads anyway for the
-# kernels' gradients. The backward's dh is mostly gathered, not scattered: a tap whose source lies inside
-# the map is the plain stencil's adjoint, read at p - offset (27 cached reads of dy and C); only the taps
-# the replicate clamp moved onto the border are scattered with atomic adds (none in the interior), and
-# each position adds its gathered sum once (atomically: other programs' border taps land there too),
-# instead of the 27 atomic adds per element of a pure scatter.
+# A program owns one image, a block of BC channels and P * 32 positions, as a [P, BC, 32] tile: the 32 lanes
+# of a warp hold 32 consecutive positions (each of the 27 gathers of h is one coalesced 128-byte read of a
+# channels-first plane), the warps split the channels and each thread holds BC / warps channels at P
+# positions 32 apart. So a thread holds few channels (its 27 tap weights stay in registers) and few elements
+# (8 at the defaults: no register spills). Indices are clamped, not masked: a channel past E reads channel
+# E - 1 and a position past L reads position L - 1, every load is in bounds and unpredicated, only the
+# stores are masked; offsets inside an image are int32, the image's base int64. The grid is (channel
+# blocks, position tiles, images), channel blocks fastest, so that the programs in flight share positions
+# (C, and the y rows they write, stay in L2).
+#
+# Forward: h' = sum of the 27 clamped taps in registers, y = h' C + u D stored channels-last (Triton
+# transposes the tile through shared memory for that store: one conversion per program).
+#
+# Backward: a first small kernel forms g = dy C channels-first in float32 (transposing dy's channels-last
+# tiles through shared memory), so that every gather of the main kernel reads a coalesced channels-first
+# plane. Recompute h' from the 27 taps of h it reads anyway for the kernels' gradients; dC = sum over channels
+# of dy h' (one atomic add per position and channel block), du = dy D, dD, and the 27 per-channel tap sums of
+# g h[source] (dweight = alpha * sums, dalpha = sum weight * sums, from one (27, E) buffer; reduced in
+# registers and across the warp's lanes, one atomic add per tap and channel a program). dh is gathered, not
+# scattered: a tap whose unclamped source lies inside the map is the plain stencil's adjoint, read at
+# p - offset; only the taps the replicate clamp moved onto the border are scattered with atomic adds, and
+# each position adds its gathered sum once, atomically (other programs' border taps land on the same border
+# positions). Only positions within max(dilations) of the border need the clamps, masks and scatter: on
+# maps at least a quarter interior the programs hold either such positions or interior ones (SPLIT), and
+# the interior programs read every tap as a plain shift and store dh.
 
-OBS_BQ, OBS_BC, OBS_TILES = 64, 32, 4
+#: Launch parameters: positions a program (OBS_P groups of 32), channels a program, warps (forward, backward).
+OBS_P, OBS_BC, OBS_WARPS = 4, 16, 8
+OBS_BWD_P, OBS_BWD_BC, OBS_BWD_WARPS, OBS_BWD_TILES = 2, 16, 8, 4
 
 
 @triton.jit
-def _channel_block(d_ptr, E, L, BC: tl.constexpr):
-    """This program's image, its block of BC channels and their mask, the channels' plane offsets in a
-    (B, E, L) map ([BC], int64) and their D."""
-    blocks = tl.cdiv(E, BC)
-    image = tl.program_id(0) // blocks
-    ch = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
-    cmask = ch < E
-    planes = (image * E + ch).to(tl.int64) * L
-    dd = tl.load(d_ptr + ch, mask=cmask, other=0.0).to(tl.float32)
-    return image, ch, cmask, planes, dd
-
-
-@triton.jit
-def _position_tile(t, cmask, L, W, BQ: tl.constexpr, TILES: tl.constexpr):
-    """Tile t of this program's positions: q, its mask, the [BC, BQ] mask and the rows and columns."""
-    q = (tl.program_id(1) * TILES + t) * BQ + tl.arange(0, BQ)
-    qmask = q < L
-    return q, qmask, cmask[:, None] & qmask[None, :], q // W, q % W
+def _observe_tile(E, L, W, P: tl.constexpr, BC: tl.constexpr):
+    """This program's image (int64), channels [1, BC, 1] and positions [P, 1, 32], the same clamped into
+    the map (for loads without masks), the store mask and the clamped positions' rows and columns."""
+    image = tl.program_id(2).to(tl.int64)
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :, None]
+    q = tl.program_id(1) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
+    chs, qs = tl.minimum(ch, E - 1), tl.minimum(q, L - 1)
+    r = qs // W
+    return image, ch, q, chs, qs, (ch < E) & (q < L), r, qs - r * W
 
 
 @triton.jit
 def fusion_observe_fwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride, u_ptr, d_ptr, y_ptr, E, H, W,
-                              K: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+                              K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr):
     L = H * W
-    image, ch, cmask, planes, dd = _channel_block(d_ptr, E, L, BC)
-    for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
-        q, qmask, mask, r, c = _position_tile(t, cmask, L, W, BQ, TILES)
-        acc = tl.zeros([BC, BQ], tl.float32)
-        for k in tl.static_range(K):
-            d = tl.load(dil_ptr + k)
-            scale = tl.load(alpha_ptr + k).to(tl.float32)
-            for i in tl.static_range(3):
-                for j in tl.static_range(3):
-                    w = tl.load(w_ptr + ((k * E + ch) * 3 + i) * 3 + j, mask=cmask, other=0.0).to(tl.float32)
-                    src = _source(r, c, i, j, d, H, W)
-                    v = tl.load(h_ptr + planes[:, None] + src[None, :], mask=mask, other=0.0).to(tl.float32)
-                    acc += (scale * w)[:, None] * v
-        cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + planes[:, None] + q[None, :], mask=mask, other=0.0).to(tl.float32)
-        y = acc * cq[None, :] + u * dd[:, None]
-        rows = (image * L + q).to(tl.int64) * E
-        tl.store(y_ptr + rows[None, :] + ch[:, None], y.to(y_ptr.dtype.element_ty), mask=mask)
+    image, ch, q, chs, qs, mask, r, c = _observe_tile(E, L, W, P, BC)
+    plane = chs * L                                      # [1, BC, 1] offsets of the channels' planes
+    h_img = h_ptr + image * E * L
+    acc = tl.zeros([P, BC, 32], tl.float32)
+    for k in tl.static_range(K):
+        d = tl.load(dil_ptr + k)
+        scale = tl.load(alpha_ptr + k).to(tl.float32)
+        for i in tl.static_range(3):
+            row = plane + tl.minimum(tl.maximum(r + (i - 1) * d, 0), H - 1) * W
+            for j in tl.static_range(3):
+                col = tl.minimum(tl.maximum(c + (j - 1) * d, 0), W - 1)
+                w = tl.load(w_ptr + (k * E + chs) * 9 + (i * 3 + j)).to(tl.float32) * scale
+                acc += w * tl.load(h_img + row + col).to(tl.float32)
+    cq = tl.load(c_ptr + image * c_stride + qs).to(tl.float32)
+    u = tl.load(u_ptr + image * E * L + plane + qs).to(tl.float32)
+    y = acc * cq + u * tl.load(d_ptr + chs).to(tl.float32)
+    tl.store(y_ptr + image * L * E + q * E + ch, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, c_ptr, c_stride, u_ptr, d_ptr, g_ptr,
-                              dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
-                              K: tl.constexpr, BQ: tl.constexpr, BC: tl.constexpr, TILES: tl.constexpr):
+def _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, taps, g, own, plane, r, c, chs, mask,
+                    E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+    """h' at this tile, the gathered part of dh, and ``taps`` [32, BC, 32] with this tile's g * h[source] added
+    (tap t at index t: a thread holds the whole tap axis, so the select below is resolved at compile time and
+    the 27 sums are reduced across the lanes once per program, not once per tile). NEAR: the tile holds
+    positions within max(dilations) of the border (clamped sources, masked inside-gathers, border scatter);
+    else none is, and every tap is a plain shift."""
+    fused = tl.zeros([P, BC, 32], tl.float32)
+    dh = tl.zeros([P, BC, 32], tl.float32)
+    h_own, g_own = h_img + own, g_img + own             # pointer + a uniform shift: one IMAD.WIDE an address
+    for k in tl.static_range(K):
+        d = tl.load(dil_ptr + k)
+        scale = tl.load(alpha_ptr + k).to(tl.float32)
+        for i in tl.static_range(3):
+            ur = r + (i - 1) * d                         # the tap's unclamped source row
+            row = plane + tl.minimum(tl.maximum(ur, 0), H - 1) * W
+            row_in = (r >= (i - 1) * d) & (r < H + (i - 1) * d)     # p - offset's row is in the map
+            for j in tl.static_range(3):
+                uc = c + (j - 1) * d
+                shift = ((i - 1) * W + (j - 1)) * d
+                w = tl.load(w_ptr + (k * E + chs) * 9 + (i * 3 + j)).to(tl.float32) * scale
+                if NEAR:
+                    src = row + tl.minimum(tl.maximum(uc, 0), W - 1)
+                    v = tl.load(h_img + src).to(tl.float32)
+                else:
+                    v = tl.load(h_own + shift).to(tl.float32)
+                fused += w * v
+                taps = tl.where(tl.arange(0, 32)[:, None, None] == k * 9 + i * 3 + j,
+                                taps + tl.sum(g * v, axis=0)[None, :, :], taps)
+                # the taps whose source is inside the map: gathered here, from p - offset (a uniform shift)
+                if NEAR:
+                    inside = row_in & (c >= (j - 1) * d) & (c < W + (j - 1) * d)
+                    dh += w * tl.load(g_own - shift, mask=inside, other=0.0)
+                    if i * 3 + j != 4:  # the centre tap is never clamped
+                        # the taps whose source the clamp moved onto the border (replicate padding): scattered
+                        clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
+                        tl.atomic_add(dh_img + src, w * g, mask=mask & clamped, sem="relaxed")
+                else:
+                    dh += w * tl.load(g_own - shift)
+    return fused, dh, taps
+
+
+@triton.jit
+def _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr,
+                   du_ptr, E, H, W, K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, NEAR: tl.constexpr):
+    """The backward at positions q [P, 1, 32] (L: none) of this program's image and channels, reading at qs
+    (= q, or for the padding a position of the same kind: near the border or, if not NEAR, interior, whose
+    27 shifted taps stay inside the map); the tap sums and dD's partial sums [BC, 32] carried from tile to
+    tile. NEAR: some position may lie within max(dilations) of the border."""
     L = H * W
-    image, ch, cmask, planes, dd = _channel_block(d_ptr, E, L, BC)
-    dd_sum = tl.zeros([BC], tl.float32)
-    taps = tl.arange(0, 32)                     # the K * 9 <= 32 taps' sums of g * h[source], per channel
-    tap_sums = tl.zeros([BC, 32], tl.float32)
-    for t in range(TILES):  # a loop, not unrolled: the 27 taps are, already
-        q, qmask, mask, r, c = _position_tile(t, cmask, L, W, BQ, TILES)
-        rows = (image * L + q).to(tl.int64) * E
-        dy = tl.load(g_ptr + rows[None, :] + ch[:, None], mask=mask, other=0.0).to(tl.float32)
-        cq = tl.load(c_ptr + image.to(tl.int64) * c_stride + q, mask=qmask, other=0.0).to(tl.float32)
-        g = dy * cq[None, :]                    # the gradient of the fused map
-        fused = tl.zeros([BC, BQ], tl.float32)
-        dh = tl.zeros([BC, BQ], tl.float32)
-        for k in tl.static_range(K):
-            d = tl.load(dil_ptr + k)
-            scale = tl.load(alpha_ptr + k).to(tl.float32)
-            for i in tl.static_range(3):
-                for j in tl.static_range(3):
-                    w = tl.load(w_ptr + ((k * E + ch) * 3 + i) * 3 + j, mask=cmask, other=0.0).to(tl.float32)
-                    coef = (scale * w)[:, None]
-                    # the taps whose source is inside the map: gathered at this tile's positions, from the
-                    # position p - offset whose tap lands here
-                    gr, gc = r - (i - 1) * d, c - (j - 1) * d
-                    inside = qmask & (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
-                    gq = gr * W + gc
-                    gmask = cmask[:, None] & inside[None, :]
-                    g_at = tl.load(g_ptr + ((image * L + gq).to(tl.int64) * E)[None, :] + ch[:, None], mask=gmask,
-                                   other=0.0).to(tl.float32)
-                    c_at = tl.load(c_ptr + image.to(tl.int64) * c_stride + gq, mask=inside, other=0.0).to(tl.float32)
-                    dh += coef * (g_at * c_at[None, :])
-                    # the taps whose source the clamp moved onto the border (replicate padding): scattered
-                    ur, uc = r + (i - 1) * d, c + (j - 1) * d
-                    clamped = (ur < 0) | (ur >= H) | (uc < 0) | (uc >= W)
-                    src = _source(r, c, i, j, d, H, W)
-                    at = planes[:, None] + src[None, :]
-                    tl.atomic_add(dh_ptr + at, coef * g, mask=mask & clamped[None, :], sem="relaxed")
-                    v = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
-                    fused += coef * v
-                    s = tl.sum(g * v, axis=1)
-                    tap_sums += tl.where(taps[None, :] == (k * 9 + i * 3 + j), s[:, None], 0.0)
-        tl.atomic_add(dh_ptr + planes[:, None] + q[None, :], dh, mask=mask, sem="relaxed")  # border taps add too
-        tl.atomic_add(dc_ptr + image.to(tl.int64) * L + q, tl.sum(dy * fused, axis=0), mask=qmask, sem="relaxed")
-        u = tl.load(u_ptr + planes[:, None] + q[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(du_ptr + planes[:, None] + q[None, :], (dy * dd[:, None]).to(du_ptr.dtype.element_ty), mask=mask)
-        dd_sum += tl.sum(dy * u, axis=1)
-    tl.atomic_add(dd_ptr + ch, dd_sum, mask=cmask, sem="relaxed")
-    # s_ptr: (K * 9, E) float32, tap-major
-    tl.atomic_add(s_ptr + taps[None, :] * E + ch[:, None], tap_sums, mask=cmask[:, None] & (taps[None, :] < K * 9),
-                  sem="relaxed")
+    image = tl.program_id(2).to(tl.int64)
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :, None]
+    chs = tl.minimum(ch, E - 1)
+    mask = (ch < E) & (q < L)
+    r = qs // W
+    c = qs - r * W
+    plane = chs * L
+    h_img, g_img, dh_img = h_ptr + image * E * L, g_ptr + image * E * L, dh_ptr + image * E * L
+    own = plane + qs
+    dy = tl.load(dy_ptr + image * L * E + qs * E + chs).to(tl.float32)
+    g = tl.where(mask, tl.load(g_img + own), 0.0)       # the gradient of the fused map; padding: 0
+    fused, dh, taps = _fusion_adjoint(h_img, g_img, dh_img, w_ptr, alpha_ptr, dil_ptr, taps, g, own, plane, r, c,
+                                      chs, mask, E, H, W, K, P, BC, NEAR)
+    if NEAR:
+        tl.atomic_add(dh_img + own, dh, mask=mask, sem="relaxed")  # other programs' border taps add here too
+    else:
+        tl.store(dh_img + own, dh, mask=mask)            # no border tap lands on an interior position
+    tl.atomic_add(dc_ptr + image * L + q.reshape(P, 32), tl.sum(tl.where(mask, dy * fused, 0.0), axis=1),
+                  mask=q.reshape(P, 32) < L, sem="relaxed")
+    u = tl.load(u_ptr + image * E * L + own).to(tl.float32)
+    tl.store(du_ptr + image * E * L + own, (dy * tl.load(d_ptr + chs).to(tl.float32)).to(du_ptr.dtype.element_ty),
+             mask=mask)
+    return taps, dd + tl.sum(tl.where(mask, dy * u, 0.0), axis=0)
+
+
+@triton.jit
+def _split_positions(tile, near, n_near, M, H, W, P: tl.constexpr):
+    """Positions [P, 1, 32] of tile ``tile`` in the split order: of the n_near positions within M of the border
+    (the top and bottom bands of M rows, then the M columns at each end of the rows between) if ``near``,
+    else of the interior ones, row-major. Returns the positions (L for the padding) and the positions to
+    read (the padding reads one of its part's)."""
+    L = H * W
+    t = tile * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
+    band = M * W
+    k = t - 2 * band
+    cc = k % (2 * M)
+    rim = (M + k // (2 * M)) * W + tl.where(cc < M, cc, cc + W - 2 * M)
+    near_q = tl.where(t < band, t, tl.where(t < 2 * band, (H - M) * W + t - band, rim))
+    inner = W - 2 * M
+    ti = tl.minimum(t, L - n_near - 1)
+    inner_q = (M + ti // inner) * W + M + ti % inner
+    q = tl.where(near, tl.where(t < n_near, near_q, L), tl.where(t < L - n_near, inner_q, L))
+    return q, tl.where(near, tl.minimum(q, L - 1), inner_q)
+
+
+@triton.jit
+def fusion_observe_bwd_kernel(h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr, d_ptr, near_tiles, n_near, M,
+                              tiles, near_programs, TILES, dh_ptr, dc_ptr, du_ptr, dd_ptr, s_ptr, E, H, W,
+                              K: tl.constexpr, P: tl.constexpr, BC: tl.constexpr, SPLIT: tl.constexpr):
+    """dy_ptr: dy, channels-last (B, H, W, E); g_ptr: g = dy * C, channels-first (B, E, L), float32.
+    A program runs up to TILES consecutive tiles of P * 32 positions (of ``tiles``). SPLIT: the first
+    near_programs programs hold the near_tiles tiles of positions within M = max(dilations) of the border,
+    the others the interior ones (see _split_positions), and the interior programs skip the clamps, the masks
+    and the border scatter; else positions in row-major order, every program as near the border."""
+    taps = tl.zeros([32, BC, 32], tl.float32)           # tap t's partial sums of g * h[source] at index t
+    dd = tl.zeros([BC, 32], tl.float32)
+    if SPLIT:
+        near = tl.program_id(1) < near_programs
+        first = tl.where(near, tl.program_id(1), tl.program_id(1) - near_programs) * TILES
+        count = tl.minimum(TILES, tl.where(near, near_tiles, tiles - near_tiles) - first)
+        if near:
+            for t in range(count):
+                q, qs = _split_positions(first + t, True, n_near, M, H, W, P)
+                taps, dd = _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr,
+                                          d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, True)
+        else:
+            for t in range(count):
+                q, qs = _split_positions(first + t, False, n_near, M, H, W, P)
+                taps, dd = _backward_tile(q, qs, taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr, g_ptr, u_ptr,
+                                          d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, False)
+    else:
+        first = tl.program_id(1) * TILES
+        for t in range(tl.minimum(TILES, tiles - first)):
+            q = (first + t) * (P * 32) + tl.arange(0, P)[:, None, None] * 32 + tl.arange(0, 32)[None, None, :]
+            taps, dd = _backward_tile(q, tl.minimum(q, H * W - 1), taps, dd, h_ptr, w_ptr, alpha_ptr, dil_ptr, dy_ptr,
+                                      g_ptr, u_ptr, d_ptr, dh_ptr, dc_ptr, du_ptr, E, H, W, K, P, BC, True)
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)
+    tl.atomic_add(dd_ptr + ch, tl.sum(dd, axis=1), mask=ch < E, sem="relaxed")
+    tl.atomic_add(s_ptr + tl.arange(0, 32)[:, None] * E + ch[None, :], tl.sum(taps, axis=2),  # (K * 9, E) tap-major
+                  mask=(tl.arange(0, 32)[:, None] < K * 9) & (ch[None, :] < E), sem="relaxed")
+
+
+@triton.jit
+def observe_grad_kernel(dy_ptr, c_ptr, c_stride, g_ptr, E, L, BQ: tl.constexpr, BC: tl.constexpr):
+    """g = dy * C channels-first (B, E, L) in float32, from dy channels-last (B, L, E): a [BQ, BC] tile read
+    along the channels, written along the positions (Triton transposes it through shared memory)."""
+    image = tl.program_id(2).to(tl.int64)
+    q = tl.program_id(1) * BQ + tl.arange(0, BQ)[:, None]
+    ch = tl.program_id(0) * BC + tl.arange(0, BC)[None, :]
+    mask = (q < L) & (ch < E)
+    dy = tl.load(dy_ptr + image * L * E + q * E + ch, mask=mask, other=0.0).to(tl.float32)
+    g = dy * tl.load(c_ptr + image * c_stride + q, mask=q < L, other=0.0).to(tl.float32)
+    tl.store(g_ptr + image * E * L + ch * L + q, g, mask=mask)
+
+
+def _split(height: int, width: int, margin: int, tile: int):
+    """(split?, margin M, positions within M of the border, tiles of them, all tiles): split into near-border
+    and interior programs when at least a quarter of the map is interior (Spatial-Mamba-T's 56x56 and 28x28
+    maps; at 14x14 the interior is 16 positions, at 7x7 none)."""
+    length = height * width
+    interior = max(height - 2 * margin, 0) * max(width - 2 * margin, 0)
+    if 4 * interior < length:
+        return False, 0, length, cdiv(length, tile), cdiv(length, tile)
+    near_tiles = cdiv(length - interior, tile)
+    return True, margin, length - interior, near_tiles, near_tiles + cdiv(interior, tile)
 
 
 _OBS_FWD, _OBS_BWD = Launcher(fusion_observe_fwd_kernel), Launcher(fusion_observe_bwd_kernel)
+_OBS_GRAD = Launcher(observe_grad_kernel)
 
 
-def _observe_launch(batch, channels, length):
-    """(grid, tiles a program): TILES tiles of positions a program, fewer on small maps (7 x 7: one)."""
-    tiles = min(OBS_TILES, cdiv(length, OBS_BQ))
-    return (batch * cdiv(channels, OBS_BC), cdiv(length, OBS_BQ * tiles)), tiles
+def _observe_grid(batch, channels, length, P, BC):
+    """(grid, P): P groups of 32 positions a program, fewer on small maps (7 x 7: two)."""
+    P = min(P, next_power_of_2(cdiv(length, 32)))
+    return (cdiv(channels, BC), cdiv(length, 32 * P), batch), P
+
+
+def _check_sizes(batch, channels, length):
+    if channels * length >= 2 ** 31:  # offsets inside an image are int32
+        raise ValueError(f"state_fusion_observe: E * H * W must be below 2**31, got {channels} * {length}")
+    if batch > 65535 or cdiv(length, 32) > 65535:
+        raise ValueError(f"state_fusion_observe: at most 65535 images and 2**21 positions, got {batch}, {length}")
 
 
 def _c_view(C: Tensor) -> Tensor:
@@ -248,10 +367,11 @@ def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     h, weight, alpha, u, D, C = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
         D.contiguous(), _c_view(C)
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
+    _check_sizes(batch, channels, height * width)
     y = _empty(batch, height, width, channels, like=h, dtype=out_dtype)
-    grid, tiles = _observe_launch(batch, channels, height * width)
+    grid, P = _observe_grid(batch, channels, height * width, OBS_P, OBS_BC)
     _OBS_FWD[grid](h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, y, channels, height,
-                   width, K=len(dilations), BQ=OBS_BQ, BC=OBS_BC, TILES=tiles)
+                   width, K=len(dilations), P=P, BC=OBS_BC, num_warps=OBS_WARPS)
     return y
 
 
@@ -262,15 +382,25 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
         D.contiguous(), _c_view(C), grad.contiguous()
     batch, channels, height, width = map(int, h.shape)
     K, length = len(dilations), height * width
+    _check_sizes(batch, channels, length)
+    # g = dy * C, channels-first in float32: the kernel gathers it at 27 taps, coalesced
+    g = _empty(*h.shape, like=h, dtype=torch.float32)
+    _OBS_GRAD[(cdiv(channels, 64), cdiv(length, 64), batch)](grad, C, int(C.stride(0)), g, channels, length, BQ=64,
+                                                              BC=64)
     dh = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
     dC = torch.zeros((batch, 1, length), dtype=torch.float32, device=h.device)
     du = _empty(*u.shape, like=u)
     dD = torch.zeros((channels,), dtype=torch.float32, device=h.device)
     sums = torch.zeros((K * 9, channels), dtype=torch.float32, device=h.device)
-    grid, tiles = _observe_launch(batch, channels, length)
-    _OBS_BWD[grid](h, weight, alpha, _dilations(dilations, h.device), C, int(C.stride(0)), u, D, grad, dh, dC, du,
-                   dD, sums, channels, height, width, K=K, BQ=OBS_BQ, BC=OBS_BC, TILES=tiles,
-                   num_warps=8)  # five live [32, 64] float32 tiles and their pointers: 8 elements a thread
+    grid, P = _observe_grid(batch, channels, length, OBS_BWD_P, OBS_BWD_BC)
+    split, margin, n_near, near_tiles, tiles = _split(height, width, max(dilations), 32 * P)
+    per = OBS_BWD_TILES  # tiles a program: its 27 tap sums are reduced across the lanes once for all of them
+    near_programs = cdiv(near_tiles, per) if split else cdiv(tiles, per)
+    programs = near_programs + cdiv(tiles - near_tiles, per) if split else near_programs
+    _OBS_BWD[(grid[0], programs, grid[2])](h, weight, alpha, _dilations(dilations, h.device), grad, g, u, D,
+                                           near_tiles, n_near, margin, tiles, near_programs, per, dh, dC, du, dD,
+                                           sums, channels, height, width, K=K, P=P, BC=OBS_BWD_BC, SPLIT=split,
+                                           num_warps=OBS_BWD_WARPS)
     # sums[k * 9 + tap, e] = sum over positions of g * h[source]: d weight = alpha_k * sums, d alpha = sum w * sums
     sums = sums.view(K, 3, 3, channels).permute(0, 3, 1, 2)
     dweight = alpha.float()[:, None, None, None] * sums
