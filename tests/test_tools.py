@@ -197,7 +197,7 @@ def test_kernel_sass_tool():
     tool = Path(__file__).parents[1] / "tools" / "kernel_sass.py"
     out = subprocess.run([sys.executable, str(tool), "--pass", "fwd", "--stage", "4", "--BL", "16"], env=env,
                          capture_output=True, text=True, check=True).stdout
-    assert "VMamba-T stage 4 (Dg=768, L=49, R=48), BD=16 BL=16" in out
+    assert "VMamba-T stage 4 (Dg=768, L=49, R=48, N=1), BD=16 BL=16" in out
     assert re.search(r"chunk loop: \d+ instructions, \d+\.\d per element and thread", out)
 
 

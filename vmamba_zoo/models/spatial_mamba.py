@@ -70,7 +70,7 @@ class StructureAwareSSM(nn.Module):
         self.A_log = nn.Parameter(a_log_init(inner, d_state))
         self.D = nn.Parameter(torch.ones(inner))
         self.state_fusion = StateFusion(inner)
-        self.out_norm = nn.LayerNorm(inner)
+        self.out_norm = FastLayerNorm(inner)  # its output only goes through the gate into out_proj
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
