@@ -389,7 +389,9 @@ def scan_bwd_kernel(
                              other=0.0).to(tl.float32)
 
             # adjoint s_t = g_t + a_{t+1} s_{t+1}, reversed; masked steps past the end have a = 1, g = 0
-            _, p_c, g_c = tl.associative_scan((a, ones, g), 0, _combine_adjoint, reverse=True)
+            _, p_c, g_c = tl.associative_scan((tl.flip(a, 0), ones, tl.flip(g, 0)), 0, _combine_adjoint)
+            p_c = tl.flip(p_c, 0)
+            g_c = tl.flip(g_c, 0)
             s = g_c + p_c * sigma[None, :, :]
             sigma = tl.sum(tl.where(first_row, a * s, 0.0), axis=0)
 
