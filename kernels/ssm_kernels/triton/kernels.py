@@ -338,8 +338,8 @@ def scan_bwd_kernel(
         du_at = du_ptr + step_base
     dB_at, dC_at = dB_ptr + (b * sdb_b + k * sdb_k), dC_ptr + (b * sdb_b + k * sdb_k)
     dA_acc = tl.zeros([NP, BD], tl.float32)
-    dD_acc = tl.zeros([BD], tl.float32)
-    dbias_acc = tl.zeros([BD], tl.float32)
+    dD_acc = tl.zeros([BL, BD], tl.float32)      # summed over steps after the loop: no shuffles a chunk
+    dbias_acc = tl.zeros([BL, BD], tl.float32)
     # the chunks in reverse, a checkpoint segment at a time, else all in one part (a loop of one iteration
     # with constant bounds, which the compiler removes: the code of the N = 1 scans is as it was)
     n_parts = (n_chunks + CKPT_CHUNKS - 1) // CKPT_CHUNKS if CKPT_CHUNKS > 1 else 1
@@ -408,12 +408,12 @@ def scan_bwd_kernel(
             ddt = sB * u + tl.sum(da * A[None, :, :], axis=1)
             du = sB * dt + dy * Dv[None, :]
             dA_acc += tl.sum(da * dt[:, None, :], axis=0)
-            dD_acc += tl.sum(dy * u, axis=0)
+            dD_acc += dy * u
             dB = tl.sum(s * (dt * u)[:, None, :], axis=2)                         # (BL, NP)
             if SOFTPLUS:
                 ddt = ddt * _sigmoid(raw, FAST_MATH)
             ddt = tl.where(m_td, ddt, 0.0)
-            dbias_acc += tl.sum(ddt, axis=0)
+            dbias_acc += ddt
             g_off = (t if BY_STEP else pos)[:, None] * sg_l + d[None, :] * sg_d
             tl.store(ddt_at + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
             tl.store(du_at + step_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
@@ -422,6 +422,6 @@ def scan_bwd_kernel(
         dA_acc = dA_acc * A
     tl.atomic_add(dA_ptr + channel[None, :] * N + n[:, None], dA_acc, mask=m_nd, sem="relaxed")
     if HAS_D:
-        tl.atomic_add(dD_ptr + channel, dD_acc, mask=dmask, sem="relaxed")
+        tl.atomic_add(dD_ptr + channel, tl.sum(dD_acc, axis=0), mask=dmask, sem="relaxed")
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + channel, dbias_acc, mask=dmask, sem="relaxed")
+        tl.atomic_add(dbias_ptr + channel, tl.sum(dbias_acc, axis=0), mask=dmask, sem="relaxed")
