@@ -18,11 +18,11 @@ A program owns (direction k, a block of BD channels, one batch element) and walk
 chunks of BL steps: load the chunk, scan it with ``tl.associative_scan`` over (decay, input) pairs,
 add the state carried in from the previous chunk. The backward walks the chunks in reverse, recomputes
 each chunk's states from the state entering it, and runs the adjoint recurrence s_t = g_t + a_{t+1} s_{t+1}
-as a reverse scan. The forward saves the state entering every checkpoint segment of ``CKPT_CHUNKS`` chunks
-(the first aside). With one chunk a segment (N = 1: the saved states are small) the backward reads each
-chunk's start state from them; with more (N = 16, where a state per 8-step chunk was four times the input)
-it first re-runs the forward over each segment from its saved state, storing the segment's chunk-start
-states in a scratch, then walks the segment's chunks in reverse.
+as a scan over the time-flipped chunk. The forward saves the state entering every checkpoint segment of
+``CKPT_CHUNKS`` chunks (the first aside). With one chunk a segment (N = 1: the saved states are small) the
+backward reads each chunk's start state from them; with more (N = 16, where a state per 8-step chunk was
+four times the input) it first re-runs the forward over each segment from its saved state, storing the
+segment's chunk-start states in a scratch, then walks the segment's chunks in reverse.
 
 A long sequence at a small batch gives too few programs to fill the GPU (VMamba-T at 1536x1536,
 batch 2: 16 programs for 132 SMs, the scan 83% of the forward). The forward can then split each
@@ -325,6 +325,7 @@ def scan_bwd_kernel(
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
     state_row = (b * K * Dg + channel[None, :]) * N + n[:, None]                # (NP, BD) of (batch, K*Dg, N)
     first_row = tl.arange(0, BL)[:, None, None] == 0
+    last_row = tl.arange(0, BL)[:, None, None] == BL - 1
     # sigma: a_{t+1} s_{t+1} entering the chunk from the one after it
     if HAS_DLAST:
         sigma = tl.load(dlast_ptr + state_row, mask=m_nd, other=0.0).to(tl.float32)
@@ -337,8 +338,8 @@ def scan_bwd_kernel(
         du_at = du_ptr + step_base
     dB_at, dC_at = dB_ptr + (b * sdb_b + k * sdb_k), dC_ptr + (b * sdb_b + k * sdb_k)
     dA_acc = tl.zeros([NP, BD], tl.float32)
-    dD_acc = tl.zeros([BD], tl.float32)
-    dbias_acc = tl.zeros([BD], tl.float32)
+    dD_acc = tl.zeros([BL, BD], tl.float32)      # summed over steps after the loop: no shuffles a chunk
+    dbias_acc = tl.zeros([BL, BD], tl.float32)
     # the chunks in reverse, a checkpoint segment at a time, else all in one part (a loop of one iteration
     # with constant bounds, which the compiler removes: the code of the N = 1 scans is as it was)
     n_parts = (n_chunks + CKPT_CHUNKS - 1) // CKPT_CHUNKS if CKPT_CHUNKS > 1 else 1
@@ -382,15 +383,24 @@ def scan_bwd_kernel(
                 dy = dout * z * sig
             else:
                 dy = dout
+            # dC before the adjoint scan, so that h is dead during it (N = 16: 323 -> 221 spill loads and stores)
+            dC = tl.sum(h * dy[:, None, :], axis=2)
+            dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
+            tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")
             g = Cv[:, :, None] * dy[:, None, :]
             if HAS_DSTATES:
                 s_off = state_row[None, :, :] * L + t[:, None, None]
                 g += tl.load(dstates_ptr + s_off, mask=tmask[:, None, None] & m_nd[None, :, :],
                              other=0.0).to(tl.float32)
 
-            # adjoint s_t = g_t + a_{t+1} s_{t+1}, reversed; masked steps past the end have a = 1, g = 0
-            _, p_c, g_c = tl.associative_scan((a, ones, g), 0, _combine_adjoint, reverse=True)
-            s = g_c + p_c * sigma[None, :, :]
+            # adjoint s_t = g_t + a_{t+1} s_{t+1}, reversed; masked steps past the end have a = 1, g = 0. The
+            # state carried in from the next chunk joins the last step's g, so only the scan's g is needed.
+            # Not associative_scan(reverse=True): Triton reverses every operand across all 32 lanes of the warp
+            # and back (27 shuffles per element at N = 16, although time lies inside each thread here), while
+            # tl.flip along the in-thread time axis only renames registers (kernels/NOTES.md).
+            g = tl.where(last_row, g + sigma[None, :, :], g)
+            _, _, s = tl.associative_scan((tl.flip(a, 0), ones, tl.flip(g, 0)), 0, _combine_adjoint)
+            s = tl.flip(s, 0)
             sigma = tl.sum(tl.where(first_row, a * s, 0.0), axis=0)
 
             da = s * (h - x)                                                      # d/d(dt * A): a_t h_{t-1} = h_t - x_t
@@ -398,23 +408,20 @@ def scan_bwd_kernel(
             ddt = sB * u + tl.sum(da * A[None, :, :], axis=1)
             du = sB * dt + dy * Dv[None, :]
             dA_acc += tl.sum(da * dt[:, None, :], axis=0)
-            dD_acc += tl.sum(dy * u, axis=0)
+            dD_acc += dy * u
             dB = tl.sum(s * (dt * u)[:, None, :], axis=2)                         # (BL, NP)
-            dC = tl.sum(h * dy[:, None, :], axis=2)
             if SOFTPLUS:
                 ddt = ddt * _sigmoid(raw, FAST_MATH)
             ddt = tl.where(m_td, ddt, 0.0)
-            dbias_acc += tl.sum(ddt, axis=0)
+            dbias_acc += ddt
             g_off = (t if BY_STEP else pos)[:, None] * sg_l + d[None, :] * sg_d
             tl.store(ddt_at + g_off, ddt.to(ddt_ptr.dtype.element_ty), mask=m_td)
             tl.store(du_at + step_off, du.to(du_ptr.dtype.element_ty), mask=m_td)
-            dbc_off = pos[:, None] * sdb_l + n[None, :] * sdb_n
             tl.atomic_add(dB_at + dbc_off, dB, mask=m_tn, sem="relaxed")
-            tl.atomic_add(dC_at + dbc_off, dC, mask=m_tn, sem="relaxed")
     if A_LOG:  # the gradient of A_log is dA * A: linear, so this program's partial sum is scaled exactly
         dA_acc = dA_acc * A
     tl.atomic_add(dA_ptr + channel[None, :] * N + n[:, None], dA_acc, mask=m_nd, sem="relaxed")
     if HAS_D:
-        tl.atomic_add(dD_ptr + channel, dD_acc, mask=dmask, sem="relaxed")
+        tl.atomic_add(dD_ptr + channel, tl.sum(dD_acc, axis=0), mask=dmask, sem="relaxed")
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + channel, dbias_acc, mask=dmask, sem="relaxed")
+        tl.atomic_add(dbias_ptr + channel, tl.sum(dbias_acc, axis=0), mask=dmask, sem="relaxed")
