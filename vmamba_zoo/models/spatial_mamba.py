@@ -243,6 +243,9 @@ CARD = dict(
         "and pass pretrained=True, pretrained_cfg_overlay=dict(file=path).",
         "The official eval path caches the fused 11x11 kernel on the first eval forward and never refreshes it; "
         "ours always computes the fusion from the current parameters (the same function).",
+        "fused_observe=True (timm.create_model kwarg) runs the state fusion and the observation as one Triton op "
+        "that never stores the fused states: the same function, slower end to end for now (kernels/NOTES.md), so "
+        "off by default.",
     ],
     bibtex="""@article{xiao2024spatialmamba,
   title={Spatial-Mamba: Effective Visual State Space Models via Structure-Aware State Fusion},
