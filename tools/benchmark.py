@@ -22,7 +22,6 @@ results file (needs matplotlib: ``pip install -e .[plot]``).
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import fnmatch
 import platform
@@ -40,24 +39,11 @@ from vmamba_zoo.profiling import largest_batch, measure_throughput
 from vmamba_zoo.profiling.speed import is_out_of_memory
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _cli import ParseKwargs  # noqa: E402
 from _results import append_rows, read_results  # noqa: E402
 from official_models import OfficialUnavailable, build_official  # noqa: E402
 
 SWEEP_SIZES = [512, 768, 1024, 1280, 1536, 1792, 2048]
-
-
-class ParseKwargs(argparse.Action):
-    """``key=value`` pairs into a dict, values read as Python literals where they parse (as timm's tools)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        kwargs = {}
-        for item in values:
-            key, _, value = item.partition("=")
-            try:
-                kwargs[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                kwargs[key] = value
-        setattr(namespace, self.dest, kwargs)
 
 
 def parse_args(argv=None):

@@ -27,7 +27,6 @@ each a few microseconds of the autograd engine's host time in backward.
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import contextlib
 import os
@@ -36,6 +35,9 @@ from typing import Dict, Optional
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cli import ParseKwargs  # noqa: E402
 
 #: aten ops that launch nothing: allocation and metadata (the views are found by their schemas)
 _NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "_unsafe_view",
@@ -47,7 +49,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["vmamba_tiny"], metavar="NAME",
                         help="zoo or timm model names (default: vmamba_tiny)")
-    parser.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
                         help="passed to timm.create_model, values as Python literals")
     parser.add_argument("--batch-size", "-b", type=int, default=2)
     parser.add_argument("--img-size", type=int, default=224)
@@ -205,7 +207,7 @@ def _submodule(model, path: str):
 def run_model(name: str, args):
     import timm
     device = torch.device(args.device)
-    kwargs = {k: v for k, v in (_parse_kwarg(kv) for kv in args.model_kwargs)}
+    kwargs = args.model_kwargs
     try:
         model = timm.create_model(name, img_size=args.img_size, **kwargs)  # models with a fixed size (Swin)
     except TypeError:
@@ -261,14 +263,6 @@ def run_model(name: str, args):
         return autograd_nodes(y.grad_fn)
 
     measure(name, path, module_forward, module_train_step, device, args.top)
-
-
-def _parse_kwarg(item: str):
-    key, _, value = item.partition("=")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def main(argv=None) -> int:

@@ -126,20 +126,28 @@ def _no_gpu_needed(fake_mode: FakeTensorMode, sms: int):
         yield
 
 
+@contextlib.contextmanager
+def on_fake_cuda(model: torch.nn.Module, sms: int = 132):
+    """Within: ``model`` (yielded) moved onto fake CUDA tensors, nothing launched (see :func:`_no_gpu_needed`),
+    and ``torch.cuda.is_available()`` true, patched only after the move, which would then look for a driver
+    (``torch.autocast("cuda")`` refuses without it)."""
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode, _no_gpu_needed(fake_mode, sms):
+        model = model.to("cuda")
+        with mock.patch.object(torch.cuda, "is_available", lambda: True):
+            yield model
+
+
 def measure(model_name: str, batch: int, size: int, amp_dtype, sms: int = 132, **kwargs):
     """(tracker, parameter and buffer bytes, input bytes) for a no-grad forward of ``model_name`` on fake
     CUDA tensors; ``sms``: the GPU's multiprocessors (the launchers' grids depend on it: 132 on an H100/H200)."""
     import timm
-    model = timm.create_model(model_name, **kwargs).eval()
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_mode, _no_gpu_needed(fake_mode, sms):
-        model = model.to("cuda")
+    with on_fake_cuda(timm.create_model(model_name, **kwargs).eval(), sms) as model:
         x = torch.randn(batch, 3, size, size, device="cuda")
         state = list(model.parameters()) + list(model.buffers())
         persistent = sum(t.untyped_storage().nbytes() for t in state)
         tracker = LiveBytes(model, known=state + [x])
-        # after .to("cuda"), which would then look for a driver; torch.autocast("cuda") refuses without it
-        with mock.patch.object(torch.cuda, "is_available", lambda: True), tracker:
+        with tracker:
             with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None), torch.no_grad():
                 out = model(x)
             del out

@@ -19,12 +19,10 @@ TRITON_INTERPRET=1) and PyTorch's CPU kernels (its RMSNorm, for one, is decompos
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
-from unittest import mock
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
@@ -153,12 +151,8 @@ def measure(model_name: str, batch: int, size: int, amp_dtype, device: str = "fa
     if device != "fake-cuda":
         model = model.to(device)
         return count_saved(model, torch.randn(batch, 3, size, size, device=device), amp_dtype)
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from peak_memory import _no_gpu_needed
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_mode, _no_gpu_needed(fake_mode, sms), contextlib.ExitStack() as stack:
-        model = model.to("cuda")
-        stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: True))
+    from peak_memory import on_fake_cuda
+    with on_fake_cuda(model, sms) as model:
         return count_saved(model, torch.randn(batch, 3, size, size, device="cuda"), amp_dtype)
 
 
