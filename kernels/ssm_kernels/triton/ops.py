@@ -199,12 +199,6 @@ class _Layout:
         _, NP, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
         return (self.batch, self.K, self.checkpoints(recompute)[1], NP, self.Dg)
 
-    def recomputes(self, ckpt: Tensor) -> bool:
-        """Whether the forward that saved ``ckpt`` saved checkpoint segments (the backward re-runs them) or
-        every chunk's end state: the backward reads it from the shape (S > 1 saves fewer than one a chunk)."""
-        _, _, _, BL, *_ = _blocks(self.Dg, self.N, self.L, False, self.rank)
-        return ckpt.shape[2] != cdiv(self.L, BL)
-
     def grid(self, BD):
         return (self.K, cdiv(self.Dg, BD), self.batch)
 
@@ -317,7 +311,9 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
     ``d_low``: where the low-rank step size's gradient goes (a slice of the whole projection's gradient)."""
     BD, NP, RP, BL, warps, stages = _blocks(layout.Dg, layout.N, layout.L, True, layout.rank)
     n_chunks = cdiv(layout.L, BL)
-    recompute = layout.recomputes(ckpt)
+    # the forward saved checkpoint segments (the backward re-runs them: fewer than one state a chunk) or every
+    # chunk's end state (recompute_states=False); the chunks are the forward's (BL depends on the shapes only)
+    recompute = ckpt.shape[2] != n_chunks
     assert tuple(ckpt.shape) == layout.ckpt_shape(recompute), "saved states from another chunk or checkpoint length"
     S, n_ckpt = layout.checkpoints(recompute)
     # with S > 1, every program's chunk-start states of the checkpoint segment it is in (see kernels.py)
