@@ -373,6 +373,34 @@ def test_layer_norm_matches_reference(shape, dtype, autocast, tol):
         assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layer_norm_for_a_residual_stream_keeps_float32_under_autocast(dtype):
+    """residual=True: the output dtype F.layer_norm has under CUDA's autocast (float32; x's dtype without)."""
+    x = (torch.randn(2, 5, 7, 40) * 3 + 1).to(dtype).requires_grad_()
+    weight, bias = torch.rand(40) + 0.5, torch.randn(40)
+    ref = torch.nn.functional.layer_norm(x.float(), (40,), weight, bias, 1e-5)
+    for autocast in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            got = ssm_kernels.layer_norm(x, weight, bias, 1e-5, backend="triton", residual=True)
+        assert got.dtype == (torch.float32 if autocast else dtype)
+        assert rel(got, ref) < (2e-6 if dtype == torch.float32 else 1e-2)
+        (dx,) = torch.autograd.grad(got.sum(), x)
+        assert dx.dtype == dtype
+
+
+def test_fast_layer_norm_2d_matches_timm():
+    from timm.layers import LayerNorm2d
+    from vmamba_zoo.layers import FastLayerNorm2d
+    ours, timm_norm = FastLayerNorm2d(12, eps=1e-5), LayerNorm2d(12, eps=1e-5)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.normal_()
+    timm_norm.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 12, 5, 7)
+    torch.testing.assert_close(ours(x), timm_norm(x))
+    torch.testing.assert_close(torch.jit.script(ours)(x), timm_norm(x))
+
+
 def test_layer_norm_rejects_wrong_parameter_shapes():
     with pytest.raises(ValueError, match="weight and bias must be"):
         ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")

@@ -443,13 +443,15 @@ def scan2d(u, delta, A, B, C, D, delta_bias, paths: Union[ScanPaths, ScanPattern
 
 @public_op
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5,
-               backend: Optional[str] = None) -> torch.Tensor:
-    """LayerNorm over the last axis, for a norm whose output goes into a matmul.
+               backend: Optional[str] = None, residual: bool = False) -> torch.Tensor:
+    """LayerNorm over the last axis.
 
     The reference is ``F.layer_norm``. The Triton kernels normalise many short rows per program
-    (PyTorch's kernel gives each row a block: slow for 96..768 channels) and write the output in the
+    (PyTorch's kernel gives each row a block: slow for 48..768 channels) and write the output in the
     dtype the matmul after it reads: the autocast dtype under autocast (where ``F.layer_norm`` runs
-    in float32 and the matmul casts its input), else x's dtype. The gradient of x comes in x's dtype.
+    in float32 and the matmul casts its input), else x's dtype. ``residual=True`` (a norm whose output
+    is a residual stream: a stem's or a downsample's) keeps ``F.layer_norm``'s dtype instead: float32
+    under autocast. The gradient of x comes in x's dtype.
     """
     if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
         raise ValueError(f"layer_norm: weight and bias must be ({x.shape[-1]},) for an input of shape {_shape(x)}, "
@@ -458,5 +460,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     if not hasattr(_BACKENDS[name], "layer_norm_fwd"):
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     device = x.device.type
-    out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    if not torch.is_autocast_enabled(device):
+        out_dtype = x.dtype
+    else:
+        out_dtype = torch.promote_types(x.dtype, torch.float32) if residual else torch.get_autocast_dtype(device)
     return _apply(LayerNormFn, "layer_norm", name, (float(eps), out_dtype), x, weight, bias)

@@ -5,13 +5,13 @@ from .interop import NotScriptable, register_fx_leaves
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .mlp import ConvFFN, SqueezeExcite
 from .msss2d import MultiScaleSS2D
-from .norm import FastLayerNorm
+from .norm import FastLayerNorm, FastLayerNorm2d
 from .ss2d import SS2D, AtrousSS2D
 from .ssm_init import a_log_init, dt_bias_init
 from .state_fusion import StateFusion
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
-__all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm", "SS2D",
-           "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem",
+__all__ = ["MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm",
+           "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem",
            "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]

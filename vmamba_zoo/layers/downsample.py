@@ -15,7 +15,7 @@ class ConvDownsample(nn.Module):
     def __init__(self, dim: int, out_dim: int, eps: float = 1e-5):
         super().__init__()
         self.conv = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1)
-        self.norm = nn.LayerNorm(out_dim, eps=eps)
+        self.norm = FastLayerNorm(out_dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))

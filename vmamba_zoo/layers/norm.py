@@ -1,4 +1,4 @@
-"""LayerNorm for the norms that feed a matmul (the blocks' pre-norms)."""
+"""LayerNorms on the zoo's LayerNorm kernels (:func:`ssm_kernels.layer_norm`)."""
 from __future__ import annotations
 
 import torch
@@ -9,15 +9,34 @@ from ssm_kernels import layer_norm
 
 
 class FastLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` (same parameters and state dict) that runs :func:`ssm_kernels.layer_norm`: on
-    GPU one Triton kernel each way, its output in the autocast dtype that the next matmul reads
-    (PyTorch's LayerNorm was ~20% of an eager vmamba_tiny training step: 96..768 channels are short
-    rows for it). Only for a norm whose output goes straight into a matmul; elsewhere (a residual
-    stream) keep ``nn.LayerNorm``'s float32 output."""
+    """``nn.LayerNorm`` over the last axis (same parameters and state dict) that runs
+    :func:`ssm_kernels.layer_norm`: on GPU one Triton kernel each way (PyTorch's LayerNorm gives each row a
+    block, slow for the 48..768 channels of these models: it was ~20% of an eager vmamba_tiny step).
+
+    By default the output comes in the autocast dtype, for a norm whose output goes straight into a matmul
+    (the blocks' pre-norms). ``residual=True`` keeps ``nn.LayerNorm``'s dtype, float32 under autocast, for a
+    norm whose output is a residual stream (a stem's, a downsample's) or the classifier's input.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, residual: bool = False, **kwargs):
+        super().__init__(normalized_shape, eps=eps, **kwargs)
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch: the kernels' dispatch is Python
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         if self.weight is None or self.bias is None or len(self.normalized_shape) != 1:
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return layer_norm(x, self.weight, self.bias, self.eps)
+        return layer_norm(x, self.weight, self.bias, self.eps, residual=self.residual)
+
+
+class FastLayerNorm2d(FastLayerNorm):
+    """:class:`FastLayerNorm` over the channels of a (B, C, H, W) map (timm's ``LayerNorm2d``, same state
+    dict); the output is a channels-last map viewed as (B, C, H, W), which the convolutions after it read
+    as it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        if torch.jit.is_scripting():  # as in FastLayerNorm (TorchScript has no super() calls)
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        return layer_norm(x, self.weight, self.bias, self.eps, residual=self.residual).permute(0, 3, 1, 2)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from timm.layers import LayerNorm2d
+
+from .norm import FastLayerNorm, FastLayerNorm2d
 
 
 class ConvStem(nn.Module):
@@ -12,10 +13,10 @@ class ConvStem(nn.Module):
     def __init__(self, in_chans: int = 3, dim: int = 96, eps: float = 1e-5):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, dim // 2, kernel_size=3, stride=2, padding=1)
-        self.norm1 = LayerNorm2d(dim // 2, eps=eps)
+        self.norm1 = FastLayerNorm2d(dim // 2, eps=eps)  # into GELU and a conv: the autocast dtype
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = FastLayerNorm(dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2(self.act(self.norm1(self.conv1(x))))
@@ -29,7 +30,7 @@ class PatchStem(nn.Module):
     def __init__(self, in_chans: int = 3, dim: int = 96, patch: int = 4, eps: float = 1e-5):
         super().__init__()
         self.conv = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = FastLayerNorm(dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x).permute(0, 2, 3, 1))

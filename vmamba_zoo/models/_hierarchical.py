@@ -17,7 +17,7 @@ from timm.layers import ClassifierHead
 from timm.models import adapt_input_conv
 from timm.models._features import feature_take_indices
 
-from ..layers import NotScriptable
+from ..layers import FastLayerNorm, NotScriptable
 from ._checkpoint import load_checkpoint_file
 
 
@@ -44,7 +44,7 @@ class HierarchicalSSM(NotScriptable, nn.Module):
         """The classification end: LayerNorm on the final map, global pool, dropout, linear."""
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = num_features
-        self.norm_pre = nn.LayerNorm(num_features)
+        self.norm_pre = FastLayerNorm(num_features, residual=True)
         self.head = ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt="NHWC")
 
