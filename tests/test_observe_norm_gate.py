@@ -146,6 +146,20 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(tobs.observe_norm_gate_bwd_op, (h, C, u, D, w, b, z, stats, torch.randn(2, 6, 8)))
 
 
+@needs_triton
+def test_torch_compile_single_graph_matches_eager(monkeypatch):
+    """The Triton kernels are custom ops with fake implementations: one graph, forward and backward."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    leaves, args = make(2, 16, 3, 4, torch.float32, u_channels_last=True)
+    out = observe_norm_gate(*args())
+    eager = torch.autograd.grad(out, leaves, torch.ones_like(out))
+    compiled = torch.compile(lambda *a: observe_norm_gate(*a), fullgraph=True, backend="aot_eager")(*args())
+    torch.testing.assert_close(compiled, out)
+    for a, b in zip(torch.autograd.grad(compiled, leaves, torch.ones_like(out)), eager):
+        torch.testing.assert_close(a, b)
+
+
 def test_flops_count_the_layer_norm():
     """fvcore sees one node, counted as the LayerNorm it holds (5 per element), as the separate ops were."""
     from vmamba_zoo.profiling import flop_analysis
