@@ -12,8 +12,8 @@ merged block by block (Chan et al.'s pairwise update: no cancellation of a large
 
 Backward: a first walk recomputes y, the normalised map and SiLU(z), writes dz and gathers the LayerNorm adjoint's
 two row means (of g = dout * SiLU(z) * weight and of g * xhat) and the weight and bias gradients; a second walk
-writes dy = rstd * (g - mean(g) - xhat * mean(g * xhat)) as dh = dy * C and du = dy * D, sums dC = sum_E dy * h per
-position and dD = sum_L dy * u per channel. Per-channel sums (weight, bias, D) go to one of up to 256 float32 rows
+(the same tile, when E is one block) writes dy = rstd * (g - mean(g) - xhat * mean(g * xhat)) as dh = dy * C and
+du = dy * D, sums dC = sum_E dy * h per position and dD = sum_L dy * u per channel. Per-channel sums (weight, bias, D) go to one of up to 256 float32 rows
 by atomic adds (row = program id modulo the rows: less contention on the same addresses), summed after the kernel.
 
 Registered as ``torch.library`` custom ops with fake implementations, as the scan ops are.
@@ -36,21 +36,27 @@ TUNING = {}
 
 
 @triton.jit
-def _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l):
-    """h and u on the tile (positions l, channels e), float32, 0 outside the mask."""
+def _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE: tl.constexpr):
+    """The channel block starting at e0: (y = h * C + D * u, h, u, D, channels, their mask, the tile's mask), float32,
+    0 outside the mask."""
+    e = e0 + tl.arange(0, BE)
+    emask = e < E
+    m = lmask[:, None] & emask[None, :]
     h = tl.load(h_at + e[None, :] * sh_e + l[:, None] * sh_l, mask=m, other=0.0).to(tl.float32)
     u = tl.load(u_at + e[None, :] * su_e + l[:, None] * su_l, mask=m, other=0.0).to(tl.float32)
-    return h, u
+    d = tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)
+    return h * c[:, None] + u * d[None, :], h, u, d, e, emask, m
 
 
 @triton.jit
 def _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr):
-    """(xhat, SiLU(z), sigmoid(z), z, weight) on the tile: the pieces of LayerNorm(y) * SiLU(z), float32."""
+    """(LayerNorm(y), xhat, SiLU(z), sigmoid(z), z, weight) on the tile, float32."""
     xhat = tl.where(m, (y - mean[:, None]) * rstd[:, None], 0.0)
     w = tl.load(w_ptr + e, mask=emask, other=0.0).to(tl.float32)
+    ln = xhat * w[None, :] + tl.load(b_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
     zf = tl.load(z_at + l[:, None] * sz_l + e[None, :], mask=m, other=0.0).to(tl.float32)
     sg = tl.sigmoid(zf)
-    return xhat, zf * sg, sg, zf, w
+    return ln, xhat, zf * sg, sg, zf, w
 
 
 @triton.jit
@@ -62,28 +68,19 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
     lmask = l < L
     h_at, u_at, z_at, out_at = h_ptr + b * sh_b, u_ptr + b * su_b, z_ptr + b * sz_b, out_ptr + b * L * E
     c = tl.load(c_ptr + b * sc_b + l * sc_l, mask=lmask, other=0.0).to(tl.float32)
-    if ONE_BLOCK:
-        e = tl.arange(0, BE)
-        emask = e < E
-        m = lmask[:, None] & emask[None, :]
-        h, u = _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l)
-        y = h * c[:, None] + u * tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
+    if ONE_BLOCK:  # every channel in the tile: one walk
+        y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, 0, E, sh_e, sh_l, su_e, su_l, BE)
         mean = tl.sum(y, axis=1) / E
         yc = tl.where(m, y - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(yc * yc, axis=1) / E + eps)
-        xhat, silu, _, _, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
-        out = (xhat * w[None, :] + tl.load(b_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]) * silu
-        tl.store(out_at + l[:, None] * E + e[None, :], out.to(out_ptr.dtype.element_ty), mask=m)
+        ln, _, silu, _, _, _ = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
+        tl.store(out_at + l[:, None] * E + e[None, :], (ln * silu).to(out_ptr.dtype.element_ty), mask=m)
     else:
         mean = tl.zeros([BM], tl.float32)
         m2 = tl.zeros([BM], tl.float32)   # sum of squared deviations from the running mean
         count = tl.zeros([BM], tl.float32)
         for e0 in range(0, E, BE):
-            e = e0 + tl.arange(0, BE)
-            emask = e < E
-            m = lmask[:, None] & emask[None, :]
-            h, u = _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l)
-            y = h * c[:, None] + u * tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
+            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
             n_b = tl.sum(emask.to(tl.float32), axis=0)
             mean_b = tl.sum(y, axis=1) / n_b
             yc = tl.where(m, y - mean_b[:, None], 0.0)
@@ -94,24 +91,50 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
             count = total
         rstd = 1.0 / tl.sqrt(m2 / E + eps)
         for e0 in range(0, E, BE):
-            e = e0 + tl.arange(0, BE)
-            emask = e < E
-            m = lmask[:, None] & emask[None, :]
-            h, u = _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l)
-            y = h * c[:, None] + u * tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
-            xhat, silu, _, _, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
-            out = (xhat * w[None, :] + tl.load(b_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]) * silu
-            tl.store(out_at + l[:, None] * E + e[None, :], out.to(out_ptr.dtype.element_ty), mask=m)
+            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
+            ln, _, silu, _, _, _ = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
+            tl.store(out_at + l[:, None] * E + e[None, :], (ln * silu).to(out_ptr.dtype.element_ty), mask=m)
     row = b * L + l
     tl.store(stats_ptr + row, mean, mask=lmask)
     tl.store(stats_ptr + rows + row, rstd, mask=lmask)
 
 
 @triton.jit
+def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l, lmask, e0, E,
+               sh_e, sh_l, su_e, su_l, sz_l, BE: tl.constexpr, FIRST: tl.constexpr):
+    """The channel block at e0 recomputed: (g = dout * SiLU(z) * weight, xhat, h, u, D, channels, mask, tile mask).
+    On the first walk over it (FIRST) also writes dz and adds the weight and bias gradients."""
+    y, h, u, d, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
+    ln, xhat, silu, sg, zf, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
+    at = l[:, None] * E + e[None, :]
+    dout = tl.load(g_at + at, mask=m, other=0.0).to(tl.float32)
+    dln = dout * silu
+    if FIRST:
+        dz = dout * ln * (sg * (1.0 + zf * (1.0 - sg)))
+        tl.store(dz_at + at, dz.to(dz_at.dtype.element_ty), mask=m)
+        tl.atomic_add(part_at + e, tl.sum(dln * xhat, axis=0), mask=emask, sem="relaxed")
+        tl.atomic_add(part_at + E + e, tl.sum(dln, axis=0), mask=emask, sem="relaxed")
+    return dln * w[None, :], xhat, h, u, d, e, emask, m
+
+
+@triton.jit
+def _bwd_inputs(g, xhat, h, u, d, c, mean_g, mean_gx, rstd, e, emask, m, l, dh_at, du_at, part_at, E,
+                sdh_e, sdh_l, sdu_e, sdu_l):
+    """dy through the LayerNorm adjoint on the tile; writes dh = dy * C and du = dy * D, adds dD = sum_L dy * u;
+    returns the tile's part of dC = sum_E dy * h per position."""
+    dy = tl.where(m, (g - mean_g[:, None] - xhat * mean_gx[:, None]) * rstd[:, None], 0.0)
+    tl.store(dh_at + e[None, :] * sdh_e + l[:, None] * sdh_l, (dy * c[:, None]).to(dh_at.dtype.element_ty), mask=m)
+    tl.store(du_at + e[None, :] * sdu_e + l[:, None] * sdu_l, (dy * d[None, :]).to(du_at.dtype.element_ty), mask=m)
+    tl.atomic_add(part_at + 2 * E + e, tl.sum(dy * u, axis=0), mask=emask, sem="relaxed")
+    return tl.sum(dy * h, axis=1)
+
+
+@triton.jit
 def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr, stats_ptr, g_ptr,
                                  dh_ptr, dc_ptr, du_ptr, dz_ptr, part_ptr, L, E, rows, parts,
                                  sh_b, sh_e, sh_l, sc_b, sc_l, su_b, su_e, su_l, sz_b, sz_l,
-                                 sdh_b, sdh_e, sdh_l, sdu_b, sdu_e, sdu_l, BM: tl.constexpr, BE: tl.constexpr):
+                                 sdh_b, sdh_e, sdh_l, sdu_b, sdu_e, sdu_l,
+                                 BM: tl.constexpr, BE: tl.constexpr, ONE_BLOCK: tl.constexpr):
     b = tl.program_id(1).to(tl.int64)
     l = tl.program_id(0) * BM + tl.arange(0, BM)
     lmask = l < L
@@ -123,47 +146,30 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
     c = tl.load(c_ptr + b * sc_b + l * sc_l, mask=lmask, other=0.0).to(tl.float32)
     mean = tl.load(stats_ptr + row, mask=lmask, other=0.0)
     rstd = tl.load(stats_ptr + rows + row, mask=lmask, other=0.0)
-    # walk 1: dz, the weight and bias gradients, the row means of the LayerNorm adjoint
-    mean_g = tl.zeros([BM], tl.float32)
-    mean_gx = tl.zeros([BM], tl.float32)
-    for e0 in range(0, E, BE):
-        e = e0 + tl.arange(0, BE)
-        emask = e < E
-        m = lmask[:, None] & emask[None, :]
-        at = l[:, None] * E + e[None, :]
-        h, u = _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l)
-        y = h * c[:, None] + u * tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
-        xhat, silu, sg, zf, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
-        dout = tl.load(g_at + at, mask=m, other=0.0).to(tl.float32)
-        ln = xhat * w[None, :] + tl.load(b_ptr + e, mask=emask, other=0.0).to(tl.float32)[None, :]
-        dz = dout * ln * (sg * (1.0 + zf * (1.0 - sg)))
-        tl.store(dz_at + at, dz.to(dz_ptr.dtype.element_ty), mask=m)
-        dln = dout * silu
-        tl.atomic_add(part_at + e, tl.sum(dln * xhat, axis=0), mask=emask, sem="relaxed")
-        tl.atomic_add(part_at + E + e, tl.sum(dln, axis=0), mask=emask, sem="relaxed")
-        g = dln * w[None, :]
-        mean_g += tl.sum(g, axis=1)
-        mean_gx += tl.sum(g * xhat, axis=1)
-    mean_g = mean_g / E
-    mean_gx = mean_gx / E
-    # walk 2: dy through the LayerNorm adjoint; dh, du, dC, dD
-    dc = tl.zeros([BM], tl.float32)
-    for e0 in range(0, E, BE):
-        e = e0 + tl.arange(0, BE)
-        emask = e < E
-        m = lmask[:, None] & emask[None, :]
-        h, u = _load_hu(h_at, u_at, l, e, m, sh_e, sh_l, su_e, su_l)
-        d = tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)
-        y = h * c[:, None] + u * d[None, :]
-        xhat, silu, _, _, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
-        g = tl.load(g_at + l[:, None] * E + e[None, :], mask=m, other=0.0).to(tl.float32) * silu * w[None, :]
-        dy = tl.where(m, (g - mean_g[:, None] - xhat * mean_gx[:, None]) * rstd[:, None], 0.0)
-        tl.store(dh_at + e[None, :] * sdh_e + l[:, None] * sdh_l, (dy * c[:, None]).to(dh_ptr.dtype.element_ty),
-                 mask=m)
-        tl.store(du_at + e[None, :] * sdu_e + l[:, None] * sdu_l, (dy * d[None, :]).to(du_ptr.dtype.element_ty),
-                 mask=m)
-        dc += tl.sum(dy * h, axis=1)
-        tl.atomic_add(part_at + 2 * E + e, tl.sum(dy * u, axis=0), mask=emask, sem="relaxed")
+    if ONE_BLOCK:  # every channel in the tile: one walk
+        g, xhat, h, u, d, e, emask, m = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c,
+                                                   mean, rstd, l, lmask, 0, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
+        dc = _bwd_inputs(g, xhat, h, u, d, c, tl.sum(g, axis=1) / E, tl.sum(g * xhat, axis=1) / E, rstd, e, emask, m,
+                         l, dh_at, du_at, part_at, E, sdh_e, sdh_l, sdu_e, sdu_l)
+    else:
+        # walk 1: dz, the weight and bias gradients, the row means of the LayerNorm adjoint
+        mean_g = tl.zeros([BM], tl.float32)
+        mean_gx = tl.zeros([BM], tl.float32)
+        for e0 in range(0, E, BE):
+            g, xhat, _, _, _, _, _, _ = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c,
+                                                   mean, rstd, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
+            mean_g += tl.sum(g, axis=1)
+            mean_gx += tl.sum(g * xhat, axis=1)
+        mean_g = mean_g / E
+        mean_gx = mean_gx / E
+        # walk 2: dh, du, dC, dD
+        dc = tl.zeros([BM], tl.float32)
+        for e0 in range(0, E, BE):
+            g, xhat, h, u, d, e, emask, m = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at,
+                                                       c, mean, rstd, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, sz_l,
+                                                       BE, False)
+            dc += _bwd_inputs(g, xhat, h, u, d, c, mean_g, mean_gx, rstd, e, emask, m, l, dh_at, du_at, part_at, E,
+                              sdh_e, sdh_l, sdu_e, sdu_l)
     tl.store(dc_ptr + row, dc, mask=lmask)
 
 
@@ -228,7 +234,7 @@ def _observe_norm_gate_bwd(h: Tensor, C: Tensor, u: Tensor, D: Tensor, weight: T
     part = torch.zeros(parts, 3, E, dtype=torch.float32, device=h.device)
     _BWD[grid](h, C, u, D, weight, bias, z, stats, grad, dh, dc, du, dz, part, L, E, batch * L, parts,
                *h.stride(), C.stride(0), C.stride(2), *u.stride(), z.stride(0), z.stride(1), *dh.stride(),
-               *du.stride(), BM=BM, BE=BE, num_warps=warps)
+               *du.stride(), BM=BM, BE=BE, ONE_BLOCK=BE >= E, num_warps=warps)
     return dh, dc, du, dz, part.sum(0)
 
 
