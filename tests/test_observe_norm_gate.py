@@ -67,6 +67,8 @@ def test_reference_gradients_pass_gradcheck():
 CASES = [  # (batch, E, H, W), dtype, u channels-last, z a (B, H, W, E) map, tolerance
     ((2, 24, 5, 7), torch.float32, False, True, 2e-6),
     ((2, 40, 5, 7), torch.float32, True, False, 2e-6),
+    ((2, 24, 4, 6), torch.float32, False, True, 2e-6),     # L = 24: rows passed as multiples of 8 (VL = VH = VU = 8)
+    ((2, 20, 2, 7), torch.bfloat16, False, True, 1e-2),    # L = 14: multiples of 2
     ((1, 300, 3, 5), torch.float32, True, True, 2e-6),     # E beyond one block: two walks, Chan-merged statistics
     ((2, 24, 5, 7), torch.bfloat16, True, True, 1e-2),
     ((2, 40, 5, 7), torch.bfloat16, False, True, 1e-2),

@@ -32,7 +32,7 @@ from ssm_kernels.triton import observe as tobs
 #: Spatial-Mamba-T's four stages at 224x224: (E = 2 * dim, map side)
 STAGES = [(128, 56), (256, 28), (512, 14), (1024, 7)]
 #: (BM, BE, warps) tried by --sweep, forward and backward
-SWEEP = [(16, 128, 4), (32, 64, 4), (32, 128, 4), (32, 256, 8), (64, 64, 4), (64, 128, 8), (16, 256, 4)]
+SWEEP = [(32, 128, 4), (32, 128, 8), (16, 128, 4), (16, 128, 8), (32, 64, 4), (16, 256, 8), (32, 256, 8), (64, 128, 8)]
 
 
 def bench(fn) -> float:

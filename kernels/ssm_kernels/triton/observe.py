@@ -36,10 +36,19 @@ TUNING = {}
 
 
 @triton.jit
-def _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE: tl.constexpr):
-    """The channel block starting at e0: (y = h * C + D * u, h, u, D, channels, their mask, the tile's mask), float32,
-    0 outside the mask."""
-    e = e0 + tl.arange(0, BE)
+def _aligned(L, sh_b, sh_e, su_b, su_e, VL: tl.constexpr, VH: tl.constexpr, VU: tl.constexpr):
+    """The map size and the channels-first strides, passed divided by VL, VH, VU (:func:`_vecs`), multiplied back: so
+    Triton, which by itself knows an integer argument's divisibility only by 16, knows that each of h's and u's rows
+    starts aligned and loads them as vectors along the positions (at L = 196, Spatial-Mamba-T's stage 3, too)."""
+    return L * VL, sh_b * VH, sh_e * VH, su_b * VU, su_e * VU
+
+
+@triton.jit
+def _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE: tl.constexpr):
+    """Channel block ``blk``: (y = h * C + D * u, h, u, D, channels, their mask, the tile's mask), float32, 0 outside
+    the mask. (Block numbers, not channel offsets, in the loops: Triton then knows e0 = blk * BE is a multiple of BE
+    and vectorises the channels-last accesses.)"""
+    e = blk * BE + tl.arange(0, BE)
     emask = e < E
     m = lmask[:, None] & emask[None, :]
     h = tl.load(h_at + e[None, :] * sh_e + l[:, None] * sh_l, mask=m, other=0.0).to(tl.float32)
@@ -62,7 +71,9 @@ def _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr):
 @triton.jit
 def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr, out_ptr, stats_ptr, L, E, rows,
                                  sh_b, sh_e, sh_l, sc_b, sc_l, su_b, su_e, su_l, sz_b, sz_l, eps,
-                                 BM: tl.constexpr, BE: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                                 BM: tl.constexpr, BE: tl.constexpr, ONE_BLOCK: tl.constexpr, VL: tl.constexpr,
+                                 VH: tl.constexpr, VU: tl.constexpr):
+    L, sh_b, sh_e, su_b, su_e = _aligned(L, sh_b, sh_e, su_b, su_e, VL, VH, VU)
     b = tl.program_id(1).to(tl.int64)
     l = tl.program_id(0) * BM + tl.arange(0, BM)
     lmask = l < L
@@ -79,8 +90,8 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
         mean = tl.zeros([BM], tl.float32)
         m2 = tl.zeros([BM], tl.float32)   # sum of squared deviations from the running mean
         count = tl.zeros([BM], tl.float32)
-        for e0 in range(0, E, BE):
-            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
+        for blk in range(tl.cdiv(E, BE)):
+            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
             n_b = tl.sum(emask.to(tl.float32), axis=0)
             mean_b = tl.sum(y, axis=1) / n_b
             yc = tl.where(m, y - mean_b[:, None], 0.0)
@@ -90,8 +101,8 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
             m2 += tl.sum(yc * yc, axis=1) + delta * delta * (count * n_b / total)
             count = total
         rstd = 1.0 / tl.sqrt(m2 / E + eps)
-        for e0 in range(0, E, BE):
-            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
+        for blk in range(tl.cdiv(E, BE)):
+            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
             ln, _, silu, _, _, _ = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
             tl.store(out_at + l[:, None] * E + e[None, :], (ln * silu).to(out_ptr.dtype.element_ty), mask=m)
     row = b * L + l
@@ -100,11 +111,11 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
 
 
 @triton.jit
-def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l, lmask, e0, E,
+def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l, lmask, blk, E,
                sh_e, sh_l, su_e, su_l, sz_l, BE: tl.constexpr, FIRST: tl.constexpr):
-    """The channel block at e0 recomputed: (g = dout * SiLU(z) * weight, xhat, h, u, D, channels, mask, tile mask).
+    """Channel block ``blk`` recomputed: (g = dout * SiLU(z) * weight, xhat, h, u, D, channels, mask, tile mask).
     On the first walk over it (FIRST) also writes dz and adds the weight and bias gradients."""
-    y, h, u, d, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, BE)
+    y, h, u, d, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
     ln, xhat, silu, sg, zf, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
     at = l[:, None] * E + e[None, :]
     dout = tl.load(g_at + at, mask=m, other=0.0).to(tl.float32)
@@ -134,7 +145,10 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
                                  dh_ptr, dc_ptr, du_ptr, dz_ptr, part_ptr, L, E, rows, parts,
                                  sh_b, sh_e, sh_l, sc_b, sc_l, su_b, su_e, su_l, sz_b, sz_l,
                                  sdh_b, sdh_e, sdh_l, sdu_b, sdu_e, sdu_l,
-                                 BM: tl.constexpr, BE: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                                 BM: tl.constexpr, BE: tl.constexpr, ONE_BLOCK: tl.constexpr, VL: tl.constexpr,
+                                 VH: tl.constexpr, VU: tl.constexpr):
+    L, sh_b, sh_e, su_b, su_e = _aligned(L, sh_b, sh_e, su_b, su_e, VL, VH, VU)
+    sdh_b, sdh_e, sdu_b, sdu_e = sdh_b * VH, sdh_e * VH, sdu_b * VU, sdu_e * VU
     b = tl.program_id(1).to(tl.int64)
     l = tl.program_id(0) * BM + tl.arange(0, BM)
     lmask = l < L
@@ -155,18 +169,18 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
         # walk 1: dz, the weight and bias gradients, the row means of the LayerNorm adjoint
         mean_g = tl.zeros([BM], tl.float32)
         mean_gx = tl.zeros([BM], tl.float32)
-        for e0 in range(0, E, BE):
+        for blk in range(tl.cdiv(E, BE)):
             g, xhat, _, _, _, _, _, _ = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c,
-                                                   mean, rstd, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
+                                                   mean, rstd, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
             mean_g += tl.sum(g, axis=1)
             mean_gx += tl.sum(g * xhat, axis=1)
         mean_g = mean_g / E
         mean_gx = mean_gx / E
         # walk 2: dh, du, dC, dD
         dc = tl.zeros([BM], tl.float32)
-        for e0 in range(0, E, BE):
+        for blk in range(tl.cdiv(E, BE)):
             g, xhat, h, u, d, e, emask, m = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at,
-                                                       c, mean, rstd, l, lmask, e0, E, sh_e, sh_l, su_e, su_l, sz_l,
+                                                       c, mean, rstd, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, sz_l,
                                                        BE, False)
             dc += _bwd_inputs(g, xhat, h, u, d, c, mean_g, mean_gx, rstd, e, emask, m, l, dh_at, du_at, part_at, E,
                               sdh_e, sdh_l, sdu_e, sdu_l)
@@ -177,15 +191,35 @@ _FWD, _BWD = Launcher(observe_norm_gate_fwd_kernel), Launcher(observe_norm_gate_
 
 
 def _blocks(E: int, which: str):
-    """(BM, BE, warps): 32 positions (a 128-byte line of a float32 channel-first row) by all the channels up to
-    256 (one walk in the forward), else by blocks of 128; then TUNING[which]."""
+    """(BM, BE, warps): blocks of all the channels up to 256 (one walk), else of 128; 32 positions (a 128-byte line of
+    a float32 channels-first row) by them in the forward, 32 elements of the tile a thread; the backward, which holds
+    more of the tile at once, 16 a thread (at 32, 255 registers and spills in sm_90 SASS; 160-185 at 16), with 16
+    positions for 256 channels. Then TUNING[which]."""
     BE = max(16, next_power_of_2(E))
     if BE > 256:
         BE = 128
-    BM = 32
+    BM = 32 if which == "fwd" or BE <= 128 else 16
+    per_thread = 32 if which == "fwd" else 16
     tuned = TUNING.get(which, {})
     BM, BE = tuned.get("BM", BM), tuned.get("BE", BE)
-    return BM, BE, tuned.get("warps", 4 if BM * BE <= 4096 else 8)
+    return BM, BE, tuned.get("warps", max(1, min(8, BM * BE // (32 * per_thread))))
+
+
+def _vec(*ints: int) -> int:
+    """The largest of 16, 8, 4, 2, 1 that divides every one of ``ints``."""
+    return next(v for v in (16, 8, 4, 2, 1) if all(i % v == 0 for i in ints))
+
+
+def _vecs(L: int, h: Tensor, u: Tensor, dh: Tensor = None, du: Tensor = None) -> dict:
+    """The kernels' VL, VH, VU: what divides L, and h's (and dh's), u's (and du's) batch and channel strides with L
+    (see ``_aligned``)."""
+    strides = lambda *ts: [s for t in ts if t is not None for s in t.stride()[:2]]
+    return dict(VL=_vec(L), VH=_vec(L, *strides(h, dh)), VU=_vec(L, *strides(u, du)))
+
+
+def _div(strides, v: int):
+    """(batch, channel) strides divided by v (which divides them), the position stride as it is."""
+    return strides[0] // v, strides[1] // v, strides[2]
 
 
 def _check_offsets(h: Tensor, u: Tensor, z: Tensor) -> None:
@@ -204,9 +238,10 @@ def _observe_norm_gate_fwd(h: Tensor, C: Tensor, u: Tensor, D: Tensor, weight: T
     out = _empty(batch, L, E, like=h, dtype=out_dtype)
     stats = _empty(2, batch * L, like=h, dtype=torch.float32)
     BM, BE, warps = _blocks(E, "fwd")
-    _FWD[(cdiv(L, BM), batch)](h, C, u, D, weight, bias, z, out, stats, L, E, batch * L, *h.stride(), C.stride(0),
-                               C.stride(2), *u.stride(), z.stride(0), z.stride(1), eps, BM=BM, BE=BE,
-                               ONE_BLOCK=BE >= E, num_warps=warps)
+    v = _vecs(L, h, u)
+    _FWD[(cdiv(L, BM), batch)](h, C, u, D, weight, bias, z, out, stats, L // v["VL"], E, batch * L,
+                               *_div(h.stride(), v["VH"]), C.stride(0), C.stride(2), *_div(u.stride(), v["VU"]),
+                               z.stride(0), z.stride(1), eps, BM=BM, BE=BE, ONE_BLOCK=BE >= E, **v, num_warps=warps)
     return out, stats
 
 
@@ -232,9 +267,11 @@ def _observe_norm_gate_bwd(h: Tensor, C: Tensor, u: Tensor, D: Tensor, weight: T
     grid = (cdiv(L, BM), batch)
     parts = min(256, grid[0] * grid[1])
     part = torch.zeros(parts, 3, E, dtype=torch.float32, device=h.device)
-    _BWD[grid](h, C, u, D, weight, bias, z, stats, grad, dh, dc, du, dz, part, L, E, batch * L, parts,
-               *h.stride(), C.stride(0), C.stride(2), *u.stride(), z.stride(0), z.stride(1), *dh.stride(),
-               *du.stride(), BM=BM, BE=BE, ONE_BLOCK=BE >= E, num_warps=warps)
+    v = _vecs(L, h, u, dh, du)
+    _BWD[grid](h, C, u, D, weight, bias, z, stats, grad, dh, dc, du, dz, part, L // v["VL"], E, batch * L, parts,
+               *_div(h.stride(), v["VH"]), C.stride(0), C.stride(2), *_div(u.stride(), v["VU"]), z.stride(0),
+               z.stride(1), *_div(dh.stride(), v["VH"]), *_div(du.stride(), v["VU"]), BM=BM, BE=BE, ONE_BLOCK=BE >= E,
+               **v, num_warps=warps)
     return dh, dc, du, dz, part.sum(0)
 
 
