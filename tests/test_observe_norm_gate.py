@@ -27,9 +27,9 @@ def formula(h, C, u, D, weight, bias, z, eps=1e-5):
 
 
 def make(batch, E, height, width, dtype, u_channels_last=False, z_map=True):
-    """Leaves and the op's arguments as the mixer passes them: h (B, E, L) float32 (float64 for float64); C row 1 of a (B, 3, L)
-    projection; u (B, E, L) in ``dtype``, or a transposed view of a channels-last (B, L, E) map; z the second half
-    of a (B, H, W, 2E) in-projection (or its (B, L, 2E) form); D, weight and bias parameters (h's dtype)."""
+    """Leaves and the op's arguments as the mixer passes them: h (B, E, L) float32 (float64 for float64); C row 1 of a
+    (B, 3, L) projection; u (B, E, L) in ``dtype``, or a transposed view of a channels-last (B, L, E) map; z the second
+    half of a (B, H, W, 2E) in-projection (or its (B, L, 2E) form); D, weight and bias parameters (h's dtype)."""
     L = height * width
     wide = torch.promote_types(dtype, torch.float32)
     h = (torch.randn(batch, E, L) * 2 + 0.5).to(wide)

@@ -14,8 +14,8 @@ path that visits every position three times, each visit out-normed then summed; 
 them since v10.2: Mamba's A_log in A's place, A = -exp(A_log) computed inside the kernels, and the x_proj
 output passed whole, B = C = None),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
-flowing in through the states), its state fusion and the fusion + observation op, the observation + out-norm + gate op after the fusion
-(observe_norm_gate), the LayerNorm, the causal conv1d (both of Vim's
+flowing in through the states), its state fusion and the fusion + observation op, the observation + out-norm +
+gate op after the fusion (observe_norm_gate), the LayerNorm, the causal conv1d (both of Vim's
 directions in one launch), Vim's merge of its two directions with the output gate (merge_gate) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
 VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against

@@ -13,8 +13,9 @@ merged block by block (Chan et al.'s pairwise update: no cancellation of a large
 Backward: a first walk recomputes y, the normalised map and SiLU(z), writes dz and gathers the LayerNorm adjoint's
 two row means (of g = dout * SiLU(z) * weight and of g * xhat) and the weight and bias gradients; a second walk
 (the same tile, when E is one block) writes dy = rstd * (g - mean(g) - xhat * mean(g * xhat)) as dh = dy * C and
-du = dy * D, sums dC = sum_E dy * h per position and dD = sum_L dy * u per channel. Per-channel sums (weight, bias, D) go to one of up to 256 float32 rows
-by atomic adds (row = program id modulo the rows: less contention on the same addresses), summed after the kernel.
+du = dy * D, sums dC = sum_E dy * h per position and dD = sum_L dy * u per channel. Per-channel sums (weight, bias,
+D) go to one of up to 256 float32 rows by atomic adds (row = program id modulo the rows: less contention on the same
+addresses), summed after the kernel.
 
 Registered as ``torch.library`` custom ops with fake implementations, as the scan ops are.
 """
@@ -46,8 +47,7 @@ def _aligned(L, sh_b, sh_e, su_b, su_e, VL: tl.constexpr, VH: tl.constexpr, VU: 
 @triton.jit
 def _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE: tl.constexpr):
     """Channel block ``blk``: (y = h * C + D * u, h, u, D, channels, their mask, the tile's mask), float32, 0 outside
-    the mask. (Block numbers, not channel offsets, in the loops: Triton then knows e0 = blk * BE is a multiple of BE
-    and vectorises the channels-last accesses.)"""
+    the mask."""
     e = blk * BE + tl.arange(0, BE)
     emask = e < E
     m = lmask[:, None] & emask[None, :]
