@@ -3,7 +3,6 @@ formula in float64, the Triton kernels against the formula (CI: Triton's interpr
 gradient, strided inputs as the mixer passes them, the output dtype under autocast, and the error messages."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ssm_kernels
 from ssm_kernels import observe_norm_gate
