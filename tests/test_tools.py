@@ -201,6 +201,16 @@ def test_kernel_sass_tool():
     assert re.search(r"chunk loop: \d+ instructions, \d+\.\d per element and thread", out)
 
 
+def test_observe_sass_tool():
+    """Compiles observe_norm_gate's forward for sm_90 at Spatial-Mamba-T's stage 3 (rows aligned by 4: vector loads)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    tool = Path(__file__).parents[1] / "tools" / "observe_sass.py"
+    out = subprocess.run([sys.executable, str(tool), "--pass", "fwd", "--stage", "3"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"s3 E=512 14x14 fwd \(BM=32, BE=128, warps=4, V=4\): REG:\d+ .*, 0 spill instructions", out)
+    assert "LDG.E.128" in out
+
+
 def test_bench_kernels_parts(monkeypatch):
     """The --parts breakdown's pieces run (tiny stages; the interpreter, so each piece once, untimed)."""
     import bench_kernels

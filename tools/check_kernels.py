@@ -14,7 +14,8 @@ path that visits every position three times, each visit out-normed then summed; 
 them since v10.2: Mamba's A_log in A's place, A = -exp(A_log) computed inside the kernels, and the x_proj
 output passed whole, B = C = None),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
-flowing in through the states), its state fusion and the fusion + observation op, the LayerNorm, the causal conv1d (both of Vim's
+flowing in through the states), its state fusion and the fusion + observation op, the observation + out-norm +
+gate op after the fusion (observe_norm_gate), the LayerNorm, the causal conv1d (both of Vim's
 directions in one launch), Vim's merge of its two directions with the output gate (merge_gate) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
 VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
@@ -39,8 +40,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, merge_gate,  # noqa: E402
-                         layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion,
-                         state_fusion_observe)
+                         layer_norm, non_causal_ssd, observe_norm_gate, scan2d, selective_scan, selective_scan_states,
+                         state_fusion, state_fusion_observe)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -79,6 +80,17 @@ def observe_case(batch, E, side, dtype, device):
     mk = lambda *s: torch.randn(*s, device=device).to(dtype)
     return dict(fusion_case(batch, E, side, torch.float32, device), proj=mk(batch, 6, side * side),
                 u=mk(batch, E, side * side), D=torch.randn(E, device=device))
+
+
+def observe_gate_case(batch, E, side, dtype, device):
+    """Spatial-Mamba's observation + out-norm + gate after the fusion: the fused float32 states (batch, E, L), C a
+    strided view of the (dt, B, C) projection, u, D, the LayerNorm's weight and bias, z the second half of the
+    (batch, side, side, 2E) in-projection."""
+    mk = lambda *s: torch.randn(*s, device=device).to(dtype)
+    L = side * side
+    return dict(h=torch.randn(batch, E, L, device=device) * 2 + 0.5, proj=mk(batch, 6, L), u=mk(batch, E, L),
+                D=torch.randn(E, device=device), weight=torch.rand(E, device=device) + 0.5,
+                bias=torch.randn(E, device=device), xz=mk(batch, side, side, 2 * E))
 
 
 def map_case(batch, H, W, Dg, N, dtype, device):
@@ -266,6 +278,8 @@ def main(argv=None) -> int:
             cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
             cases.append((f"state_fusion_observe Spatial-Mamba-T s{stage + 1} @{size}", "observe",
                           (args.batch, inner, side)))
+            cases.append((f"observe_norm_gate Spatial-Mamba-T s{stage + 1} @{size}", "observe_gate",
+                          (args.batch, inner, side)))
     for size in args.sizes:
         for model, dims, heads, N in (("micro", (48, 96, 192), (2, 4, 8), 48), ("tiny", (64, 128, 256), (2, 4, 8), 64),
                                       ("base", (96, 192, 384), (3, 6, 12), 64)):
@@ -307,6 +321,12 @@ def main(argv=None) -> int:
         x = dict(x)
         x["C"] = x.pop("proj")[:, -1:]
         return state_fusion_observe(**x, dilations=(1, 3, 5), backend=backend)
+
+    def observe_gate_fn(x, backend):
+        x = dict(x)
+        E = x["h"].shape[1]
+        x["C"], x["z"] = x.pop("proj")[:, -1:], x.pop("xz")[..., E:]
+        return observe_norm_gate(**x, backend=backend)
 
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
@@ -374,7 +394,7 @@ def main(argv=None) -> int:
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
              "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
-             "observe": (observe_case, observe_fn),
+             "observe": (observe_case, observe_fn), "observe_gate": (observe_gate_case, observe_gate_fn),
              "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
              "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
              "evm_log": (with_a_log(evm_case), a_log_fn(map_fn)),

@@ -80,7 +80,8 @@ def compile_sass(backward: bool, ints: dict, flags: dict, warps: int) -> str:
 def compile_kernel(fn, pointers: dict, ints: dict, flags: dict, warps: int):
     """(SASS, resource usage line: registers, stack, shared memory) of a Triton kernel compiled for sm_90:
     ``pointers`` maps each pointer argument (its name less ``_ptr``) to its element type, ``ints`` each integer
-    argument to its value (Triton specialises on 1 and on multiples of 16), ``flags`` the constexprs."""
+    argument to its value (Triton specialises on 1 and on multiples of 16; a float: an fp32 argument), ``flags`` the
+    constexprs."""
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in flags:
@@ -88,6 +89,8 @@ def compile_kernel(fn, pointers: dict, ints: dict, flags: dict, warps: int):
         elif name.endswith("_ptr"):
             signature[name] = "*" + pointers[name[:-4]]
             attrs[(i,)] = [["tt.divisibility", 16]]          # torch's allocations are 16-byte aligned
+        elif isinstance(ints[name], float):
+            signature[name] = "fp32"
         elif ints[name] == 1:                                # Triton specialises integer arguments equal to 1
             signature[name], constexprs[name] = "constexpr", 1
         else:

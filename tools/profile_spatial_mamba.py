@@ -3,9 +3,10 @@
 
 Per stage (E = 2 * dim channels on an H x W map, N = 1), times the mixer's pieces forward and
 forward + backward on the inputs the model gives them: the state-only scan (u, delta: (B, E, L) -> every
-state, float32 (B, E, 1, L)), the state fusion with the observation (one op: three replicate-padded dilated
-depthwise convolutions of the (B, E, H, W) states, then y = C * h' + D * u, written channels-last), the
-out-norm and gate (LayerNorm(y) * SiLU(z)) and the whole mixer, and counts the bytes
+state, float32 (B, E, 1, L)), the state fusion alone (three replicate-padded dilated depthwise convolutions of the
+(B, E, H, W) states) and then the observation, out-norm and gate in one op (``observe_norm_gate``: what the mixer
+runs), the fusion with the observation (``fused_observe=True``'s op: y = C * h' + D * u written channels-last) and
+the out-norm and gate after it (LayerNorm(y) * SiLU(z)), and the whole mixer, and counts the bytes
 each piece keeps for its backward (saved tensors, device independent) and, on CUDA, its peak memory
 beyond its inputs. On CUDA under bf16 autocast (as training runs), on CPU in float32 with the reference
 scan (a smaller batch: CPU times say little about the GPU, the saved bytes are the same per image).
@@ -21,7 +22,7 @@ import time
 
 import torch
 
-from ssm_kernels import selective_scan_states
+from ssm_kernels import observe_norm_gate, selective_scan_states
 from vmamba_zoo.models.spatial_mamba import StructureAwareSSM
 
 #: Spatial-Mamba-T's four stages at 224x224: (dim, map side)
@@ -71,12 +72,15 @@ def pieces(mixer, batch, side, device, dtype):
     E, L = mixer.d_inner, side * side
     leaf = lambda *s, dt=dtype: torch.randn(*s, device=device, dtype=dt).requires_grad_()
     u, dt, B, C = leaf(batch, E, L), leaf(batch, E, L), leaf(batch, 1, L), leaf(batch, 1, L)
-    h = leaf(batch, E, side, side, dt=torch.float32)
+    h, fused = leaf(batch, E, side, side, dt=torch.float32), leaf(batch, E, L, dt=torch.float32)
     y, z = leaf(batch, side, side, E), leaf(batch, side, side, E)
     x = leaf(batch, side, side, mixer.out_proj.out_features)
     return {
         "scan": lambda: selective_scan_states(u, dt, -mixer.A_log.float().exp(), B, delta_bias=mixer.dt_bias.float(),
                                               delta_softplus=True),
+        "fusion": lambda: mixer.state_fusion(h),
+        "observation + out norm + gate": lambda: observe_norm_gate(fused, C, u, mixer.D, mixer.out_norm.weight,
+                                                                   mixer.out_norm.bias, z),
         "fusion + observation": lambda: mixer.state_fusion.observe(h, C, u, mixer.D),
         "out norm + gate": lambda: mixer.out_norm(y) * torch.nn.functional.silu(z),
         "mixer": lambda: mixer(x),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models import generate_default_cfgs, register_model
 
-from ssm_kernels import selective_scan_states
+from ssm_kernels import observe_norm_gate, selective_scan_states
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, StateFusion, a_log_init, dt_bias_init
 from ._builder import create_zoo_model, zoo_cfg
@@ -34,7 +34,7 @@ class StructureAwareSSM(nn.Module):
     in_proj to (x, z), u = SiLU(dwconv3x3(x)); from u a low-rank step size, B and C per position; one
     row-major scan of the state equation h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t returning every state;
     the states fused over the map (:class:`~vmamba_zoo.layers.StateFusion`); y = C . h' + D * u; LayerNorm,
-    gate by SiLU(z), out_proj.
+    gate by SiLU(z) (the three as one op, :func:`ssm_kernels.observe_norm_gate`), out_proj.
 
     Args:
         dim: channels in and out.
@@ -70,7 +70,8 @@ class StructureAwareSSM(nn.Module):
         self.A_log = nn.Parameter(a_log_init(inner, d_state))
         self.D = nn.Parameter(torch.ones(inner))
         self.state_fusion = StateFusion(inner)
-        self.out_norm = FastLayerNorm(inner)  # its output only goes through the gate into out_proj
+        # its output only goes through the gate into out_proj; observe_norm_gate reads its weight, bias and eps
+        self.out_norm = FastLayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +83,14 @@ class StructureAwareSSM(nn.Module):
         dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
         h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,
                                   a_is_log=True)  # A = -exp(A_log) inside the scan
-        # the fusion, then the observation y = C . h' + D * u (N = 1), as a channels-last (B, H, W, E) map
+        # the fusion, then the observation y = C . h' + D * u (N = 1), out_norm(y) * SiLU(z), channels-last
         h = h.view(batch, self.d_inner, height, width)
         if self.fused_observe:
-            y = self.state_fusion.observe(h, C, u, self.D)
-        else:
-            y = (self.state_fusion(h).flatten(2) * C + u * self.D[:, None]).transpose(1, 2)
-            y = y.view(batch, height, width, self.d_inner)
-        return self.out_proj(self.out_norm(y) * F.silu(z))
+            y = self.state_fusion.observe(h, C, u, self.D)                                # (B, H, W, E)
+            return self.out_proj(self.out_norm(y) * F.silu(z))
+        norm = self.out_norm
+        return self.out_proj(observe_norm_gate(self.state_fusion(h).flatten(2), C, u, self.D, norm.weight, norm.bias,
+                                               z, norm.eps))
 
 
 class SpatialMamba(HierarchicalSSM):

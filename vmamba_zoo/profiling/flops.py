@@ -121,6 +121,12 @@ def layer_norm_flop_jit(inputs, outputs) -> int:
     return 5 * _numel(get_shape(inputs[0]))
 
 
+def observe_norm_gate_flop_jit(inputs, outputs) -> int:
+    """The observation, out-norm and gate node (inputs: h (B, E, L), ...), as the LayerNorm it contains: 5 FLOPs per
+    element as fvcore counts ``aten::layer_norm`` (the products and the gate are elementwise, not counted)."""
+    return 5 * _numel(get_shape(inputs[0]))
+
+
 def global_mean_flop_jit(inputs, outputs) -> int:
     """A mean used as global pooling: one FLOP per input element, as fvcore counts adaptive_avg_pool2d."""
     return _numel(get_shape(inputs[0]))
@@ -149,6 +155,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.StateFusionObserveFn": state_fusion_flop_jit,  # + the observation: elementwise, not counted
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
+    "prim::PythonOp.ObserveNormGateFn": observe_norm_gate_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
     "prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit,
     "aten::mean": global_mean_flop_jit,
