@@ -109,6 +109,32 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(tdw.dwconv2d_bwd_op, (x, w, b, torch.randn(2, 4, 5, 6), True, True))
 
 
+@needs_triton
+def test_torch_compile_single_graph_matches_eager(monkeypatch):
+    """The Triton kernels are custom ops with fake implementations: one graph, forward and backward (also under
+    autocast, whose output dtype the op decides before the graph's custom op)."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    xz, w, b = torch.randn(2, 5, 7, 12), torch.randn(6, 1, 3, 3), torch.randn(6)
+    dy = torch.randn(2, 5, 7, 6)
+
+    def fn(xz, w, b):
+        return dwconv2d(xz[..., 6:], w, b, silu=True) + dwconv2d(xz[..., :6], w, b, residual=True)
+
+    leaves = [t.clone().requires_grad_() for t in (xz, w, b)]
+    eager = fn(*leaves)
+    expected = torch.autograd.grad(eager, leaves, dy)
+    leaves = [t.clone().requires_grad_() for t in (xz, w, b)]
+    y = torch.compile(fn, fullgraph=True, backend="aot_eager")(*leaves)
+    torch.testing.assert_close(y, eager)
+    for got, want in zip(torch.autograd.grad(y, leaves, dy), expected):
+        torch.testing.assert_close(got, want)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled = torch.compile(lambda x: dwconv2d(x, w, b, silu=True), fullgraph=True, backend="aot_eager")
+        silu_only = compiled(xz[..., :6])
+    assert silu_only.dtype == torch.bfloat16
+
+
 def test_one_graph_node_counted_like_nn_conv2d():
     from fvcore.nn import FlopCountAnalysis
 

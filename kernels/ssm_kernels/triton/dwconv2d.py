@@ -182,7 +182,8 @@ def _dwconv2d_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], dout: Tenso
     dx = _empty(batch, H, W, C, like=x)
     copies = torch.zeros(_COPIES, C * (K * K + 1), dtype=torch.float32, device=x.device)
     _BWD[grid](x, weight, g, dout, dx, copies, copies[:, C * K * K:], H, W, C, x.stride(0), x.stride(1), x.stride(2),
-               copies.stride(0), K=K, COPIES=_COPIES, HAS_BIAS=has_bias, RESIDUAL=residual, BP=BP, BC=BC, num_warps=warps)
+               copies.stride(0), K=K, COPIES=_COPIES, HAS_BIAS=has_bias, RESIDUAL=residual, BP=BP, BC=BC,
+               num_warps=warps)
     return dx, copies.sum(0)
 
 
