@@ -41,8 +41,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, dwconv2d,  # noqa: E402
-                         merge_gate, layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states, state_fusion,
-                         state_fusion_observe)
+                         merge_gate, layer_norm, non_causal_ssd, scan2d, selective_scan, selective_scan_states,
+                         state_fusion, state_fusion_observe)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -401,7 +401,8 @@ def main(argv=None) -> int:
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
              "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
              "observe": (observe_case, observe_fn),
-             "dwconv_silu": (dwconv_case, dwconv_fn(True, False)), "dwconv_res": (dwconv_case, dwconv_fn(False, True)),
+             "dwconv_silu": (dwconv_case, dwconv_fn(True, False)),
+             "dwconv_res": (dwconv_case, dwconv_fn(False, True)),
              "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
              "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
              "evm_log": (with_a_log(evm_case), a_log_fn(map_fn)),
