@@ -66,6 +66,22 @@ def test_triton_matches_reference(case):
 
 
 @needs_triton
+@pytest.mark.parametrize("tuning", [dict(BP=32, BC=16, warps=2), dict(BP=8, BC=32, warps=1)])
+def test_other_launch_parameters_give_the_same_result(tuning, monkeypatch):
+    """tools/bench_dwconv.py --sweep's overrides: channel blocks narrower than C, tiles longer than the map."""
+    from ssm_kernels.triton import dwconv2d as tdw
+    x, w, b = torch.randn(2, 5, 7, 20, requires_grad=True), torch.randn(20, 1, 3, 3), torch.randn(20)
+    dy = torch.randn(2, 5, 7, 20)
+    monkeypatch.setattr(tdw, "TUNING", tuning)
+    y = dwconv2d(x, w, b, silu=True, residual=True, backend="triton")
+    (gx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().requires_grad_()
+    ref = dwconv2d_ref(xr, w, b, True, True)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(gx, torch.autograd.grad(ref, xr, dy)[0])
+
+
+@needs_triton
 def test_eager_inference_has_no_graph_node_and_matches(monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_POISON", "1")  # an element the kernel forgets to write is NaN
     x, w, b = torch.randn(1, 5, 7, 6, requires_grad=True), torch.randn(6, 1, 3, 3), torch.randn(6)

@@ -15,6 +15,7 @@ median wall time of one eager forward call measured on the host with the GPU syn
 launch cost that bounds an eager small model).
 
     python tools/bench_dwconv.py [--batch 128] [--size 224]
+    python tools/bench_dwconv.py --sweep       # then ours at other launch parameters (BP, BC, warps), stage 1
 
 The op is worth it where "ours" beats "conv2d" forward and forward + backward at stage 1 (most of the
 elements), and its host time is below the conv path's.
@@ -30,6 +31,10 @@ import torch.nn.functional as F
 import triton
 
 from ssm_kernels import dwconv2d
+from ssm_kernels.triton import dwconv2d as tdw
+
+#: (BP, BC, warps) tried by --sweep
+SWEEP = [(16, 128, 4), (32, 128, 4), (64, 128, 8), (16, 64, 2), (32, 64, 4), (64, 64, 4), (32, 32, 2), (128, 32, 4)]
 
 #: (model, what, dims of the four stages, bias, silu, residual)
 SHAPES = [("VMamba-T", "SS2D conv + SiLU", (96, 192, 384, 768), False, True, False),
@@ -61,6 +66,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--sweep", action="store_true", help="also ours at the launch parameters of SWEEP, stage 1")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA GPU here")
@@ -104,7 +110,24 @@ def main(argv=None) -> int:
                     row += [host_us(theirs), host_us(ours)]
             print(f"| {model} | {what} | s{stage + 1} | {side}x{side}x{C} | " + " | ".join(
                 f"{t:.3f}" for t in row[:4]) + " | " + " | ".join(f"{t:.0f}" for t in row[4:]) + " |", flush=True)
+            if args.sweep and stage == 0:
+                sweep(ours, x, conv, dy)
     return 0
+
+
+def sweep(ours, x, conv, dy):
+    """Ours at each launch parameter set of SWEEP: forward and forward + backward, ms."""
+    print("|  |  | BP, BC, warps | fwd | fwd+bwd |\n|---|---|---|---:|---:|")
+    try:
+        for BP, BC, warps in SWEEP:
+            tdw.TUNING.update(BP=BP, BC=BC, warps=warps)
+            with torch.autocast("cuda", dtype=torch.float16):
+                with torch.no_grad():
+                    fwd = bench(ours)
+                both = bench(lambda: torch.autograd.grad(ours(), (x, *conv.parameters()), dy))
+            print(f"|  |  | {BP}, {BC}, {warps} | {fwd:.3f} | {both:.3f} |", flush=True)
+    finally:
+        tdw.TUNING.clear()
 
 
 if __name__ == "__main__":

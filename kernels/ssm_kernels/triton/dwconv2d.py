@@ -34,6 +34,10 @@ from .ops import _custom_op, _empty, _fake
 #: accumulator copies of the weight and bias gradients (a program adds into copy "program index % _COPIES")
 _COPIES = 32
 
+#: Overrides of the launch heuristic, for tools/bench_dwconv.py's sweep: "BP" (positions a program), "BC"
+#: (channels a program, a power of 2), "warps".
+TUNING = {}
+
 
 @triton.jit
 def _pre(x_at, w_ptr, b_ptr, h, w, pmask, c, cmask, H, W, sx_h, sx_w, K: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -130,9 +134,10 @@ _FWD, _BWD_SILU, _BWD = (Launcher(dwconv2d_fwd_kernel), Launcher(dwconv2d_bwd_si
 
 
 def _blocks(C: int):
-    """(BP, BC, warps): 16 positions x up to 128 channels a program (a 4-byte channel per lane)."""
+    """(BP, BC, warps): 16 positions x up to 128 channels a program (a 4-byte channel per lane), unless
+    :data:`TUNING` says otherwise."""
     BC = min(128, max(16, next_power_of_2(C)))
-    return 16, BC, 4
+    return TUNING.get("BP", 16), TUNING.get("BC", BC), TUNING.get("warps", 4)
 
 
 def _check_offsets(x: Tensor) -> None:
