@@ -59,7 +59,6 @@ class StructureAwareSSM(nn.Module):
         self.d_inner, self.d_state, self.dt_rank = inner, d_state, rank
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner)
-        self.act = nn.SiLU()
         # (dt, B, C) from u; kept as a matrix that multiplies the channels-first sequence, initialised
         # as nn.Linear initialises its weight (the model-level init of linear layers does not reach it)
         x_proj = nn.Linear(inner, rank + 2 * d_state, bias=False)

@@ -54,7 +54,6 @@ class NonCausalSSDMixer(nn.Module):
         conv_dim = inner + 2 * d_state
         self.in_proj = nn.Linear(dim, inner + conv_dim + num_heads, bias=False)
         self.conv = nn.Conv2d(conv_dim, conv_dim, d_conv, padding=(d_conv - 1) // 2, groups=conv_dim)
-        self.act = nn.SiLU()
         self.dt_bias = nn.Parameter(dt_bias_init(num_heads))
         self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(num_heads))
