@@ -15,7 +15,8 @@ def test_counts_a_model_and_its_first_mixer(capsys, monkeypatch):
     out = capsys.readouterr().out
     model, mixer = re.findall(r"forward +(\d+) dispatched \((\d+) Triton\) \| train step +(\d+) dispatched "
                               r"\((\d+) Triton\), (\d+) autograd nodes", out)
-    # the fused mixer: one scan and its fused norm forward; backward adds the scan, norm, projection, merge kernels
-    assert mixer[1:2] == ("2",) and mixer[3] == "6"
+    # the fused mixer: the conv + SiLU, one scan and its fused norm forward; backward adds the scan, norm,
+    # projection, merge kernels and the conv's two (SiLU's gradient, then dx and the parameters' gradients)
+    assert mixer[1:2] == ("3",) and mixer[3] == "9"
     assert int(model[0]) > int(mixer[0]) and int(model[2]) > int(model[0]) and int(model[4]) > int(mixer[4]) > 0
     assert "triton.scan_fwd_kernel" in out

@@ -266,6 +266,14 @@ def test_fast_layer_norm_scripts():
     torch.testing.assert_close(torch.jit.script(norm)(x), norm(x))
 
 
+def test_position_encoding_and_conv_ffn_script():
+    """The standalone layers that call ssm_kernels.dwconv2d script (their TorchScript branch: the plain conv)."""
+    from vmamba_zoo.layers import ConvFFN, ConvPosEnc
+    x = torch.randn(2, 5, 7, 8)
+    for layer in (ConvPosEnc(8), ConvFFN(8, 12)):
+        torch.testing.assert_close(torch.jit.script(layer)(x), layer(x))
+
+
 # ---- ONNX --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ONE_PER_FAMILY)

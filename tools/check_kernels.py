@@ -13,6 +13,8 @@ as MSVMamba calls it, both branches: the row-major scan of the full map, and the
 path that visits every position three times, each visit out-normed then summed; and as the layers call
 them since v10.2: Mamba's A_log in A's place, A = -exp(A_log) computed inside the kernels, and the x_proj
 output passed whole, B = C = None),
+the channels-last depthwise conv2d (VMamba-T's SS2D conv + SiLU on a slice of the in-projection, without
+bias; Spatial-Mamba-T's position encoding x + dwconv(x) and its mixer's conv + SiLU, with bias),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
 flowing in through the states), its state fusion and the fusion + observation op, the observation + out-norm +
 gate op after the fusion (observe_norm_gate), the LayerNorm, the causal conv1d (both of Vim's
@@ -39,9 +41,9 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, merge_gate,  # noqa: E402
-                         layer_norm, non_causal_ssd, observe_norm_gate, scan2d, selective_scan, selective_scan_states,
-                         state_fusion, state_fusion_observe)
+from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, dwconv2d,  # noqa: E402
+                         merge_gate, layer_norm, non_causal_ssd, observe_norm_gate, scan2d, selective_scan,
+                         selective_scan_states, state_fusion, state_fusion_observe)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -128,6 +130,17 @@ def conv1d_case(batch, L, E, dtype, device):
     """Vim's conv: x a slice of the (batch, L, 2E) in-projection, both directions' (E, 4) kernels."""
     return dict(xz=torch.randn(batch, L, 2 * E, device=device).to(dtype),
                 weight=torch.randn(2, E, 4, device=device) * 0.5, bias=torch.randn(2 * E, device=device))
+
+
+def dwconv_case(batch, H, W, C, bias, dtype, device):
+    """A depthwise 3x3 conv's input as the mixers pass it, a slice of a wider (batch, H, W, 2C) in-projection
+    (the position encoding's contiguous map is its first half made contiguous), its (C, 1, 3, 3) weight and,
+    if ``bias``, its bias."""
+    x = dict(xz=torch.randn(batch, H, W, 2 * C, device=device).to(dtype),
+             weight=torch.randn(C, 1, 3, 3, device=device) * 0.3)
+    if bias:
+        x["bias"] = torch.randn(C, device=device)
+    return x
 
 
 def gate_case(batch, L, E, dtype, device):
@@ -251,6 +264,8 @@ def main(argv=None) -> int:
                           "vmamba_log",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+            cases.append((f"dwconv2d + SiLU as VMamba-T's SS2D calls it s{stage + 1} @{size}", "dwconv_silu",
+                          (args.batch, side, side, dim, False)))
         for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
             side = size // (4 * 2 ** stage)
             cases.append((f"scan2d as EfficientVMamba calls it s{stage + 1} @{size}", "evm",
@@ -276,6 +291,10 @@ def main(argv=None) -> int:
             cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
                           (args.batch, inner, 1, side * side)))
             cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
+            cases.append((f"dwconv2d + residual Spatial-Mamba-T position encoding s{stage + 1} @{size}",
+                          "dwconv_res", (args.batch, side, side, inner // 2, True)))
+            cases.append((f"dwconv2d + SiLU Spatial-Mamba-T mixer s{stage + 1} @{size}", "dwconv_silu",
+                          (args.batch, side, side, inner, True)))
             cases.append((f"state_fusion_observe Spatial-Mamba-T s{stage + 1} @{size}", "observe",
                           (args.batch, inner, side)))
             cases.append((f"observe_norm_gate Spatial-Mamba-T s{stage + 1} @{size}", "observe_gate",
@@ -336,6 +355,13 @@ def main(argv=None) -> int:
         return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
                              backend=backend)
 
+    def dwconv_fn(silu, residual):
+        def fn(x, backend):
+            C = x["weight"].shape[0]
+            inp = x["xz"][..., :C].contiguous() if residual else x["xz"][..., C:]
+            return dwconv2d(inp, x["weight"], x.get("bias"), silu=silu, residual=residual, backend=backend)
+        return fn
+
     def gate_fn(x, backend):
         E = x["xz"].shape[-1] // 2
         return merge_gate(x["y"], x["xz"][..., E:], 0.5, backend=backend)
@@ -395,6 +421,8 @@ def main(argv=None) -> int:
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
              "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
              "observe": (observe_case, observe_fn), "observe_gate": (observe_gate_case, observe_gate_fn),
+             "dwconv_silu": (dwconv_case, dwconv_fn(True, False)),
+             "dwconv_res": (dwconv_case, dwconv_fn(False, True)),
              "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
              "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
              "evm_log": (with_a_log(evm_case), a_log_fn(map_fn)),

@@ -7,9 +7,11 @@ reference (the oracle, runs anywhere) behind the same functions as the fast GPU 
     from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, causal_conv1d, non_causal_ssd
 """
 from .conv1d import CausalConv1dFn, causal_conv1d
+from .dwconv2d import DepthwiseConv2dFn, dwconv2d
 from .gate import MergeGateFn, merge_gate, merge_gate_ref
 from .observe import ObserveNormGateFn, observe_norm_gate, observe_norm_gate_ref
-from .flops import causal_conv1d_flops, selective_scan_flops, selective_scan_states_flops, state_fusion_flops
+from .flops import (causal_conv1d_flops, dwconv2d_flops, selective_scan_flops, selective_scan_states_flops,
+                    state_fusion_flops)
 from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanFn, SelectiveScanStatesFn,
                   available_backends, cross_merge, cross_scan, is_exporting, layer_norm, public_op, resolve_backend,
                   scan2d, selective_scan, selective_scan_states)
@@ -32,5 +34,6 @@ __all__ = [
     "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
     "merge_gate", "merge_gate_ref", "MergeGateFn",
     "observe_norm_gate", "observe_norm_gate_ref", "ObserveNormGateFn",
+    "dwconv2d", "DepthwiseConv2dFn", "dwconv2d_flops",
     "PUBLIC_OPS", "public_op", "is_exporting", "scan_pattern",
 ]

@@ -25,6 +25,13 @@ def causal_conv1d_flops(batch: int, length: int, channels: int, width: int) -> i
     return batch * length * channels * width
 
 
+def dwconv2d_flops(batch: int, height: int, width: int, channels: int, kernel_size: int) -> int:
+    """FLOPs of a depthwise k x k conv2d producing (batch, height, width, channels) (:func:`ssm_kernels.dwconv2d`):
+    one multiply-add per tap and output element, as fvcore counts ``nn.Conv2d`` (bias, activation and residual
+    add not counted)."""
+    return batch * height * width * channels * kernel_size * kernel_size
+
+
 def selective_scan_states_flops(batch: int, length: int, channels: int, d_state: int) -> int:
     """FLOPs of the state equation alone (:func:`ssm_kernels.selective_scan_states`): 7 per element and
     state, the 9 of the full scan less the output contraction (Spatial-Mamba's official handle)."""

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, Mlp
+
+from ssm_kernels import dwconv2d
 
 
 class MixerBlock(nn.Module):
@@ -41,11 +44,17 @@ class MixerBlock(nn.Module):
 
 
 class ConvPosEnc(nn.Module):
-    """Conditional position encoding on a channels-last map: x + depthwise 3x3 conv (with bias) of x."""
+    """Conditional position encoding on a channels-last map: x + depthwise 3x3 conv (with bias) of x, one
+    :func:`ssm_kernels.dwconv2d` call (the map read in place, the bias and the residual add fused in)."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.proj = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch: the op's dispatch is Python
+            return x + F.conv2d(x.permute(0, 3, 1, 2), self.proj.weight, self.proj.bias, padding=1,
+                                groups=x.shape[3]).permute(0, 2, 3, 1)
+        # a stage's first map can be a channels-last view of a channels-first one (a downsample's output): the op
+        # reads channels with stride 1, so that one is copied (a no-op on the blocks' own contiguous maps)
+        return dwconv2d(x.contiguous(), self.proj.weight, self.proj.bias, residual=True)

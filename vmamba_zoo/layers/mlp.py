@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ssm_kernels import dwconv2d
 
 
 class ConvFFN(nn.Module):
@@ -20,7 +23,11 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1(x)
-        x = x + self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch: the op's dispatch is Python
+            x = x + F.conv2d(x.permute(0, 3, 1, 2), self.dwconv.weight, self.dwconv.bias, padding=1,
+                             groups=x.shape[3]).permute(0, 2, 3, 1)
+        else:  # x + dwconv(x) in one op
+            x = dwconv2d(x, self.dwconv.weight, self.dwconv.bias, residual=True)
         return self.fc2(self.act(x))
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 
-from ssm_kernels import MULTISCALE_LOW, ROW, ScanPattern, scan2d
+from ssm_kernels import MULTISCALE_LOW, ROW, ScanPattern, dwconv2d, scan2d
 
 from .mlp import SqueezeExcite
 from .ssm_init import a_log_init, dt_bias_init
@@ -95,9 +95,11 @@ class MultiScaleSS2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[1:3]
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        x = x.permute(0, 3, 1, 2)
-        full = self.act(self.conv(x)).permute(0, 2, 3, 1)
-        low = self.act(self.conv_low(x)).permute(0, 2, 3, 1)   # ceil(H / 2) x ceil(W / 2)
+        if isinstance(self.act, nn.SiLU):  # the full-resolution conv, its bias and SiLU in one op, x read in place
+            full = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True)
+        else:
+            full = self.act(dwconv2d(x, self.conv.weight, self.conv.bias))
+        low = self.act(self.conv_low(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)   # ceil(H / 2) x ceil(W / 2), stride 2
         params = self.branch_parameters()
         y_low = self.scan(low, params[LOW], MULTISCALE_LOW).permute(0, 3, 1, 2)
         y_low = F.interpolate(y_low, size=(height, width), mode="bilinear", align_corners=False)

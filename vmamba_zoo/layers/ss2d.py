@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from timm.layers import register_notrace_function, trunc_normal_
 
-from ssm_kernels import ATROUS, CROSS, ScanPattern, scan2d
+from ssm_kernels import ATROUS, CROSS, ScanPattern, dwconv2d, scan2d
 
 from .downsample import pad_to_even
 from .ssm_init import a_log_init, dt_bias_init
@@ -34,7 +34,7 @@ class SS2D(nn.Module):
         d_state: SSM state size N per channel.
         ssm_ratio: inner channels = ssm_ratio * dim.
         dt_rank: rank of the step-size projection ('auto' = ceil(dim / 16)).
-        d_conv: depthwise conv kernel size (< 2: no conv).
+        d_conv: depthwise conv kernel size, odd (< 2: no conv).
         conv_bias: bias in the depthwise conv.
         scan: the scan pattern (K directions, each with its own dt/B/C projection, A and D).
         z_gate: gate the normalised scan output with SiLU(z), z a second half of the in-projection.
@@ -73,9 +73,13 @@ class SS2D(nn.Module):
         x = self.in_proj(x)
         if self.z_gate:
             x, z = x.chunk(2, dim=-1)
-        if self.conv is not None:
-            x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        y = self.scan_map(self.act(x))
+        if self.conv is None:
+            x = self.act(x)
+        elif isinstance(self.act, nn.SiLU):  # the conv, its bias and SiLU in one op, the map read in place
+            x = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True)
+        else:
+            x = self.act(dwconv2d(x, self.conv.weight, self.conv.bias))
+        y = self.scan_map(x)
         if self.z_gate:
             y = y * self.act(z)
         return self.out_proj(y)

@@ -19,6 +19,8 @@ from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
+from ssm_kernels import dwconv2d
+
 from ..layers import AtrousSS2D, FastLayerNorm, PatchMerging, PatchStem, Stage
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
 from ._builder import create_zoo_model, init_linear, zoo_cfg
@@ -68,7 +70,11 @@ class EVSSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.norm(x)
-        conv = self.conv_branch(n.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        dwconv, bn, act, pwconv = self.conv_branch
+        # the depthwise conv and its bias in one op reading n in place; then BatchNorm, GELU and the pointwise conv
+        # on the channels-first view of its channels-last output
+        conv = dwconv2d(n, dwconv.weight, dwconv.bias).permute(0, 3, 1, 2)
+        conv = pwconv(act(bn(conv))).permute(0, 2, 3, 1)
         return x + self.drop_path(self.bi_attn(self.mixer(n)) + self.bi_attn(conv))
 
 

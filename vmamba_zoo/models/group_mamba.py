@@ -29,7 +29,7 @@ from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
-from ssm_kernels import CROSS_SPLIT, ScanPattern, scan2d, selective_scan_flops
+from ssm_kernels import CROSS_SPLIT, ScanPattern, dwconv2d, scan2d, selective_scan_flops
 
 from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Stage, a_log_init, dt_bias_init
 from ._builder import create_zoo_model, init_linear, zoo_cfg
@@ -101,8 +101,7 @@ class GroupedSS2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G = self.groups
         x, z = self.in_proj(x).chunk(2, dim=-1)                                 # (b, H, W, G, E) each
-        x = self.conv(x.flatten(3).permute(0, 3, 1, 2))
-        x = self.act(x.permute(0, 2, 3, 1)).contiguous()                        # (b, H, W, C)
+        x = dwconv2d(x.flatten(3), self.conv.weight, self.conv.bias, silu=True)   # (b, H, W, C), conv + SiLU
         proj = torch.einsum("bhwgc,gkc->bhwgk", x.unflatten(-1, (G, -1)), self.x_proj_weight)   # (dt, B, C)
         # the split of proj, the rank-R step-size projection and A = -exp(A_log) run inside the scan (fused on
         # GPU); group k scans direction k; the scan builds the pattern's paths for x's map size (no shape read
@@ -151,7 +150,7 @@ class ConvFFN(nn.Module):
         nn.init.zeros_(self.dwconv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwconv(self.fc1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = dwconv2d(self.fc1(x), self.dwconv.weight, self.dwconv.bias)
         x = self.act(x)  # rebound: the conv's output is freed before fc2 runs (it is the size of fc2's input)
         return self.fc2(x)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models import generate_default_cfgs, register_model
 
-from ssm_kernels import observe_norm_gate, selective_scan_states
+from ssm_kernels import dwconv2d, observe_norm_gate, selective_scan_states
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, StateFusion, a_log_init, dt_bias_init
 from ._builder import create_zoo_model, zoo_cfg
@@ -59,7 +59,6 @@ class StructureAwareSSM(nn.Module):
         self.d_inner, self.d_state, self.dt_rank = inner, d_state, rank
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner)
-        self.act = nn.SiLU()
         # (dt, B, C) from u; kept as a matrix that multiplies the channels-first sequence, initialised
         # as nn.Linear initialises its weight (the model-level init of linear layers does not reach it)
         x_proj = nn.Linear(inner, rank + 2 * d_state, bias=False)
@@ -78,7 +77,10 @@ class StructureAwareSSM(nn.Module):
         batch, height, width, _ = x.shape
         R, N = self.dt_rank, self.d_state
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        u = self.act(self.conv(x.permute(0, 3, 1, 2).contiguous())).flatten(2)          # (B, E, L)
+        # the conv, its bias and SiLU in one op on the channels-last half of the projection (read in place); the
+        # state scan takes channels-first sequences: one transposing copy
+        u = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True)
+        u = u.flatten(1, 2).transpose(1, 2).contiguous()                                 # (B, E, L)
         dt, B, C = torch.matmul(self.x_proj_weight, u).split([R, N, N], dim=1)          # (B, R | N | N, L)
         dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
         h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models import generate_default_cfgs, register_model
 
-from ssm_kernels import non_causal_ssd
+from ssm_kernels import dwconv2d, non_causal_ssd
 
 from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, dt_bias_init
 from ._builder import create_zoo_model, zoo_cfg
@@ -54,7 +54,6 @@ class NonCausalSSDMixer(nn.Module):
         conv_dim = inner + 2 * d_state
         self.in_proj = nn.Linear(dim, inner + conv_dim + num_heads, bias=False)
         self.conv = nn.Conv2d(conv_dim, conv_dim, d_conv, padding=(d_conv - 1) // 2, groups=conv_dim)
-        self.act = nn.SiLU()
         self.dt_bias = nn.Parameter(dt_bias_init(num_heads))
         self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(num_heads))
@@ -65,9 +64,9 @@ class NonCausalSSDMixer(nn.Module):
         batch, height, width, _ = x.shape
         length, heads, n = height * width, self.num_heads, self.d_state
         z, xbc, dt = self.in_proj(x).split([self.inner, self.inner + 2 * n, heads], dim=-1)
-        # channels-last for the conv, so that its output is (B, H, W, E + 2N) contiguous: x, B, C are read in place
-        xbc = self.conv(xbc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
-        xbc = self.act(xbc).permute(0, 2, 3, 1)
+        # the conv, its bias and SiLU in one op, reading the projection's slice in place; its output is
+        # (B, H, W, E + 2N) contiguous: x, B, C are read from it in place
+        xbc = dwconv2d(xbc, self.conv.weight, self.conv.bias, silu=True)
         xs, B, C = xbc.split([self.inner, n, n], dim=-1)
         heads_shape = (batch, length, heads, self.head_dim)
         y = non_causal_ssd(xs.reshape(heads_shape), dt.reshape(batch, length, heads), self.A_log.exp(),

@@ -16,8 +16,8 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
 from torch import nn
 
-from ssm_kernels import (causal_conv1d_flops, non_causal_ssd_flops, selective_scan_flops, selective_scan_states_flops,
-                         state_fusion_flops)
+from ssm_kernels import (causal_conv1d_flops, dwconv2d_flops, non_causal_ssd_flops, selective_scan_flops,
+                         selective_scan_states_flops, state_fusion_flops)
 
 __all__ = ["flop_analysis", "count_flops", "count_params", "FLOP_HANDLES", "numpy_einsum_macs", "scan_inputs"]
 
@@ -104,6 +104,13 @@ def causal_conv1d_flop_jit(inputs, outputs) -> int:
     return causal_conv1d_flops(batch, length, directions * channels, width)
 
 
+def dwconv2d_flop_jit(inputs, outputs) -> int:
+    """The channels-last depthwise conv2d node, as fvcore counts ``nn.Conv2d``: one multiply-add per tap and
+    output element (its fused bias, SiLU and residual add are elementwise, which fvcore does not count)."""
+    batch, height, width, channels = get_shape(inputs[0])
+    return dwconv2d_flops(batch, height, width, channels, get_shape(inputs[1])[-1])
+
+
 def non_causal_ssd_flop_jit(inputs, outputs, all_heads: bool = True) -> int:
     """The non-causal SSD's two matmuls over every head (``all_heads=False``: over one head, VSSD's official
     rule), plus, with the LayerNorm fused in, its 5 FLOPs per element as fvcore counts the layer (the gate
@@ -157,6 +164,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
     "prim::PythonOp.ObserveNormGateFn": observe_norm_gate_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
+    "prim::PythonOp.DepthwiseConv2dFn": dwconv2d_flop_jit,
     "prim::PythonOp.NonCausalSSDFn": non_causal_ssd_flop_jit,
     "aten::mean": global_mean_flop_jit,
     "aten::einsum": exact_einsum_flop_jit,

@@ -1,0 +1,158 @@
+"""Depthwise 2-D convolution of a channels-last map, with its bias, SiLU and residual add fused in.
+
+Every channels-last visual SSM convolves its maps with small depthwise kernels: VMamba's SS2D (3x3, then
+SiLU) on the in-projection's output, the conditional position encoding x + dwconv3x3(x) of Spatial-Mamba
+and VSSD, the convolutional FFNs. With ``nn.Conv2d`` each such conv permutes the map to channels first
+(a copy, or a slow kernel on the strided view), adds its bias and applies the activation in separate
+kernels, and permutes back; on GPU this op reads the channels-last map in place (a slice of a projection's
+last axis too) and does it all in one kernel each way.
+
+Like the scan ops, the op is one autograd node (``DepthwiseConv2dFn``) whatever the backend: a FLOP counter
+sees it with its inputs and counts it as fvcore counts ``nn.Conv2d`` (one multiply-add per tap and output
+element; the bias, SiLU and residual add are not counted).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .ops import is_exporting, public_op, resolve_backend
+
+__all__ = ["dwconv2d", "dwconv2d_ref", "DepthwiseConv2dFn"]
+
+
+def dwconv2d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
+                 residual: bool = False, out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The plain-PyTorch op (the oracle): see :func:`dwconv2d` for the arguments.
+
+    Computes in float32 (float64 stays float64) with autocast off; returns ``out_dtype`` (default x's dtype),
+    contiguous.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    k = weight.shape[-1]
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.to(dtype)
+        y = F.conv2d(xf.permute(0, 3, 1, 2), weight.to(dtype), None if bias is None else bias.to(dtype),
+                     padding=k // 2, groups=weight.shape[0]).permute(0, 2, 3, 1)
+        if silu:
+            y = F.silu(y)
+        if residual:
+            y = y + xf
+    return y.to(out_dtype or x.dtype).contiguous()
+
+
+class _Reference:
+    """The reference backend: forward without a graph, backward by recomputing it with autograd."""
+
+    @staticmethod
+    def dwconv2d_fwd(inputs, flags):
+        with torch.no_grad():
+            y = dwconv2d_ref(*inputs, *flags)
+        return (y,), inputs
+
+    @staticmethod
+    def dwconv2d_bwd(saved, grad_outputs, flags, needs_grad):
+        wanted = [i for i, t in enumerate(saved) if t is not None and needs_grad[i]]
+        leaves = [t.detach().requires_grad_(i in wanted) if t is not None else None for i, t in enumerate(saved)]
+        with torch.enable_grad():
+            y = dwconv2d_ref(*leaves, *flags)
+        got = torch.autograd.grad(y, [leaves[i] for i in wanted], grad_outputs[0])
+        grads = [None] * len(saved)
+        for i, g in zip(wanted, got):
+            grads[i] = g
+        return grads
+
+
+_BACKENDS = {"reference": _Reference}
+try:
+    from .triton import dwconv2d as _triton_dwconv2d
+    _BACKENDS["triton"] = _triton_dwconv2d
+except ImportError:  # no triton installed: the reference serves every device
+    pass
+
+
+class DepthwiseConv2dFn(torch.autograd.Function):
+    """apply(backend, (silu, residual, out_dtype), x, weight, bias)"""
+
+    @staticmethod
+    def forward(ctx, backend, flags, x, weight, bias):
+        outputs, saved = _BACKENDS[backend].dwconv2d_fwd((x, weight, bias), flags)
+        ctx.backend, ctx.flags = backend, flags
+        ctx.save_for_backward(*saved)
+        return outputs[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = _BACKENDS[ctx.backend].dwconv2d_bwd(ctx.saved_tensors, (grad_out,), ctx.flags,
+                                                    ctx.needs_input_grad[2:])
+        return (None, None, *grads)
+
+
+@torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
+def _reference_dwconv2d(*args):
+    return DepthwiseConv2dFn.apply("reference", *args)
+
+
+def _check(x, weight, bias):
+    if x.dim() != 4:
+        raise ValueError(f"dwconv2d: x must be a channels-last map (batch, H, W, C), got shape {tuple(x.shape)}")
+    C = x.shape[3]
+    if weight.dim() != 4 or weight.shape[0] != C or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
+        raise ValueError(f"dwconv2d: weight must be (C={C}, 1, k, k) as nn.Conv2d(C, C, k, groups=C).weight, "
+                         f"got {tuple(weight.shape)}")
+    k = weight.shape[3]
+    if k % 2 == 0:
+        raise ValueError(f"dwconv2d: the kernel size must be odd (padding k // 2 keeps the map's size), got {k}")
+    if bias is not None and tuple(bias.shape) != (C,):
+        raise ValueError(f"dwconv2d: bias must be ({C},), got {tuple(bias.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"dwconv2d: empty input of shape {tuple(x.shape)}")
+    if x.stride(3) != 1 and C > 1:
+        raise ValueError(f"dwconv2d: x's channel axis must have stride 1 (a channels-last map or a slice of one), "
+                         f"got strides {tuple(x.stride())}")
+    if not (x.is_floating_point() and weight.is_floating_point() and (bias is None or bias.is_floating_point())):
+        raise ValueError("dwconv2d: x, weight and bias must be floating point")
+
+
+def _out_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
+    """x's dtype with ``residual`` (the residual stream keeps its precision, as ``x + conv(x)`` gives), else the
+    autocast dtype under autocast (what ``nn.Conv2d`` returns there; float64 is left alone by autocast)."""
+    device = x.device.type
+    if not residual and x.dtype != torch.float64 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+@public_op
+def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
+             residual: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+    """Depthwise 2-D conv of a channels-last map: stride 1, zero padding k // 2, then bias, SiLU, residual.
+
+    out = conv(x) + bias; then SiLU(out) if ``silu``; then out + x if ``residual`` (the conditional position
+    encoding x + dwconv(x)).
+
+    Args:
+        x: (batch, H, W, C) whose channel axis has stride 1; a view (a ``chunk`` of a projection's output) is
+            read in place by the Triton kernels.
+        weight: (C, 1, k, k), k odd: ``nn.Conv2d(C, C, k, padding=k // 2, groups=C).weight``.
+        bias: (C,) or None.
+        silu: apply SiLU after the bias.
+        residual: add x to the result.
+
+    Returns (batch, H, W, C), contiguous, computed in float32 (float64 on the reference stays float64): in x's
+    dtype with ``residual``; otherwise in the autocast dtype under autocast (as ``nn.Conv2d``), else x's dtype.
+    The gradients of the weight and bias come in their dtypes.
+    """
+    _check(x, weight, bias)
+    flags = (bool(silu), bool(residual), _out_dtype(x, bool(residual)))
+    if is_exporting():  # torch.export / ONNX: the plain tensor ops
+        return dwconv2d_ref(x, weight, bias, *flags)
+    name = resolve_backend(x, backend)
+    if name == "reference":
+        return _reference_dwconv2d(flags, x, weight, bias)
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return DepthwiseConv2dFn.apply(name, flags, x, weight, bias)
+    # eager inference: no autograd node (its host time matters for small models, as in ops._apply)
+    return _BACKENDS[name].dwconv2d_fwd((x, weight, bias), flags)[0][0]
