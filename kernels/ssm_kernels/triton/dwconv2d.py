@@ -13,8 +13,7 @@ Backward, g = d out / d pre-activation (dout itself without SiLU):
 - one kernel then gathers, per position q, dx[q] = sum over taps t of w[t] * g[q - off_t] (the correlation
   with the flipped kernel: no atomics), plus dout[q] for the residual. The same shifted reads of g give the
   weight gradient, dw[t] = sum over q of g[q - off_t] * x[q], and the centre tap's the bias gradient, summed
-  in registers over the program's tiles (up to ``_BWD_TILES`` of BP positions), then added with one float32
-  atomic per program, tap and channel into one of
+  over the tile in registers, then added with one float32 atomic per program, tap and channel into one of
   ``_COPIES`` accumulator copies (chosen by the program's index, so that far fewer programs contend for an
   address), which are summed after the kernel.
 
@@ -35,11 +34,8 @@ from .ops import _custom_op, _empty, _fake
 #: accumulator copies of the weight and bias gradients (a program adds into copy "program index % _COPIES")
 _COPIES = 32
 
-#: position tiles a backward program walks
-_BWD_TILES = 8
-
-#: Overrides of the launch heuristic, for tools/bench_dwconv.py's sweep: "BP" (positions a tile), "BC"
-#: (channels a program, a power of 2), "warps", "tiles" (position tiles a backward program walks).
+#: Overrides of the launch heuristic, for tools/bench_dwconv.py's sweep: "BP" (positions a program), "BC"
+#: (channels a program, a power of 2), "warps".
 TUNING = {}
 
 
@@ -100,46 +96,37 @@ def dwconv2d_bwd_silu_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, g_ptr, H, W, C, sx_b
 
 @triton.jit
 def dwconv2d_bwd_kernel(x_ptr, w_ptr, g_ptr, dout_ptr, dx_ptr, dw_ptr, db_ptr, H, W, C, sx_b, sx_h, sx_w,
-                        s_copy, TILES, K: tl.constexpr, KKP: tl.constexpr, COPIES: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
-    """dx for TILES consecutive tiles of BP positions, and their weight and bias gradients summed in registers,
-    then added once into copy (program index % COPIES) of their accumulators (copies s_copy apart). g: the
-    gradient of the pre-activation, (batch, H, W, C) contiguous; dout: the output's, the same layout."""
+                        s_copy, K: tl.constexpr, COPIES: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        RESIDUAL: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+    """dx, and the weight and bias gradients added into copy (program index % COPIES) of their accumulators
+    (copies s_copy apart). g: the gradient of the pre-activation, (batch, H, W, C) contiguous; dout: the
+    output's, the same layout."""
     R: tl.constexpr = K // 2
+    q = tl.program_id(0) * BP + tl.arange(0, BP)
     c = tl.program_id(1) * BC + tl.arange(0, BC)
     b = tl.program_id(2).to(tl.int64)
     copy = (tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)) % COPIES
-    cmask = c < C
-    taps = tl.arange(0, KKP)
+    qmask, cmask = q < H * W, c < C
+    h, w = q // W, q % W
+    m = qmask[:, None] & cmask[None, :]
     g_at = g_ptr + b * H * W * C
-    dw = tl.zeros([KKP, BC], tl.float32)  # row t: tap t's weight gradient of the program's channels
-    db = tl.zeros([BC], tl.float32)
-    for tile in range(TILES):
-        q = (tl.program_id(0) * TILES + tile) * BP + tl.arange(0, BP)
-        qmask = q < H * W
-        h, w = q // W, q % W
-        m = qmask[:, None] & cmask[None, :]
-        xq = tl.load(x_ptr + b * sx_b + (h * sx_h + w * sx_w)[:, None] + c[None, :], mask=m, other=0.0)
-        xq = xq.to(tl.float32)
-        dx = tl.zeros([BP, BC], tl.float32)
-        for i in tl.static_range(K):
-            hh = h - (i - R)  # the output position whose tap (i, j) reads q
-            for j in tl.static_range(K):
-                ww = w - (j - R)
-                ms = (qmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W))[:, None] & cmask[None, :]
-                gs = tl.load(g_at + (hh * W + ww)[:, None] * C + c[None, :], mask=ms, other=0.0).to(tl.float32)
-                wv = tl.load(w_ptr + c * (K * K) + (i * K + j), mask=cmask, other=0.0).to(tl.float32)
-                dx += gs * wv[None, :]
-                dw += tl.where(taps[:, None] == i * K + j, tl.sum(gs * xq, axis=0)[None, :], 0.0)
-                if HAS_BIAS and i == R and j == R:  # the centre tap reads g at q itself
-                    db += tl.sum(gs, axis=0)
-        if RESIDUAL:
-            dx += tl.load(dout_ptr + b * H * W * C + q[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
-        tl.store(dx_ptr + b * H * W * C + q[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
-    tl.atomic_add(dw_ptr + copy * s_copy + c[None, :] * (K * K) + taps[:, None], dw,
-                  mask=(taps < K * K)[:, None] & cmask[None, :], sem="relaxed")
-    if HAS_BIAS:
-        tl.atomic_add(db_ptr + copy * s_copy + c, db, mask=cmask, sem="relaxed")
+    xq = tl.load(x_ptr + b * sx_b + (h * sx_h + w * sx_w)[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
+    dx = tl.zeros([BP, BC], tl.float32)
+    for i in tl.static_range(K):
+        hh = h - (i - R)  # the output position whose tap (i, j) reads q
+        for j in tl.static_range(K):
+            ww = w - (j - R)
+            ms = (qmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W))[:, None] & cmask[None, :]
+            gs = tl.load(g_at + (hh * W + ww)[:, None] * C + c[None, :], mask=ms, other=0.0).to(tl.float32)
+            wv = tl.load(w_ptr + c * (K * K) + (i * K + j), mask=cmask, other=0.0).to(tl.float32)
+            dx += gs * wv[None, :]
+            tl.atomic_add(dw_ptr + copy * s_copy + c * (K * K) + (i * K + j), tl.sum(gs * xq, axis=0),
+                          mask=cmask, sem="relaxed")
+            if HAS_BIAS and i == R and j == R:  # the centre tap reads g at q itself
+                tl.atomic_add(db_ptr + copy * s_copy + c, tl.sum(gs, axis=0), mask=cmask, sem="relaxed")
+    if RESIDUAL:
+        dx += tl.load(dout_ptr + b * H * W * C + q[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    tl.store(dx_ptr + b * H * W * C + q[:, None] * C + c[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
 _FWD, _BWD_SILU, _BWD = (Launcher(dwconv2d_fwd_kernel), Launcher(dwconv2d_bwd_silu_kernel),
@@ -199,13 +186,9 @@ def _dwconv2d_bwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], dout: Tenso
                         x.stride(2), K=K, HAS_BIAS=has_bias, BP=BP, BC=BC, num_warps=warps)
     dx = _empty(batch, H, W, C, like=x)
     copies = torch.zeros(_COPIES, C * (K * K + 1), dtype=torch.float32, device=x.device)
-    # a program walks up to _BWD_TILES tiles, summing its weight and bias gradients in registers: one atomic add
-    # per tap and channel a program (one per tile made the L2's atomic unit the bottleneck at stage 1)
-    tiles = min(TUNING.get("tiles", _BWD_TILES), cdiv(H * W, BP))
-    _BWD[(cdiv(H * W, BP * tiles), cdiv(C, BC), batch)](
-        x, weight, g, dout, dx, copies, copies[:, C * K * K:], H, W, C, x.stride(0), x.stride(1), x.stride(2),
-        copies.stride(0), tiles, K=K, KKP=next_power_of_2(K * K), COPIES=_COPIES, HAS_BIAS=has_bias,
-        RESIDUAL=residual, BP=BP, BC=BC, num_warps=warps)
+    _BWD[grid](x, weight, g, dout, dx, copies, copies[:, C * K * K:], H, W, C, x.stride(0), x.stride(1), x.stride(2),
+               copies.stride(0), K=K, COPIES=_COPIES, HAS_BIAS=has_bias, RESIDUAL=residual, BP=BP, BC=BC,
+               num_warps=warps)
     return dx, copies.sum(0)
 
 
