@@ -199,3 +199,18 @@ def test_channels_first_views_and_integers_are_refused():
         dwconv2d(torch.randn(1, 6, 5, 7).permute(0, 2, 3, 1), w)
     with pytest.raises(ValueError, match="floating point"):
         dwconv2d(torch.ones(1, 5, 7, 6, dtype=torch.int64), w)
+
+
+def test_the_cudnn_training_path_computes_the_same_function():
+    """dwconv2d(silu=True) trains through nn.Conv2d's conv on CUDA (its backward is faster there): the same result
+    and gradients as the op's own reference."""
+    from ssm_kernels.dwconv2d import _conv2d_silu
+    x, w, b = (torch.randn(2, 5, 7, 20, requires_grad=True), torch.randn(20, 1, 3, 3, requires_grad=True),
+               torch.randn(20, requires_grad=True))
+    dy = torch.randn(2, 5, 7, 20)
+    got = _conv2d_silu(x, w, b)
+    leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+    ref = dwconv2d_ref(*leaves, True, False)
+    torch.testing.assert_close(got, ref)
+    for a, r in zip(torch.autograd.grad(got, (x, w, b), dy), torch.autograd.grad(ref, leaves, dy)):
+        torch.testing.assert_close(a, r)

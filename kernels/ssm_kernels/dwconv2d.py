@@ -125,6 +125,15 @@ def _out_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
     return x.dtype
 
 
+def _conv2d_silu(x, weight, bias):
+    """SiLU(nn.Conv2d's depthwise conv) of the permuted map (cuDNN), returned as a channels-last view in the dtype
+    nn.Conv2d gives. What the automatic backend trains with: our SiLU backward (the pre-activation recomputed,
+    then the gather) measured ~3x slower than cuDNN's at VMamba-T's stage 1 on an H200 (1.47-1.62 against 0.49 ms
+    forward + backward, batch 128, fp16; the forward alone is ~2x faster: 0.11 against 0.21)."""
+    y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+    return F.silu(y).permute(0, 2, 3, 1)
+
+
 @public_op
 def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
              residual: bool = False, backend: Optional[str] = None) -> torch.Tensor:
@@ -144,6 +153,10 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     Returns (batch, H, W, C), contiguous, computed in float32 (float64 on the reference stays float64): in x's
     dtype with ``residual``; otherwise in the autocast dtype under autocast (as ``nn.Conv2d``), else x's dtype.
     The gradients of the weight and bias come in their dtypes.
+
+    With ``silu`` (and no ``residual``) on a CUDA tensor, while autograd records and no ``backend`` is named,
+    the op trains through cuDNN (:func:`_conv2d_silu`: the same function, a channels-last view), whose backward
+    is faster than ours; inference and ``backend="triton"`` run the Triton kernels.
     """
     _check(x, weight, bias)
     flags = (bool(silu), bool(residual), _out_dtype(x, bool(residual)))
@@ -153,6 +166,8 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     if name == "reference":
         return _reference_dwconv2d(flags, x, weight, bias)
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if silu and backend is None and x.is_cuda and not residual:
+            return _conv2d_silu(x, weight, bias)
         return DepthwiseConv2dFn.apply(name, flags, x, weight, bias)
     # eager inference: no autograd node (its host time matters for small models, as in ops._apply)
     return _BACKENDS[name].dwconv2d_fwd((x, weight, bias), flags)[0][0]
