@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ._recompute import recomputing_backend
 from .ops import is_exporting, public_op, resolve_backend
 
 __all__ = ["causal_conv1d", "causal_conv1d_ref", "CausalConv1dFn"]
@@ -45,29 +46,7 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     return y.to(x.dtype)
 
 
-class _Reference:
-    """The reference backend: forward without a graph, backward by recomputing it with autograd."""
-
-    @staticmethod
-    def causal_conv1d_fwd(inputs, flags):
-        with torch.no_grad():
-            y = causal_conv1d_ref(*inputs, *flags)
-        return (y,), inputs
-
-    @staticmethod
-    def causal_conv1d_bwd(saved, grad_outputs, flags, needs_grad):
-        wanted = [i for i, t in enumerate(saved) if t is not None and needs_grad[i]]
-        leaves = [t.detach().requires_grad_(i in wanted) if t is not None else None for i, t in enumerate(saved)]
-        with torch.enable_grad():
-            y = causal_conv1d_ref(*leaves, *flags)
-        got = torch.autograd.grad(y, [leaves[i] for i in wanted], grad_outputs[0])
-        grads = [None] * len(saved)
-        for i, g in zip(wanted, got):
-            grads[i] = g
-        return grads
-
-
-_BACKENDS = {"reference": _Reference}
+_BACKENDS = {"reference": recomputing_backend("causal_conv1d", causal_conv1d_ref)}
 try:
     from .triton import conv1d as _triton_conv1d
     _BACKENDS["triton"] = _triton_conv1d
