@@ -11,7 +11,7 @@ BENCHMARK_FILE = ROOT / "results" / "benchmark.csv"
 
 #: the columns of a results file, in order
 FIELDS = ["date", "model", "impl", "mode", "img_s", "ms_per_img", "peak_gib", "batch_size", "batch_rule", "img_size",
-          "dtype", "channels_last", "compile", "device", "torch", "triton", "note"]
+          "dtype", "channels_last", "compile", "device", "torch", "triton", "host_ms", "note"]
 
 #: the setting the zoo table, the README and the model cards quote
 STANDARD = dict(batch_size=128, img_size=224, dtype="float16", compile="eager")

@@ -11,7 +11,8 @@
 ``--model`` takes names or globs: a glob selects the zoo's models it matches (``'*'``: all of them),
 and only when it matches none, timm's. Inference is a no-grad forward, training a forward, cross
 entropy, backward and an SGD step, both on random images, timed with CUDA events after the warm-up
-iterations (the wall clock on CPU); peak memory is the GPU's peak allocation over the timed steps.
+iterations (the wall clock on CPU); peak memory is the GPU's peak allocation over the timed steps;
+``host_ms`` is the wall time to issue one step on an idle GPU (about the whole step: bound by the host).
 Every measurement is one row in ``--results-file`` (appended; ``.csv`` or ``.json``), with the device,
 torch and Triton versions and the date; ``impl`` says whose code ran: ours, official or timm.
 
@@ -205,13 +206,15 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
                 rows.append(dict(env, model=name, impl=impl, mode=mode, img_s=round(result.img_s, 1),
                                  ms_per_img=round(result.ms_per_img, 4),
                                  peak_gib=None if result.peak_gib is None else round(result.peak_gib, 3),
+                                 host_ms=round(result.host_ms, 2),
                                  batch_size=batch, batch_rule=rule if args.sweep else "", img_size=size,
                                  dtype=args.amp_dtype if args.amp else "float32",
                                  channels_last=int(args.channels_last), compile=args.torchcompile or "eager",
                                  note=args.note))
                 tqdm.write(f"{name} ({impl}) {mode} {size}x{size} batch {batch}: {result.img_s:.1f} img/s, "
                            f"{result.ms_per_img:.3f} ms/img"
-                           + ("" if result.peak_gib is None else f", peak {result.peak_gib:.2f} GiB"))
+                           + ("" if result.peak_gib is None else f", peak {result.peak_gib:.2f} GiB")
+                           + f", host {result.host_ms:.1f} of {result.ms_per_img * batch:.1f} ms/step")
                 if args.profile:
                     profile(run, batch, size, train, amp, args.channels_last)
     del model, run
@@ -222,11 +225,14 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
 
 def markdown(rows) -> str:
     """The run's rows as a Markdown table."""
-    lines = ["| model | impl | mode | batch | size | img/s | ms/img | peak GiB |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | impl | mode | batch | size | img/s | ms/img | peak GiB | host ms/step of ms/step |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         peak = "—" if r["peak_gib"] in (None, "") else f"{float(r['peak_gib']):.2f}"
+        step = float(r["ms_per_img"]) * int(r["batch_size"])
+        host = "—" if r.get("host_ms") in (None, "") else f"{float(r['host_ms']):.1f} of {step:.1f}"
         lines.append(f"| {r['model']} | {r['impl']} | {r['mode']} | {r['batch_size']} | {r['img_size']} | "
-                     f"{float(r['img_s']):.1f} | {float(r['ms_per_img']):.3f} | {peak} |")
+                     f"{float(r['img_s']):.1f} | {float(r['ms_per_img']):.3f} | {peak} | {host} |")
     return "\n".join(lines)
 
 

@@ -40,10 +40,13 @@ def measure_latency(model: nn.Module, input_size: Tuple[int, int, int] = (3, 224
 
 
 class Throughput(NamedTuple):
-    """One measurement: images per second, milliseconds per image and peak memory (GiB; None on CPU)."""
+    """One measurement: images per second, milliseconds per image, peak memory (GiB; None on CPU) and the
+    host's milliseconds per step (``host_ms``: the wall time for Python to issue one step on an idle GPU; a step
+    whose ``host_ms`` is about its whole time, batch / img_s, is bound by the host, not the GPU)."""
     img_s: float
     ms_per_img: float
     peak_gib: Optional[float]
+    host_ms: Optional[float] = None
 
 
 class _Timer:
@@ -126,7 +129,19 @@ def measure_throughput(model: nn.Module, batch_size: int = 128, img_size=224, tr
     seconds = timer.stop()
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
     images = batch_size * steps
-    return Throughput(images / seconds, 1000 * seconds / images, peak)
+    return Throughput(images / seconds, 1000 * seconds / images, peak, _host_ms(step, device))
+
+
+def _host_ms(step, device: torch.device, repeats: int = 3) -> float:
+    """Median wall time of issuing one step after the GPU has drained (no sync inside: the GPU runs behind)."""
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    _sync(device)
+    return 1000 * statistics.median(times)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
