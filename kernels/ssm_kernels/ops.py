@@ -75,8 +75,11 @@ def public_op(fn):
 
 
 def is_exporting() -> bool:
-    """True inside ``torch.export`` and ``torch.onnx.export``, where ops decompose into plain tensor ops."""
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    """True inside ``torch.export`` and ``torch.onnx.export``, where ops decompose into plain tensor ops. (ONNX's
+    TorchScript exporter traces with ``torch.jit``, its dynamo exporter runs ``torch.export``: the ONNX flag, ~1 us
+    a read, is read only under a trace.)"""
+    return torch.compiler.is_exporting() or (torch._C._get_tracing_state() is not None
+                                             and torch.onnx.is_in_onnx_export())
 
 
 def available_backends() -> Sequence[str]:

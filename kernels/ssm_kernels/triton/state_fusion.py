@@ -12,6 +12,8 @@ are per-program block sums of grad[q] * h[source] per tap, added atomically.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Sequence, Tuple
 
 import torch
@@ -85,6 +87,13 @@ _FWD, _BWD = Launcher(state_fusion_fwd_kernel), Launcher(state_fusion_bwd_kernel
 
 
 def _dilations(dilations: Sequence[int], device) -> Tensor:
+    """The dilations as an int32 tensor on ``device``, made once: a tensor built from a list is a blocking copy
+    (the host waits for the GPU to drain), once a block in Spatial-Mamba before this was cached."""
+    return _dilations_on(tuple(int(d) for d in dilations), torch.device(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _dilations_on(dilations: Tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor(dilations, dtype=torch.int32, device=device)
 
 
