@@ -81,8 +81,10 @@ class StructureAwareSSM(nn.Module):
         # state scan takes channels-first sequences: one transposing copy
         u = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True)
         u = u.flatten(1, 2).transpose(1, 2).contiguous()                                 # (B, E, L)
-        dt, B, C = torch.matmul(self.x_proj_weight, u).split([R, N, N], dim=1)          # (B, R | N | N, L)
-        dt = torch.matmul(self.dt_proj_weight, dt)                                       # (B, E, L)
+        # batched products written channels-first as the scan reads them (torch.matmul of a matrix by a batch
+        # computes the transposed product and copies it back: a copy of all of dt)
+        dt, B, C = torch.bmm(self.x_proj_weight.expand(batch, -1, -1), u).split([R, N, N], dim=1)  # (B, R|N|N, L)
+        dt = torch.bmm(self.dt_proj_weight.expand(batch, -1, -1), dt)                                # (B, E, L)
         h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,
                                   a_is_log=True)  # A = -exp(A_log) inside the scan
         # the fusion, then the observation y = C . h' + D * u (N = 1), out_norm(y) * SiLU(z), channels-last

@@ -89,7 +89,10 @@ _FWD, _BWD = Launcher(state_fusion_fwd_kernel), Launcher(state_fusion_bwd_kernel
 def _dilations(dilations: Sequence[int], device) -> Tensor:
     """The dilations as an int32 tensor on ``device``, made once: a tensor built from a list is a blocking copy
     (the host waits for the GPU to drain), once a block in Spatial-Mamba before this was cached."""
-    return _dilations_on(tuple(int(d) for d in dilations), torch.device(device))
+    dilations = tuple(int(d) for d in dilations)
+    if torch.jit.is_tracing():  # a tensor kept from an earlier trace is unknown to this one
+        return torch.tensor(dilations, dtype=torch.int32, device=device)
+    return _dilations_on(dilations, torch.device(device))
 
 
 @functools.lru_cache(maxsize=None)
