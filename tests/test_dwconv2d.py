@@ -108,6 +108,26 @@ def test_output_dtype_under_autocast(backend):
     assert dwconv2d(x.bfloat16(), w, b, backend=backend).dtype == torch.bfloat16  # no autocast: x's dtype
 
 
+@pytest.mark.parametrize("backend", ["reference", pytest.param("triton", marks=needs_triton)])
+def test_channels_first_output_is_the_same_map_in_channels_first_memory(backend):
+    """Spatial-Mamba's scan reads the conv's output channels-first: written so, the (B, H, W, C) result is a view
+    whose permute to (B, C, H, W) needs no copy; values and gradients are those of the default layout."""
+    x = torch.randn(2, 5, 7, 12)[..., 6:].requires_grad_()
+    w, b = torch.randn(6, 1, 3, 3).requires_grad_(), torch.randn(6).requires_grad_()
+    plain = dwconv2d(x, w, b, silu=True, backend=backend)
+    first = dwconv2d(x, w, b, silu=True, backend=backend, channels_first=True)
+    assert first.shape == plain.shape and first.permute(0, 3, 1, 2).is_contiguous()
+    torch.testing.assert_close(first, plain, atol=0, rtol=0)
+    seed = torch.randn_like(plain)
+    grads = [torch.autograd.grad(y.flatten(1, 2).transpose(1, 2), (x, w, b), seed.flatten(1, 2).transpose(1, 2))
+             for y in (plain, first)]
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, atol=0, rtol=0)
+    with torch.no_grad():  # eager inference: the Triton forward called directly
+        torch.testing.assert_close(dwconv2d(x, w, b, silu=True, backend=backend, channels_first=True), plain)
+        assert dwconv2d(x, w, b, silu=True, backend=backend, channels_first=True).permute(0, 3, 1, 2).is_contiguous()
+
+
 def test_float64_runs_on_the_reference_in_float64():
     x, w, b = (torch.randn(1, 5, 7, 3, dtype=torch.float64, requires_grad=True),
                torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64))
@@ -122,6 +142,7 @@ def test_custom_ops_pass_opcheck():
     x, w, b = torch.randn(2, 4, 5, 6), torch.randn(6, 1, 3, 3), torch.randn(6)
     torch.library.opcheck(tdw.dwconv2d_fwd_op, (x, w, b, True, False, torch.float32))
     torch.library.opcheck(tdw.dwconv2d_fwd_op, (x, w, None, False, True, torch.bfloat16))
+    torch.library.opcheck(tdw.dwconv2d_fwd_op, (x, w, b, True, False, torch.float32, True))
     torch.library.opcheck(tdw.dwconv2d_bwd_op, (x, w, b, torch.randn(2, 4, 5, 6), True, True))
 
 

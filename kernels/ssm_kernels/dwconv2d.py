@@ -25,11 +25,12 @@ __all__ = ["dwconv2d", "dwconv2d_ref", "DepthwiseConv2dFn"]
 
 
 def dwconv2d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
-                 residual: bool = False, out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                 residual: bool = False, out_dtype: Optional[torch.dtype] = None,
+                 channels_first: bool = False) -> torch.Tensor:
     """The plain-PyTorch op (the oracle): see :func:`dwconv2d` for the arguments.
 
     Computes in float32 (float64 stays float64) with autocast off; returns ``out_dtype`` (default x's dtype),
-    contiguous.
+    contiguous (``channels_first``: a (batch, H, W, C) view of channels-first memory).
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
     k = weight.shape[-1]
@@ -41,7 +42,8 @@ def dwconv2d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
             y = F.silu(y)
         if residual:
             y = y + xf
-    return y.to(out_dtype or x.dtype).contiguous()
+    y = y.to(out_dtype or x.dtype)
+    return y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1) if channels_first else y.contiguous()
 
 
 _BACKENDS = {"reference": recomputing_backend("dwconv2d", dwconv2d_ref)}
@@ -53,7 +55,7 @@ except ImportError:  # no triton installed: the reference serves every device
 
 
 class DepthwiseConv2dFn(torch.autograd.Function):
-    """apply(backend, (silu, residual, out_dtype), x, weight, bias)"""
+    """apply(backend, (silu, residual, out_dtype, channels_first), x, weight, bias)"""
 
     @staticmethod
     def forward(ctx, backend, flags, x, weight, bias):
@@ -115,7 +117,7 @@ def _conv2d_silu(x, weight, bias):
 
 @public_op
 def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
-             residual: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+             residual: bool = False, backend: Optional[str] = None, channels_first: bool = False) -> torch.Tensor:
     """Depthwise 2-D conv of a channels-last map: stride 1, zero padding k // 2, then bias, SiLU, residual.
 
     out = conv(x) + bias; then SiLU(out) if ``silu``; then out + x if ``residual`` (the conditional position
@@ -129,7 +131,11 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         silu: apply SiLU after the bias.
         residual: add x to the result.
 
-    Returns (batch, H, W, C), contiguous, computed in float32 (float64 on the reference stays float64): in x's
+    ``channels_first``: the result's memory is channels-first, a (batch, H, W, C) view of a contiguous
+    (batch, C, H, W) tensor, for a consumer that reads channels-first (``.permute(0, 3, 1, 2)`` or
+    ``.flatten(1, 2).transpose(1, 2)`` then need no copy): the Triton forward writes it so directly.
+
+    Returns (batch, H, W, C), contiguous (or as ``channels_first`` says), computed in float32 (float64 on the reference stays float64): in x's
     dtype with ``residual``; otherwise in the autocast dtype under autocast (as ``nn.Conv2d``), else x's dtype.
     The gradients of the weight and bias come in their dtypes.
 
@@ -138,7 +144,7 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     is faster than ours; inference and ``backend="triton"`` run the Triton kernels.
     """
     _check(x, weight, bias)
-    flags = (bool(silu), bool(residual), _out_dtype(x, bool(residual)))
+    flags = (bool(silu), bool(residual), _out_dtype(x, bool(residual)), bool(channels_first))
     if is_exporting():  # torch.export / ONNX: the plain tensor ops
         return dwconv2d_ref(x, weight, bias, *flags)
     name = resolve_backend(x, backend)
@@ -146,7 +152,8 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         return _reference_dwconv2d(flags, x, weight, bias)
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         if silu and backend is None and x.is_cuda and not residual:
-            return _conv2d_silu(x, weight, bias)
+            y = _conv2d_silu(x, weight, bias)
+            return y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1) if channels_first else y
         return DepthwiseConv2dFn.apply(name, flags, x, weight, bias)
     # eager inference: no autograd node (its host time matters for small models, as in ops._apply)
     return _BACKENDS[name].dwconv2d_fwd((x, weight, bias), flags)[0][0]

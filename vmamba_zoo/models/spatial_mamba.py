@@ -77,9 +77,9 @@ class StructureAwareSSM(nn.Module):
         batch, height, width, _ = x.shape
         R, N = self.dt_rank, self.d_state
         x, z = self.in_proj(x).chunk(2, dim=-1)
-        # the conv, its bias and SiLU in one op on the channels-last half of the projection (read in place); the
-        # state scan takes channels-first sequences: one transposing copy
-        u = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True)
+        # the conv, its bias and SiLU in one op on the channels-last half of the projection (read in place),
+        # written channels-first as the state scan reads it (no transposing copy after it)
+        u = dwconv2d(x, self.conv.weight, self.conv.bias, silu=True, channels_first=True)
         u = u.flatten(1, 2).transpose(1, 2).contiguous()                                 # (B, E, L)
         # batched products written channels-first as the scan reads them (torch.matmul of a matrix by a batch
         # computes the transposed product and copies it back: a copy of all of dt)

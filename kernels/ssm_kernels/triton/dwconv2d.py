@@ -59,7 +59,7 @@ def _pre(x_at, w_ptr, b_ptr, h, w, pmask, c, cmask, H, W, sx_h, sx_w, K: tl.cons
 
 
 @triton.jit
-def dwconv2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, sx_b, sx_h, sx_w, K: tl.constexpr,
+def dwconv2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, sx_b, sx_h, sx_w, so_p, so_c, K: tl.constexpr,
                         HAS_BIAS: tl.constexpr, SILU: tl.constexpr, RESIDUAL: tl.constexpr, BP: tl.constexpr,
                         BC: tl.constexpr):
     p = tl.program_id(0) * BP + tl.arange(0, BP)
@@ -74,7 +74,8 @@ def dwconv2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, sx_b, sx_h, sx_w,
     m = pmask[:, None] & cmask[None, :]
     if RESIDUAL:
         y += tl.load(x_at + (h * sx_h + w * sx_w)[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
-    tl.store(out_ptr + b * H * W * C + p[:, None] * C + c[None, :], y.to(out_ptr.dtype.element_ty), mask=m)
+    # channels-last (so_p = C, so_c = 1) or channels-first (so_p = 1, so_c = H * W) output
+    tl.store(out_ptr + b * H * W * C + p[:, None] * so_p + c[None, :] * so_c, y.to(out_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -148,16 +149,21 @@ def _check_offsets(x: Tensor) -> None:
 
 
 def _dwconv2d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool, residual: bool,
-                  out_dtype: torch.dtype) -> Tensor:
-    """(batch, H, W, C) contiguous output in ``out_dtype``. x: (batch, H, W, C) with contiguous channels;
-    weight (C, 1, k, k) contiguous; bias (C,) or None."""
+                  out_dtype: torch.dtype, channels_first: bool = False) -> Tensor:
+    """(batch, H, W, C) output in ``out_dtype``, contiguous (``channels_first``: a view of a contiguous
+    (batch, C, H, W) tensor). x: (batch, H, W, C) with contiguous channels; weight (C, 1, k, k) contiguous;
+    bias (C,) or None."""
     batch, H, W, C = x.shape
     _check_offsets(x)
-    out = _empty(batch, H, W, C, like=x, dtype=out_dtype)
+    if channels_first:
+        out = _empty(batch, C, H, W, like=x, dtype=out_dtype).permute(0, 2, 3, 1)
+        so_p, so_c = 1, H * W
+    else:
+        out, so_p, so_c = _empty(batch, H, W, C, like=x, dtype=out_dtype), C, 1
     BP, BC, warps = _blocks(C)
     _FWD[(cdiv(H * W, BP), cdiv(C, BC), batch)](
         x, weight, bias if bias is not None else weight, out, H, W, C, x.stride(0), x.stride(1), x.stride(2),
-        K=weight.shape[-1], HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual, BP=BP, BC=BC, num_warps=warps)
+        so_p, so_c, K=weight.shape[-1], HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual, BP=BP, BC=BC, num_warps=warps)
     return out
 
 
@@ -165,7 +171,10 @@ dwconv2d_fwd_op = _custom_op(_dwconv2d_fwd)
 
 
 @_fake(dwconv2d_fwd_op)
-def _(x, weight, bias, silu, residual, out_dtype):
+def _(x, weight, bias, silu, residual, out_dtype, channels_first=False):
+    if channels_first:
+        batch, H, W, C = x.shape
+        return x.new_empty((batch, C, H, W), dtype=out_dtype).permute(0, 2, 3, 1)
     return x.new_empty(x.shape, dtype=out_dtype)
 
 
@@ -219,16 +228,16 @@ def _readable(x: Tensor) -> Tensor:
 
 def dwconv2d_fwd(inputs, flags):
     x, weight, bias = inputs
-    silu, residual, out_dtype = flags
+    silu, residual, out_dtype, channels_first = flags
     x = _readable(x)
     out = _op("dwconv2d_fwd")(x, weight.contiguous(), None if bias is None else bias.contiguous(), silu, residual,
-                              out_dtype)
+                              out_dtype, channels_first)
     return (out,), (x, weight, bias)
 
 
 def dwconv2d_bwd(saved, grad_outputs, flags, needs_grad):
     x, weight, bias = saved
-    silu, residual, _ = flags
+    silu, residual, _, _ = flags
     dx, flat = _op("dwconv2d_bwd")(x, weight.contiguous(), None if bias is None else bias.contiguous(),
                                    grad_outputs[0].contiguous(), silu, residual)
     n = weight.numel()
