@@ -171,10 +171,11 @@ class _Layout:
         self.batch, self.K, self.Dg, self.N, self.L, self.rank = batch, K, Dg, N, L, rank
 
     @staticmethod
-    def sequences(batch, K, Dg, N, L):
-        """selective_scan: u, delta (batch, K*Dg, L); B, C (batch, K, N, L)."""
+    def sequences(batch, K, Dg, N, L, bc=None):
+        """selective_scan: u, delta (batch, K*Dg, L); B, C (batch, K, N, L), contiguous or with the strides
+        ``bc`` (both the same, steps contiguous)."""
         ul = (K * Dg * L, Dg * L, L, 1)
-        return _Layout(ul, ul, (K * N * L, N * L, L, 1), batch, K, Dg, N, L)
+        return _Layout(ul, ul, bc or (K * N * L, N * L, L, 1), batch, K, Dg, N, L)
 
     @staticmethod
     def maps(u, delta, B, K, Dg, L, split_channels, rank=0):
@@ -365,10 +366,16 @@ def _launch_bwd(layout: _Layout, u, delta, A, B, C, D, bias, z, index, dtw, ckpt
 
 # ---- selective_scan --------------------------------------------------------------------------
 
-def _seq_layout(u, A, B):
+def _seq_layout(u, A, B, bc=None):
     batch, channels, L = u.shape
     K = B.shape[1]
-    return _Layout.sequences(batch, K, channels // K, A.shape[1], L)
+    return _Layout.sequences(batch, K, channels // K, A.shape[1], L, bc)
+
+
+def bc_readable(B: Tensor, C: Tensor) -> bool:
+    """Whether the forward reads (batch, K, N, L) B and C in place: the same strides, steps contiguous (slices of
+    one projection's output, or C the same tensor as B: the state-only scan)."""
+    return B.stride() == C.stride() and B.stride(-1) == 1
 
 
 def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -378,7 +385,9 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     """(out, last state or empty, all states or empty, the states saved for the backward). B, C: (batch, K, N, L).
     ``a_is_log``: A holds A_log, the scan's A = -exp(A_log)."""
     out = _empty(u.shape, like=u)
-    last, states, ckpt = _launch_fwd(_seq_layout(u, A, B), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
+    bc = tuple(B.stride()) if bc_readable(B, C) else None
+    B, C = (B, C) if bc else (B.contiguous(), C.contiguous())
+    last, states, ckpt = _launch_fwd(_seq_layout(u, A, B, bc), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
                                      delta_softplus, return_last_state, return_states, a_log=a_is_log)
     last = last if last is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     states = states if states is not None else u.new_empty(_EMPTY, dtype=torch.float32)
