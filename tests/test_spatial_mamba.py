@@ -184,3 +184,19 @@ def test_flops_count_the_state_scan_on_either_backend(monkeypatch):
     # the fusion node: the three 3x3 depthwise convolutions, 27 multiply-adds per state
     assert by_op["PythonOp.StateFusionFn"] == sum(27 * s * s * 2 * d for s, d in
                                                          zip((16, 8, 4, 2), TINY_KWARGS["dims"]))
+
+
+def test_state_fusion_kernels_kept_only_while_current():
+    """Without autograd the stacked fusion kernels are reused, and made anew after an in-place update, a load or
+    a cast (never a stale cache, unlike the official eval path's merged kernel)."""
+    from vmamba_zoo.layers import StateFusion
+    m = StateFusion(4)
+    with torch.no_grad():
+        first = m.kernels()
+        assert m.kernels() is first
+        m.weight[1].mul_(2)
+        assert torch.equal(m.kernels()[1], torch.full((4, 3, 3), 2.0))
+        m.load_state_dict({k: 3 * v for k, v in m.state_dict().items()})
+        assert torch.equal(m.kernels()[0], torch.full((4, 3, 3), 3.0))
+        assert m.double().kernels().dtype == torch.float64
+    assert m.kernels().requires_grad  # with autograd: stacked each call, in the graph

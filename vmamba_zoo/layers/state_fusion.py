@@ -22,6 +22,7 @@ class StateFusion(nn.Module):
         self.dim, self.dilations = dim, tuple(dilations)
         self.weight = nn.ParameterList([nn.Parameter(torch.ones(dim, 1, 3, 3)) for _ in self.dilations])
         self.alpha = nn.Parameter(torch.ones(len(self.dilations)))
+        self._stacked = None  # (what it was made from, the stacked kernels): see kernels()
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) states -> fused states, float32 (:func:`ssm_kernels.state_fusion`: one Triton kernel
@@ -29,8 +30,15 @@ class StateFusion(nn.Module):
         return state_fusion(h, self.kernels(), self.alpha, self.dilations)
 
     def kernels(self) -> torch.Tensor:
-        """The K depthwise kernels as one (K, C, 3, 3) tensor."""
-        return torch.stack([w[:, 0] for w in self.weight])
+        """The K depthwise kernels as one (K, C, 3, 3) tensor. Without autograd, the stack is kept while the
+        kernels' tensors and versions are those it was made from (an eager forward of a small model is bound by
+        the host's op calls: four a block); any in-place update, load or cast makes it anew."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return torch.stack([w[:, 0] for w in self.weight])
+        key = tuple((w.data_ptr(), w._version, w.dtype) for w in self.weight)
+        if self._stacked is None or self._stacked[0] != key:
+            self._stacked = key, torch.stack([w[:, 0] for w in self.weight])
+        return self._stacked[1]
 
     def observe(self, h: torch.Tensor, C: torch.Tensor, u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
         """The fused states observed, y = C * h' + D * u, with h' never stored
