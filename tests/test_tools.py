@@ -13,6 +13,7 @@ import _results  # noqa: E402
 import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
 import flops  # noqa: E402
+import host_profile  # noqa: E402
 import official_models  # noqa: E402
 import peak_memory  # noqa: E402
 import saved_tensors  # noqa: E402
@@ -119,6 +120,23 @@ def test_benchmark_appends_rows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| vmamba_tiny | ours | train | 2 | 32 |" in out
     assert benchmark.main(["--model", "no_such_model", "--device", "cpu"]) == 2
+
+
+def test_benchmark_rows_carry_host_time(tmp_path):
+    results = tmp_path / "results.csv"
+    assert benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(results))) == 0
+    row = _results.read_results(results)[0]
+    assert 0 < float(row["host_ms"])  # on CPU the step is all host: about batch * ms_per_img
+
+
+def test_host_profile_tool(capsys):
+    """cProfile over eager steps: the host's time a step, then the functions by their own time."""
+    assert host_profile.main(["--model", "vmamba_tiny", "--model-kwargs", "dims=(8,8,8,8)", "depths=(1,1,1,1)",
+                              "-b", "1", "--img-size", "32", "--steps", "2", "--top", "5", "--mode", "train",
+                              "--cumulative", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"vmamba_tiny train batch 1 32x32: host [0-9.]+ ms a step", out)
+    assert "Ordered by: internal time" in out and "Ordered by: cumulative time" in out
 
 
 def test_benchmark_globs_and_timm_models():
