@@ -70,6 +70,15 @@ def states_case(batch, D, N, L, dtype, device):
                 B=mk(batch, N, L), delta_bias=torch.randn(D, device=device) * 0.5)
 
 
+def states_slice_case(batch, D, N, L, dtype, device):
+    """As :func:`states_case`, with B a slice of the x projection's (batch, R + 2N, L) output, as Spatial-Mamba
+    passes it (the forward reads it in place)."""
+    x = states_case(batch, D, N, L, dtype, device)
+    del x["B"]
+    x["proj"] = torch.randn(batch, 4 + 2 * N, L, device=device).to(dtype)
+    return x
+
+
 def fusion_case(batch, E, side, dtype, device):
     """Spatial-Mamba's state fusion: the (batch, E, side, side) states, three 3x3 kernels per channel, alpha."""
     return dict(h=torch.randn(batch, E, side, side, device=device).to(dtype),
@@ -290,9 +299,13 @@ def main(argv=None) -> int:
             side = size // (4 * 2 ** stage)
             cases.append((f"selective_scan_states Spatial-Mamba-T s{stage + 1} @{size}", "states",
                           (args.batch, inner, 1, side * side)))
+            cases.append((f"selective_scan_states Spatial-Mamba-T, B a projection slice s{stage + 1} @{size}",
+                          "states_slice", (args.batch, inner, 1, side * side)))
             cases.append((f"state_fusion Spatial-Mamba-T s{stage + 1} @{size}", "fusion", (args.batch, inner, side)))
             cases.append((f"dwconv2d + residual Spatial-Mamba-T position encoding s{stage + 1} @{size}",
                           "dwconv_res", (args.batch, side, side, inner // 2, True)))
+            cases.append((f"dwconv2d + SiLU Spatial-Mamba-T mixer (channels-first output) s{stage + 1} @{size}",
+                          "dwconv_silu_cf", (args.batch, side, side, inner, True)))
             cases.append((f"dwconv2d + SiLU Spatial-Mamba-T mixer s{stage + 1} @{size}", "dwconv_silu",
                           (args.batch, side, side, inner, True)))
             cases.append((f"state_fusion_observe Spatial-Mamba-T s{stage + 1} @{size}", "observe",
@@ -333,6 +346,12 @@ def main(argv=None) -> int:
     def states_fn(x, backend):
         return selective_scan_states(**x, delta_softplus=True, backend=backend)
 
+    def states_slice_fn(x, backend):
+        x = dict(x)
+        N = x["A"].shape[1]
+        x["B"] = x.pop("proj")[:, -2 * N:-N]
+        return states_fn(x, backend)
+
     def fusion_fn(x, backend):
         return state_fusion(**x, dilations=(1, 3, 5), backend=backend)
 
@@ -355,11 +374,12 @@ def main(argv=None) -> int:
         return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
                              backend=backend)
 
-    def dwconv_fn(silu, residual):
+    def dwconv_fn(silu, residual, channels_first=False):
         def fn(x, backend):
             C = x["weight"].shape[0]
             inp = x["xz"][..., :C].contiguous() if residual else x["xz"][..., C:]
-            return dwconv2d(inp, x["weight"], x.get("bias"), silu=silu, residual=residual, backend=backend)
+            return dwconv2d(inp, x["weight"], x.get("bias"), silu=silu, residual=residual, backend=backend,
+                            channels_first=channels_first)
         return fn
 
     def gate_fn(x, backend):
@@ -419,9 +439,10 @@ def main(argv=None) -> int:
              "gate": (gate_case, gate_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),
-             "states": (states_case, states_fn), "fusion": (fusion_case, fusion_fn),
+             "states": (states_case, states_fn), "states_slice": (states_slice_case, states_slice_fn), "fusion": (fusion_case, fusion_fn),
              "observe": (observe_case, observe_fn), "observe_gate": (observe_gate_case, observe_gate_fn),
              "dwconv_silu": (dwconv_case, dwconv_fn(True, False)),
+             "dwconv_silu_cf": (dwconv_case, dwconv_fn(True, False, channels_first=True)),
              "dwconv_res": (dwconv_case, dwconv_fn(False, True)),
              "seq_log": (with_a_log(scan_case), a_log_fn(seq_fn)),
              "vmamba_log": (with_a_log(vmamba_case), a_log_fn(map_fn)),
