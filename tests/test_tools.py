@@ -129,6 +129,21 @@ def test_benchmark_rows_carry_host_time(tmp_path):
     assert 0 < float(row["host_ms"])  # on CPU the step is all host: about batch * ms_per_img
 
 
+def test_benchmark_writes_each_row_when_measured(tmp_path, monkeypatch):
+    """A run cut short (here the second measurement fails) keeps the rows measured before it in the file."""
+    measure = benchmark.measure_throughput
+
+    def fail_after_one(*args, **kwargs):
+        if (tmp_path / "results.csv").exists():
+            raise RuntimeError("the second measurement failed")
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "measure_throughput", fail_after_one)
+    with pytest.raises(RuntimeError, match="second measurement"):
+        benchmark.main(_tiny_bench_args(tmp_path, "--results-file", str(tmp_path / "results.csv"), "--bench", "both"))
+    assert [r["mode"] for r in _results.read_results(tmp_path / "results.csv")] == ["inference"]
+
+
 def test_host_profile_tool(capsys):
     """cProfile over eager steps: the host's time a step, then the functions by their own time."""
     assert host_profile.main(["--model", "vmamba_tiny", "--model-kwargs", "dims=(8,8,8,8)", "depths=(1,1,1,1)",

@@ -211,6 +211,8 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
                                  dtype=args.amp_dtype if args.amp else "float32",
                                  channels_last=int(args.channels_last), compile=args.torchcompile or "eager",
                                  note=args.note))
+                if args.results_file:  # at once: a sweep cut short (a time limit, a crash) keeps what it measured
+                    append_rows(args.results_file, rows[-1:])
                 tqdm.write(f"{name} ({impl}) {mode} {size}x{size} batch {batch}: {result.img_s:.1f} img/s, "
                            f"{result.ms_per_img:.3f} ms/img"
                            + ("" if result.peak_gib is None else f", peak {result.peak_gib:.2f} GiB")
@@ -313,8 +315,8 @@ def main(argv=None) -> int:
                     raise
                 tqdm.write(f"{name} (official): failed: {type(err).__name__}: {err}")
                 continue
-            if args.results_file and measured:  # after each model: a later failure keeps what was measured
-                append_rows(args.results_file, measured)
+            if args.results_file and measured and impl == "official" and not args.official_only:
+                append_rows(args.results_file, measured)  # the official's own process wrote a file of its own
             rows += measured
     print(f"\n{env['device']}, torch {env['torch']}, Triton {env['triton'] or '-'}, "
           f"{args.amp_dtype + ' autocast' if args.amp else 'float32'}, {args.torchcompile or 'eager'}, {pinned}"
