@@ -135,8 +135,9 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     (batch, C, H, W) tensor, for a consumer that reads channels-first (``.permute(0, 3, 1, 2)`` or
     ``.flatten(1, 2).transpose(1, 2)`` then need no copy): the Triton forward writes it so directly.
 
-    Returns (batch, H, W, C), contiguous (or as ``channels_first`` says), computed in float32 (float64 on the reference stays float64): in x's
-    dtype with ``residual``; otherwise in the autocast dtype under autocast (as ``nn.Conv2d``), else x's dtype.
+    Returns (batch, H, W, C), contiguous (or as ``channels_first`` says), computed in float32 (float64 on the
+    reference stays float64): in x's dtype with ``residual``; otherwise in the autocast dtype under autocast (as
+    ``nn.Conv2d``), else x's dtype.
     The gradients of the weight and bias come in their dtypes.
 
     With ``silu`` (and no ``residual``) on a CUDA tensor, while autograd records and no ``backend`` is named,

@@ -75,7 +75,8 @@ def dwconv2d_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C, sx_b, sx_h, sx_w,
     if RESIDUAL:
         y += tl.load(x_at + (h * sx_h + w * sx_w)[:, None] + c[None, :], mask=m, other=0.0).to(tl.float32)
     # channels-last (so_p = C, so_c = 1) or channels-first (so_p = 1, so_c = H * W) output
-    tl.store(out_ptr + b * H * W * C + p[:, None] * so_p + c[None, :] * so_c, y.to(out_ptr.dtype.element_ty), mask=m)
+    tl.store(out_ptr + b * H * W * C + p[:, None] * so_p + c[None, :] * so_c, y.to(out_ptr.dtype.element_ty),
+             mask=m)
 
 
 @triton.jit
@@ -163,7 +164,8 @@ def _dwconv2d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
     BP, BC, warps = _blocks(C)
     _FWD[(cdiv(H * W, BP), cdiv(C, BC), batch)](
         x, weight, bias if bias is not None else weight, out, H, W, C, x.stride(0), x.stride(1), x.stride(2),
-        so_p, so_c, K=weight.shape[-1], HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual, BP=BP, BC=BC, num_warps=warps)
+        so_p, so_c, K=weight.shape[-1], HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual, BP=BP, BC=BC,
+        num_warps=warps)
     return out
 
 

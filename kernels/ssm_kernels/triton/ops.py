@@ -387,8 +387,8 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     out = _empty(u.shape, like=u)
     bc = tuple(B.stride()) if bc_readable(B, C) else None
     B, C = (B, C) if bc else (B.contiguous(), C.contiguous())
-    last, states, ckpt = _launch_fwd(_seq_layout(u, A, B, bc), u, delta, A, B, C, D, delta_bias, z, None, None, out, 0,
-                                     delta_softplus, return_last_state, return_states, a_log=a_is_log)
+    last, states, ckpt = _launch_fwd(_seq_layout(u, A, B, bc), u, delta, A, B, C, D, delta_bias, z, None, None, out,
+                                     0, delta_softplus, return_last_state, return_states, a_log=a_is_log)
     last = last if last is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     states = states if states is not None else u.new_empty(_EMPTY, dtype=torch.float32)
     return out, last, states, ckpt
