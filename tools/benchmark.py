@@ -170,7 +170,8 @@ def profile(run, batch: int, size: int, train: bool, amp, channels_last: bool):
     from torch.profiler import profile as torch_profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with torch_profile(activities=activities) as prof:
-        measure_throughput(run, batch, size, train, amp, warmup=0, steps=3, channels_last=channels_last)
+        measure_throughput(run, batch, size, train, amp, warmup=0, steps=3, channels_last=channels_last,
+                           host_repeats=0)
     sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
     tqdm.write(prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70))
 

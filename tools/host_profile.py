@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _cli import ParseKwargs  # noqa: E402
 
 import vmamba_zoo  # noqa: E402,F401  (registers the zoo's models)
-from vmamba_zoo.profiling.speed import make_step  # noqa: E402
+from vmamba_zoo.profiling.speed import _sync, make_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,11 +49,6 @@ def parse_args(argv=None):
     parser.add_argument("--cumulative", action="store_true", help="also list functions by time with callees")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def profile_model(name: str, args) -> str:

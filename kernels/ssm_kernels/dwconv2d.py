@@ -43,7 +43,12 @@ def dwconv2d_ref(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         if residual:
             y = y + xf
     y = y.to(out_dtype or x.dtype)
-    return y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1) if channels_first else y.contiguous()
+    return _in_channels_first_memory(y) if channels_first else y.contiguous()
+
+
+def _in_channels_first_memory(y: torch.Tensor) -> torch.Tensor:
+    """A (batch, H, W, C) map as a view of a contiguous (batch, C, H, W) copy (``channels_first``)."""
+    return y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
 
 
 _BACKENDS = {"reference": recomputing_backend("dwconv2d", dwconv2d_ref)}
@@ -154,7 +159,7 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         if silu and backend is None and x.is_cuda and not residual:
             y = _conv2d_silu(x, weight, bias)
-            return y.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1) if channels_first else y
+            return _in_channels_first_memory(y) if channels_first else y
         return DepthwiseConv2dFn.apply(name, flags, x, weight, bias)
     # eager inference: no autograd node (its host time matters for small models, as in ops._apply)
     return _BACKENDS[name].dwconv2d_fwd((x, weight, bias), flags)[0][0]

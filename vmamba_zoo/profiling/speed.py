@@ -104,12 +104,13 @@ def make_step(model: nn.Module, x: torch.Tensor, train: bool, amp_dtype: Optiona
 
 def measure_throughput(model: nn.Module, batch_size: int = 128, img_size=224, train: bool = False,
                        amp_dtype: Optional[torch.dtype] = torch.float16, warmup: int = 10, steps: int = 30,
-                       channels_last: bool = False) -> Throughput:
+                       channels_last: bool = False, host_repeats: int = 3) -> Throughput:
     """Throughput of ``model`` on its own device (CUDA or CPU) at a fixed batch of random images.
 
     ``warmup`` untimed steps (compilation, autotuning, cudnn's choice), then ``steps`` timed ones; on
     CUDA timed with events and the peak memory counted from the first timed step. ``train`` adds
     backward and an SGD step; ``amp_dtype`` None runs without autocast. ``img_size``: N or (H, W).
+    ``host_repeats`` more steps, each issued on a drained device, give ``host_ms`` (0: not measured, None).
     """
     device = next(model.parameters()).device
     height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -129,10 +130,11 @@ def measure_throughput(model: nn.Module, batch_size: int = 128, img_size=224, tr
     seconds = timer.stop()
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
     images = batch_size * steps
-    return Throughput(images / seconds, 1000 * seconds / images, peak, _host_ms(step, device))
+    host = _host_ms(step, device, host_repeats) if host_repeats else None
+    return Throughput(images / seconds, 1000 * seconds / images, peak, host)
 
 
-def _host_ms(step, device: torch.device, repeats: int = 3) -> float:
+def _host_ms(step, device: torch.device, repeats: int) -> float:
     """Median wall time of issuing one step after the GPU has drained (no sync inside: the GPU runs behind)."""
     times = []
     for _ in range(repeats):
@@ -157,7 +159,7 @@ def largest_batch(model: nn.Module, img_size, train: bool = False, amp_dtype: Op
     while batch <= limit:
         try:
             measure_throughput(model, batch, img_size, train, amp_dtype, warmup=1, steps=1,
-                               channels_last=channels_last)
+                               channels_last=channels_last, host_repeats=0)
         except RuntimeError as err:
             if not is_out_of_memory(err):
                 raise

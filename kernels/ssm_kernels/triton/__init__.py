@@ -41,9 +41,7 @@ def selective_scan_fwd(inputs, flags):
     u, delta, A, B, C, D, z, bias = inputs
     delta_softplus, return_last_state, return_states, a_is_log = flags
     B4, C4 = (B, C) if B.dim() == 4 else (B.unsqueeze(1), C.unsqueeze(1))
-    if not _ops.bc_readable(B4, C4):  # else read in place (slices of the x projection's output)
-        B4, C4 = B4.contiguous(), C4.contiguous()
-    out, last, states, ckpt = op("selective_scan_fwd")(
+    out, last, states, ckpt = op("selective_scan_fwd")(  # B, C as they are: the op reads slices in place
         u.contiguous(), delta.contiguous(), A.contiguous(), B4, C4, _c(D), _c(z), _c(bias),
         delta_softplus, return_last_state, return_states, a_is_log)
     outputs = (out,) + ((last,) if return_last_state else ()) + ((states,) if return_states else ())

@@ -372,7 +372,7 @@ def _seq_layout(u, A, B, bc=None):
     return _Layout.sequences(batch, K, channels // K, A.shape[1], L, bc)
 
 
-def bc_readable(B: Tensor, C: Tensor) -> bool:
+def _bc_readable(B: Tensor, C: Tensor) -> bool:
     """Whether the forward reads (batch, K, N, L) B and C in place: the same strides, steps contiguous (slices of
     one projection's output, or C the same tensor as B: the state-only scan)."""
     return B.stride() == C.stride() and B.stride(-1) == 1
@@ -385,7 +385,7 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
     """(out, last state or empty, all states or empty, the states saved for the backward). B, C: (batch, K, N, L).
     ``a_is_log``: A holds A_log, the scan's A = -exp(A_log)."""
     out = _empty(u.shape, like=u)
-    bc = tuple(B.stride()) if bc_readable(B, C) else None
+    bc = tuple(B.stride()) if _bc_readable(B, C) else None
     B, C = (B, C) if bc else (B.contiguous(), C.contiguous())
     last, states, ckpt = _launch_fwd(_seq_layout(u, A, B, bc), u, delta, A, B, C, D, delta_bias, z, None, None, out,
                                      0, delta_softplus, return_last_state, return_states, a_log=a_is_log)
