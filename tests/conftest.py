@@ -9,7 +9,7 @@ os.environ.pop("SSM_KERNELS_BACKEND", None)
 # with every output buffer NaN-poisoned so that an element a kernel does not write fails the test.
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
-os.environ["SSM_KERNELS_POISON"] = "1"
+os.environ["SSM_KERNELS_POISON"] = "1"  # read when ssm_kernels.triton is imported
 
 
 @pytest.fixture(autouse=True)

@@ -77,7 +77,7 @@ CASES = [  # (batch, E, H, W), dtype, u channels-last, z a (B, H, W, E) map, tol
 @needs_triton
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{str(c[1])[6:]}-{'uT' if c[2] else 'u'}")
 def test_triton_matches_the_formula(case, monkeypatch):
-    monkeypatch.setenv("SSM_KERNELS_POISON", "1")  # an element a kernel forgets to write is NaN
+    monkeypatch.setattr("ssm_kernels.triton.ops.POISON", True)  # an element a kernel forgets to write is NaN
     (batch, E, height, width), dtype, u_last, z_map, tol = case
     leaves, args = make(batch, E, height, width, dtype, u_last, z_map)
     out = observe_norm_gate(*args(), backend="triton")

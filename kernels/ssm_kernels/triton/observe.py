@@ -21,7 +21,6 @@ Registered as ``torch.library`` custom ops with fake implementations, as the sca
 """
 from __future__ import annotations
 
-import os
 from typing import Tuple
 
 import torch
@@ -30,6 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
+from . import ops as _ops
 from .ops import _custom_op, _empty, _fake
 
 #: Launch overrides for tools/bench_observe.py's sweeps: "fwd" / "bwd" -> dict(BM=, BE=, warps=).
@@ -278,7 +278,7 @@ def _observe_norm_gate_bwd(h: Tensor, C: Tensor, u: Tensor, D: Tensor, weight: T
 def _like(t: Tensor) -> Tensor:
     """An output buffer shaped and strided like t (contiguous unless t is dense), NaN-filled as ``_empty``'s."""
     out = torch.empty_like(t)
-    if os.environ.get("SSM_KERNELS_POISON") == "1":
+    if _ops.POISON:
         out.fill_(float("nan"))
     return out
 

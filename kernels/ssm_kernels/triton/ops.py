@@ -46,11 +46,16 @@ def _fake(op):
 _SCAN_FWD, _SCAN_BWD = Launcher(scan_fwd_kernel), Launcher(scan_bwd_kernel)
 
 
+#: NaN-fill every output buffer (``SSM_KERNELS_POISON=1``, read at import: the tests and tools/check_kernels.py set
+#: it first, or patch this flag), so that an element a kernel forgets to write cannot pass. Not read on every
+#: call: an environment read costs the host ~2 us, and an eager step allocates ~400 buffers.
+POISON = os.environ.get("SSM_KERNELS_POISON") == "1"
+
+
 def _empty(*shape, like: Tensor, dtype=None) -> Tensor:
-    """An output buffer the kernel must fill entirely; NaN-filled when SSM_KERNELS_POISON=1 (tests,
-    tools/check_kernels.py), so that an element a kernel forgets to write cannot pass."""
+    """An output buffer the kernel must fill entirely (NaN-filled under ``POISON``)."""
     t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
-    if os.environ.get("SSM_KERNELS_POISON") == "1" and t.is_floating_point():
+    if POISON and t.is_floating_point():
         t.fill_(float("nan"))
     return t
 
@@ -71,9 +76,10 @@ def _blocks(groups_dim: int, d_state: int, length: int, backward: bool, rank: in
     backward's chunks are the forward's (whose end states it reads).
     """
     args = (groups_dim, d_state, length, backward, rank)
-    # cached for plain ints; symbolic sizes (torch.compile's fake tensors, dynamic shapes) are unhashable
-    choose = _heuristics if all(type(a) in (int, bool) for a in args) else _heuristics.__wrapped__
-    BD, NP, RP, BL, warps, stages = choose(*args)
+    try:  # cached for plain ints
+        BD, NP, RP, BL, warps, stages = _heuristics(*args)
+    except TypeError:  # symbolic sizes (torch.compile's fake tensors, dynamic shapes) are unhashable
+        BD, NP, RP, BL, warps, stages = _heuristics.__wrapped__(*args)
     if not TUNING:
         return BD, NP, RP, BL, warps, stages
     override = TUNING.get("bwd" if backward else "fwd", {})
