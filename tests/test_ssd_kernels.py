@@ -100,7 +100,7 @@ CASES = [  # (batch, L, heads, P, N, splits, with D and bias, softplus, then nor
 @pytest.mark.parametrize("batch,length,heads,head_dim,d_state,splits,extras,softplus,fused", CASES)
 def test_triton_matches_reference(monkeypatch, dtype, batch, length, heads, head_dim, d_state, splits, extras,
                                   softplus, fused):
-    monkeypatch.setattr("ssm_kernels.triton.ops.POISON", True)  # outputs start as NaN: an element not written cannot pass
+    monkeypatch.setattr("ssm_kernels.triton.ops.POISON", True)  # an element not written stays NaN
     monkeypatch.setattr(triton_ssd, "TUNING", dict(BL=16, splits=splits))
     inputs = make_inputs(batch, length, heads, head_dim, d_state, dtype, with_D=extras, with_bias=extras)
     extra = fused_inputs(fused, inputs[0])
