@@ -249,9 +249,13 @@ def plot_sweep(rows, path):
     series = {}
     for r in rows:
         batch = "largest batch" if r["batch_rule"] == "max" else f"batch {r['batch_rule'] or r['batch_size']}"
-        label = f"{r['model']} ({r['impl']}) {r['mode']}, {batch}"
+        compiled = "" if r.get("compile", "eager") == "eager" else f", {r['compile']}"
+        label = f"{r['model']} ({r['impl']}) {r['mode']}, {batch}{compiled}"
         series.setdefault(label, []).append(r)
     for label, points in series.items():
+        sizes = {r["batch_size"] for r in points}
+        if label.endswith("largest batch") and len(sizes) == 1:  # every size fit the same (the search's limit)
+            label += f" ({sizes.pop()})"
         points.sort(key=lambda r: int(r["img_size"]))
         megapixels = [int(r["img_size"]) ** 2 / 1e6 for r in points]
         ax_time.plot(megapixels, [float(r["ms_per_img"]) for r in points], marker="o", label=label)
