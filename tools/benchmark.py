@@ -307,8 +307,9 @@ def main(argv=None) -> int:
         if args.official_only:
             impls = ["official"]
         for impl in impls:
+            in_child = impl == "official" and not args.official_only  # its rows come back through a file
             try:
-                if impl == "official" and not args.official_only:
+                if in_child:
                     measured = official_in_own_process(name, args)
                 else:
                     measured = run_model(name, impl, args, env, sizes, batches)
@@ -320,8 +321,8 @@ def main(argv=None) -> int:
                     raise
                 tqdm.write(f"{name} (official): failed: {type(err).__name__}: {err}")
                 continue
-            if args.results_file and measured and impl == "official" and not args.official_only:
-                append_rows(args.results_file, measured)  # the official's own process wrote a file of its own
+            if args.results_file and measured and in_child:  # run_model appends its rows as it measures them
+                append_rows(args.results_file, measured)
             rows += measured
     print(f"\n{env['device']}, torch {env['torch']}, Triton {env['triton'] or '-'}, "
           f"{args.amp_dtype + ' autocast' if args.amp else 'float32'}, {args.torchcompile or 'eager'}, {pinned}"

@@ -34,6 +34,9 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+_TENSOR = torch.Tensor  # a module global: read once a launch per argument
+
+
 def specialisation(args) -> tuple:
     """What Triton compiles a kernel for, given these arguments (as fine as Triton's own key, or finer):
     a tensor's dtype and whether its address is 16-byte aligned; an int's width (32-bit, 64-bit or
@@ -43,9 +46,6 @@ def specialisation(args) -> tuple:
     return tuple([(a.dtype, not a.data_ptr() & 15) if isinstance(a, _TENSOR)
                   else (a == 1, not a & 15, -0x80000000 <= a < 0x80000000, a < 0x8000000000000000)
                   if a.__class__ is int else float if a.__class__ is float else a for a in args])
-
-
-_TENSOR = torch.Tensor
 
 
 def _hooked() -> bool:

@@ -29,8 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from . import ops as _ops
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, _poisoned
 
 #: Launch overrides for tools/bench_observe.py's sweeps: "fwd" / "bwd" -> dict(BM=, BE=, warps=).
 TUNING = {}
@@ -277,10 +276,7 @@ def _observe_norm_gate_bwd(h: Tensor, C: Tensor, u: Tensor, D: Tensor, weight: T
 
 def _like(t: Tensor) -> Tensor:
     """An output buffer shaped and strided like t (contiguous unless t is dense), NaN-filled as ``_empty``'s."""
-    out = torch.empty_like(t)
-    if _ops.POISON:
-        out.fill_(float("nan"))
-    return out
+    return _poisoned(torch.empty_like(t))
 
 
 observe_norm_gate_bwd_op = _custom_op(_observe_norm_gate_bwd)

@@ -54,7 +54,11 @@ POISON = os.environ.get("SSM_KERNELS_POISON") == "1"
 
 def _empty(*shape, like: Tensor, dtype=None) -> Tensor:
     """An output buffer the kernel must fill entirely (NaN-filled under ``POISON``)."""
-    t = torch.empty(*shape, dtype=dtype or like.dtype, device=like.device)
+    return _poisoned(torch.empty(*shape, dtype=dtype or like.dtype, device=like.device))
+
+
+def _poisoned(t: Tensor) -> Tensor:
+    """t, NaN-filled under ``POISON`` when it holds floating point."""
     if POISON and t.is_floating_point():
         t.fill_(float("nan"))
     return t
