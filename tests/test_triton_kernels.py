@@ -530,6 +530,33 @@ def test_torch_compile_single_graph_matches_eager(monkeypatch):
         again.sum().backward()
 
 
+def test_torch_compile_graph_holds_the_triton_ops(monkeypatch):
+    """The compiled graph calls the custom ops, forward and backward, not the reference's tensor ops: also where
+    dynamo answers ``torch.compiler.is_exporting()`` with True while it compiles (torch 2.11 did, and every compiled
+    model ran the reference decomposed by inductor)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+
+    def is_exporting_as_in_torch_2_11():
+        return torch.compiler.is_compiling()
+
+    monkeypatch.setattr(torch.compiler, "is_exporting", is_exporting_as_in_torch_2_11)
+    torch._dynamo.reset()
+    seen = set()
+
+    def record(gm, _):
+        seen.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return make_boxed_func(gm.forward)
+
+    model = VMamba(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=5)
+    torch.compile(model, fullgraph=True, backend=aot_autograd(fw_compiler=record))(torch.randn(1, 3, 32, 32)).sum() \
+        .backward()
+    assert {"ssm_kernels.scan2d_fwd.default", "ssm_kernels.scan2d_bwd.default",
+            "ssm_kernels.layer_norm_fwd.default", "ssm_kernels.dwconv2d_fwd.default"} <= seen, sorted(seen)
+
+
 def test_torch_compile_recompiles_for_a_new_input_size(monkeypatch):
     """A second input size makes torch.compile recompile with symbolic sizes; the scan paths (host-side
     data per map size) specialise on them instead of failing the trace."""

@@ -77,9 +77,19 @@ def public_op(fn):
 def is_exporting() -> bool:
     """True inside ``torch.export`` and ``torch.onnx.export``, where ops decompose into plain tensor ops. (ONNX's
     TorchScript exporter traces with ``torch.jit``, its dynamo exporter runs ``torch.export``: the ONNX flag, ~1 us
-    a read, is read only under a trace.)"""
-    return torch.compiler.is_exporting() or (torch._C._get_tracing_state() is not None
-                                             and torch.onnx.is_in_onnx_export())
+    a read, is read only under a trace.)
+
+    The flag that ``torch.export`` sets is read, not ``torch.compiler.is_exporting()``: while ``torch.compile``
+    traces, dynamo of torch 2.11 answers that call with True (later versions read the flag), which sent every
+    compiled model to the reference."""
+    return _EXPORTING() or (torch._C._get_tracing_state() is not None and torch.onnx.is_in_onnx_export())
+
+
+def _exporting_flag() -> bool:
+    return torch.compiler._is_exporting_flag
+
+
+_EXPORTING = _exporting_flag if hasattr(torch.compiler, "_is_exporting_flag") else torch.compiler.is_exporting
 
 
 def available_backends() -> Sequence[str]:
