@@ -531,7 +531,8 @@ def test_torch_compile_single_graph_matches_eager(monkeypatch):
 
 
 def test_torch_compile_graph_holds_the_triton_ops(monkeypatch):
-    """The compiled graph calls the custom ops, forward and backward, not the reference's tensor ops: also where
+    """The compiled graph calls the custom ops, forward and backward, not the reference's tensor ops (and holds no
+    aten.convolution, which would turn inductor's layout optimisation on): also where
     dynamo answers ``torch.compiler.is_exporting()`` with True while it compiles (torch 2.11 did, and every compiled
     model ran the reference decomposed by inductor)."""
     from functorch.compile import make_boxed_func
@@ -555,6 +556,8 @@ def test_torch_compile_graph_holds_the_triton_ops(monkeypatch):
         .backward()
     assert {"ssm_kernels.scan2d_fwd.default", "ssm_kernels.scan2d_bwd.default",
             "ssm_kernels.layer_norm_fwd.default", "ssm_kernels.dwconv2d_fwd.default"} <= seen, sorted(seen)
+    # the stem's and the downsamples' convolutions are opaque too (ssm_kernels.conv2d: no layout optimisation)
+    assert "ssm_kernels.conv2d_bwd.default" in seen and "aten.convolution.default" not in seen
 
 
 def test_torch_compile_recompiles_for_a_new_input_size(monkeypatch):

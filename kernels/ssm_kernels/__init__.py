@@ -7,6 +7,7 @@ reference (the oracle, runs anywhere) behind the same functions as the fast GPU 
     from ssm_kernels import ScanPaths, cross_scan, cross_merge, selective_scan, scan2d, causal_conv1d, non_causal_ssd
 """
 from .conv1d import CausalConv1dFn, causal_conv1d
+from .conv2d import Conv2dFn, conv2d
 from .dwconv2d import DepthwiseConv2dFn, dwconv2d
 from .gate import MergeGateFn, merge_gate, merge_gate_ref
 from .observe import ObserveNormGateFn, observe_norm_gate, observe_norm_gate_ref
@@ -34,6 +35,6 @@ __all__ = [
     "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
     "merge_gate", "merge_gate_ref", "MergeGateFn",
     "observe_norm_gate", "observe_norm_gate_ref", "ObserveNormGateFn",
-    "dwconv2d", "DepthwiseConv2dFn", "dwconv2d_flops",
+    "dwconv2d", "DepthwiseConv2dFn", "dwconv2d_flops", "conv2d", "Conv2dFn",
     "PUBLIC_OPS", "public_op", "is_exporting", "scan_pattern",
 ]

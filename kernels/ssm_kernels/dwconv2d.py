@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ._recompute import recomputing_backend
+from .conv2d import conv2d
 from .ops import is_exporting, public_op, resolve_backend
 
 __all__ = ["dwconv2d", "dwconv2d_ref", "DepthwiseConv2dFn"]
@@ -116,7 +117,7 @@ def _conv2d_silu(x, weight, bias):
     nn.Conv2d gives. What the automatic backend trains with: our SiLU backward (the pre-activation recomputed,
     then the gather) measured ~3x slower than cuDNN's at VMamba-T's stage 1 on an H200 (1.47-1.62 against 0.49 ms
     forward + backward, batch 128, fp16; the forward alone is ~2x faster: 0.11 against 0.21)."""
-    y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+    y = conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     return F.silu(y).permute(0, 2, 3, 1)
 
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
+from .conv import Conv2d
 from .norm import FastLayerNorm
 
 
@@ -14,7 +15,7 @@ class ConvDownsample(nn.Module):
 
     def __init__(self, dim: int, out_dim: int, eps: float = 1e-5):
         super().__init__()
-        self.conv = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1)
+        self.conv = Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1)
         self.norm = FastLayerNorm(out_dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,9 +55,9 @@ class ExpandDownsample(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         hidden = 4 * out_dim
-        self.expand = nn.Conv2d(dim, hidden, 1)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, stride=2, padding=1, groups=hidden)
-        self.proj = nn.Conv2d(hidden, out_dim, 1)
+        self.expand = Conv2d(dim, hidden, 1)
+        self.dwconv = Conv2d(hidden, hidden, 3, stride=2, padding=1, groups=hidden)
+        self.proj = Conv2d(hidden, out_dim, 1)
         self.norm = nn.BatchNorm2d(out_dim)
         self.act = nn.ReLU()
 

@@ -25,6 +25,7 @@ from timm.layers import trunc_normal_
 
 from ssm_kernels import MULTISCALE_LOW, ROW, ScanPattern, dwconv2d, scan2d
 
+from .conv import Conv2d
 from .mlp import SqueezeExcite
 from .ssm_init import a_log_init, dt_bias_init
 
@@ -54,7 +55,7 @@ class MultiScaleSS2D(nn.Module):
 
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner, bias=conv_bias)
-        self.conv_low = nn.Conv2d(inner, inner, 7, stride=2, padding=3, groups=inner, bias=conv_bias)
+        self.conv_low = Conv2d(inner, inner, 7, stride=2, padding=3, groups=inner, bias=conv_bias)
         self.act = act_layer()
         # two parameter sets (LOW, FULL), in the official layout
         self.x_proj_weight = nn.Parameter(torch.empty(2, rank + 2 * d_state, inner))

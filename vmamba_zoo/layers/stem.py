@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import Conv2d
 from .norm import FastLayerNorm, FastLayerNorm2d
 
 
@@ -12,10 +13,10 @@ class ConvStem(nn.Module):
 
     def __init__(self, in_chans: int = 3, dim: int = 96, eps: float = 1e-5):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, dim // 2, kernel_size=3, stride=2, padding=1)
+        self.conv1 = Conv2d(in_chans, dim // 2, kernel_size=3, stride=2, padding=1)
         self.norm1 = FastLayerNorm2d(dim // 2, eps=eps)  # into GELU and a conv: the autocast dtype
         self.act = nn.GELU()
-        self.conv2 = nn.Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1)
+        self.conv2 = Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1)
         self.norm2 = FastLayerNorm(dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ class PatchStem(nn.Module):
 
     def __init__(self, in_chans: int = 3, dim: int = 96, patch: int = 4, eps: float = 1e-5):
         super().__init__()
-        self.conv = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.conv = Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
         self.norm = FastLayerNorm(dim, eps=eps, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ class ConvBN(nn.Sequential):
     """Convolution without bias, BatchNorm, optional ReLU (NCHW)."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3, stride: int = 1, act: bool = True):
-        layers = [nn.Conv2d(in_dim, out_dim, kernel_size, stride, padding=kernel_size // 2, bias=False),
+        layers = [Conv2d(in_dim, out_dim, kernel_size, stride, padding=kernel_size // 2, bias=False),
                   nn.BatchNorm2d(out_dim)]
         super().__init__(*layers, *([nn.ReLU()] if act else []))
 

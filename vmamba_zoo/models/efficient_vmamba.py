@@ -21,7 +21,7 @@ from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
 from ssm_kernels import dwconv2d
 
-from ..layers import AtrousSS2D, FastLayerNorm, PatchMerging, PatchStem, Stage
+from ..layers import AtrousSS2D, Conv2d, FastLayerNorm, PatchMerging, PatchStem, Stage
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
@@ -64,7 +64,7 @@ class EVSSBlock(nn.Module):
         self.mixer = AtrousSS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank,
                                 recompute_states=recompute_states)
         self.conv_branch = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU(), nn.Conv2d(dim, dim, 1))
+            nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.BatchNorm2d(dim), nn.GELU(), Conv2d(dim, dim, 1))
         self.bi_attn = BiAttn(dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

@@ -24,7 +24,7 @@ from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from ..layers import BiMamba, MixerBlock, NotScriptable
+from ..layers import BiMamba, Conv2d, MixerBlock, NotScriptable
 from ._builder import create_zoo_model, zoo_cfg
 from ._checkpoint import load_checkpoint_file, remap_checkpoint, unwrap_state_dict
 
@@ -54,7 +54,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, stride: int, in_chans: int, embed_dim: int):
         super().__init__()
         self.patch_size, self.stride = patch_size, stride
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride)
+        self.proj = Conv2d(in_chans, embed_dim, patch_size, stride=stride)
 
     def grid(self, height: int, width: int) -> Tuple[int, int]:
         return (height - self.patch_size) // self.stride + 1, (width - self.patch_size) // self.stride + 1

@@ -1,0 +1,22 @@
+"""The zoo's convolution module: ``nn.Conv2d`` that ``torch.compile`` keeps as one opaque op."""
+from __future__ import annotations
+
+import torch
+from timm.layers import register_notrace_module
+from torch import nn
+
+from ssm_kernels import conv2d
+
+
+@register_notrace_module  # one leaf of timm's FX graphs, as nn.Conv2d is
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same arguments, parameters and state dict) whose call under ``torch.compile`` is
+    :func:`ssm_kernels.conv2d`: a graph of the zoo's (B, H, W, C) maps must hold no ``aten.convolution``, or
+    inductor's layout optimisation stores those maps transposed (see :mod:`ssm_kernels.conv2d`). Every
+    convolution a zoo model calls is one of these; eager calls are ``nn.Conv2d``'s own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling() or self.padding_mode != "zeros" or self.dilation != (1, 1) \
+                or isinstance(self.padding, str):
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
