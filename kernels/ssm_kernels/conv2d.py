@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ops import is_exporting
+from .ops import is_exporting, public_op
 
 __all__ = ["conv2d"]
 
@@ -67,6 +67,7 @@ def _pair(v) -> List[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(i) for i in v]
 
 
+@public_op
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, groups: int = 1) -> Tensor:
     """``F.conv2d(x, weight, bias, stride, padding, groups=groups)`` (dilation 1, zero padding given as numbers);
     under ``torch.compile`` one opaque op (see the module's docstring), with autocast's cast of the inputs done
