@@ -61,6 +61,19 @@ def test_forward_and_every_parameter_gets_a_finite_gradient(name):
     assert not bad, f"parameters without a finite gradient: {bad[:5]}"
 
 
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_every_convolution_called_is_the_opaque_one(name):
+    """A plain nn.Conv2d called in a forward would leave an aten.convolution in a compiled graph, whose layout
+    optimisation stores the (B, H, W, C) maps transposed (ssm_kernels.conv2d); plain ones may hold parameters only."""
+    model = tiny(name)
+    called = []
+    for module_name, m in model.named_modules():
+        if type(m) is torch.nn.Conv2d:
+            m.register_forward_hook(lambda *_, n=module_name: called.append(n))
+    model(image(name))
+    assert not called, f"plain nn.Conv2d called (use vmamba_zoo.layers.Conv2d): {called}"
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_default_cfg_head_and_pooling(name):
     model = tiny(name).eval()

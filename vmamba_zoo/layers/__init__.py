@@ -1,7 +1,7 @@
 """Building blocks shared by the zoo's families (all channels last inside the stages)."""
 from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
-from .conv import Conv2d
+from .conv import Conv2d, make_convs_opaque
 from .interop import NotScriptable, register_fx_leaves
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .mlp import ConvFFN, SqueezeExcite
@@ -13,6 +13,6 @@ from .state_fusion import StateFusion
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
-__all__ = ["Conv2d", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm",
+__all__ = ["Conv2d", "make_convs_opaque", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm",
            "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem",
            "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]

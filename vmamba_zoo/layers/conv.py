@@ -20,3 +20,12 @@ class Conv2d(nn.Conv2d):
                 or isinstance(self.padding, str):
             return super().forward(x)
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+
+def make_convs_opaque(module: nn.Module) -> nn.Module:
+    """Every plain ``nn.Conv2d`` inside ``module`` (a block built by timm) made a :class:`Conv2d` in place: the same
+    parameters and state dict, as the subclass adds no state. Returns ``module``."""
+    for m in module.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = Conv2d
+    return module

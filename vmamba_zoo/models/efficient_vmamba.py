@@ -21,7 +21,7 @@ from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
 from ssm_kernels import dwconv2d
 
-from ..layers import AtrousSS2D, Conv2d, FastLayerNorm, PatchMerging, PatchStem, Stage
+from ..layers import AtrousSS2D, Conv2d, FastLayerNorm, PatchMerging, PatchStem, Stage, make_convs_opaque
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
@@ -80,7 +80,11 @@ class EVSSBlock(nn.Module):
 
 class ChannelsLastInvertedResidual(InvertedResidual):
     """timm's MobileNet-v2 inverted residual (1x1 expand, BN, ReLU, depthwise 3x3, BN, ReLU, squeeze-excite,
-    1x1 project, BN, + x) on a channels-last map."""
+    1x1 project, BN, + x) on a channels-last map; its convolutions are the zoo's :class:`Conv2d`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        make_convs_opaque(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
