@@ -235,3 +235,16 @@ def test_the_cudnn_training_path_computes_the_same_function():
     torch.testing.assert_close(got, ref)
     for a, r in zip(torch.autograd.grad(got, (x, w, b), dy), torch.autograd.grad(ref, leaves, dy)):
         torch.testing.assert_close(a, r)
+
+
+def test_only_a_recording_forward_takes_the_cudnn_path():
+    """The cuDNN path's gain is its backward: a no-grad forward on CUDA, compiled or not, keeps the Triton kernel
+    (compiled inference took cuDNN's ~2x slower forward while the choice also keyed on is_compiling)."""
+    from ssm_kernels.dwconv2d import _trains_through_cudnn
+    assert _trains_through_cudnn(True, False, None, True)
+    with torch.no_grad():
+        assert not _trains_through_cudnn(True, False, None, True)
+    assert not _trains_through_cudnn(True, False, None, False)
+    assert not _trains_through_cudnn(True, True, None, True)
+    assert not _trains_through_cudnn(True, False, "triton", True)
+    assert not _trains_through_cudnn(False, False, None, True)

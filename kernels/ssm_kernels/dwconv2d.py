@@ -121,6 +121,13 @@ def _conv2d_silu(x, weight, bias):
     return F.silu(y).permute(0, 2, 3, 1)
 
 
+def _trains_through_cudnn(silu: bool, residual: bool, backend: Optional[str], on_cuda: bool) -> bool:
+    """Whether :func:`dwconv2d` takes :func:`_conv2d_silu`: only while autograd records (also under
+    ``torch.compile``), as its gain is the backward; a no-grad forward, compiled or not, keeps the Triton kernel,
+    ~2x faster than cuDNN's forward."""
+    return silu and not residual and backend is None and on_cuda and torch.is_grad_enabled()
+
+
 @public_op
 def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, silu: bool = False,
              residual: bool = False, backend: Optional[str] = None, channels_first: bool = False) -> torch.Tensor:
@@ -148,7 +155,7 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
 
     With ``silu`` (and no ``residual``) on a CUDA tensor, while autograd records and no ``backend`` is named,
     the op trains through cuDNN (:func:`_conv2d_silu`: the same function, a channels-last view), whose backward
-    is faster than ours; inference and ``backend="triton"`` run the Triton kernels.
+    is faster than ours; inference (eager or compiled) and ``backend="triton"`` run the Triton kernels.
     """
     _check(x, weight, bias)
     flags = (bool(silu), bool(residual), _out_dtype(x, bool(residual)), bool(channels_first))
@@ -157,10 +164,10 @@ def dwconv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     name = resolve_backend(x, backend)
     if name == "reference":
         return _reference_dwconv2d(flags, x, weight, bias)
+    if _trains_through_cudnn(silu, residual, backend, x.is_cuda):
+        y = _conv2d_silu(x, weight, bias)
+        return _in_channels_first_memory(y) if channels_first else y
     if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        if silu and backend is None and x.is_cuda and not residual:
-            y = _conv2d_silu(x, weight, bias)
-            return _in_channels_first_memory(y) if channels_first else y
         return DepthwiseConv2dFn.apply(name, flags, x, weight, bias)
     # eager inference: no autograd node (its host time matters for small models, as in ops._apply)
     return _BACKENDS[name].dwconv2d_fwd((x, weight, bias), flags)[0][0]
