@@ -224,8 +224,10 @@ def _multiprocessors(device: int) -> int:
 
 #: The forward splits sequences into segments until the grid has about this many programs per SM ...
 PROGRAMS_PER_SM = 4
-#: ... keeping at least this many chunks in a segment (the summary pass re-reads every segment once).
-MIN_SEGMENT_CHUNKS = 8
+#: ... keeping at least this many chunks in a segment (the summary pass re-reads every segment once). 8 left VMamba-T's
+#: stage 3 at batch 1, 512x512 (L = 1024, 32 chunks) with 96 programs of 256 steps on 132 SMs: no faster than at
+#: 1024x1024 (384 programs), so the time per pixel rose at small maps; 2 gives it 384 programs of 64 steps.
+MIN_SEGMENT_CHUNKS = 2
 
 
 def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, int]:
