@@ -300,3 +300,23 @@ def test_benchmark_sweep_takes_a_fixed_size_timm_vit(tmp_path):
                            "--num-bench-iter", "1", "--device", "cpu", "--results-file", str(results),
                            "--plot", str(tmp_path / "vit.png")]) == 0
     assert [int(r["img_size"]) for r in _results.read_results(results)] == [32, 48]
+
+
+def test_benchmark_passes_alternate_in_processes_of_their_own(tmp_path, capsys):
+    """--passes 2: two child processes, the models in alternating order; their rows say which pass, and the spread
+    between the passes is printed."""
+    results = tmp_path / "results.csv"
+    args = _tiny_bench_args(tmp_path, "--bench", "inference", "--passes", "2", "--note", "n", "--results-file",
+                            str(results), models=("--model", "vmamba_tiny", "vmamba_small"))
+    assert benchmark.main(args) == 0
+    rows = _results.read_results(results)
+    assert [(r["model"], r["note"]) for r in rows] == [
+        ("vmamba_tiny", "n; pass 1 of 2"), ("vmamba_small", "n; pass 1 of 2"),
+        ("vmamba_small", "n; pass 2 of 2"), ("vmamba_tiny", "n; pass 2 of 2")]
+    out = capsys.readouterr().out
+    assert "2 passes:" in out and "| vmamba_tiny | ours | inference | 2 | 32 |" in out and "% |" in out
+
+
+def test_benchmark_child_arguments_drop_the_parents_options():
+    assert benchmark._without(["--model", "a", "--passes", "2", "--note=x", "--cpus", "4"], ("--passes", "--note")) \
+        == ["--model", "a", "--cpus", "4"]

@@ -20,6 +20,10 @@ The process pins itself to ``--cpus`` (4) of its CPUs, children included: an eag
 just keeps the GPU busy (vmamba_tiny at batch 128) varied 5780-8870 img/s between unpinned processes on a
 lent H200 (16 vCPUs, one NUMA node) and 9478-10345 pinned to any 4 cores or one; ``--cpus 0`` leaves it.
 
+``--passes N`` runs N passes, each in a process of its own, the models in alternating order (a b, b a, ...), and
+prints every number's spread between the passes: host-bound numbers move between processes, and only a second
+pass in the other order tells how much.
+
 ``--sweep`` measures each model over input sizes at batch 1 and at the largest power-of-two batch that
 fits (or ``--sweep-batches``), and plots ms/img and peak GiB against the pixel count beside the
 results file (needs matplotlib: ``pip install -e .[plot]``).
@@ -87,6 +91,9 @@ def parse_args(argv=None):
                         help="batch sizes of the sweep; 'max': the largest power of two that fits (default: 1 max)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="upper limit of the sweep's 'max' batch")
     parser.add_argument("--plot", metavar="PNG", help="the sweep's plot (default: the results file with .png)")
+    parser.add_argument("--passes", type=int, default=1, metavar="N",
+                        help="measure N times, each pass a process of its own with the models in alternating order, "
+                             "and print each number's spread between passes (default 1: this process)")
     parser.add_argument("--official-only", action="store_true", help=argparse.SUPPRESS)  # the child process's mode
     return parser.parse_args(argv)
 
@@ -282,7 +289,59 @@ def pin_cpus(count: int) -> str:
     return f"pinned to CPUs {allowed[0]}-{allowed[count - 1]}" if count > 1 else f"pinned to CPU {allowed[0]}"
 
 
+def _without(argv, options) -> list:
+    """``argv`` less each of ``options`` with its value (``--opt value`` or ``--opt=value``)."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in options:
+            skip = True
+        elif not token.split("=", 1)[0] in options:
+            kept.append(token)
+    return kept
+
+
+def run_passes(args, argv, names) -> int:
+    """``--passes``: each pass a child process measuring ``names``, reversed on every other pass; the rows go to the
+    results file as each pass ends (their note says which pass), then the spread of each number is printed."""
+    rows = []
+    for index in range(args.passes):
+        order = names if index % 2 == 0 else names[::-1]
+        note = "; ".join(filter(None, [args.note, f"pass {index + 1} of {args.passes}"]))
+        tqdm.write(f"pass {index + 1} of {args.passes}: {' '.join(order)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows_file = Path(tmp) / "rows.json"
+            child = subprocess.run([sys.executable, str(Path(__file__).resolve()),
+                                    *_without(argv, ("--passes", "--model-list", "--results-file", "--note")),
+                                    "--model", *order, "--results-file", str(rows_file), "--note", note])
+            measured = read_results(rows_file)
+        if args.results_file and measured:
+            append_rows(args.results_file, measured)
+        rows += measured
+        if child.returncode != 0:
+            tqdm.write(f"pass {index + 1} failed: exit code {child.returncode}")
+            return child.returncode
+    print(f"\n{args.passes} passes:\n" + spread(rows))
+    return 0
+
+
+def spread(rows) -> str:
+    """img/s of each measurement in every pass, and (max - min) / mean between the passes, as a Markdown table."""
+    series = {}
+    for r in rows:
+        key = (r["model"], r["impl"], r["mode"], r["batch_size"], r["img_size"])
+        series.setdefault(key, []).append(float(r["img_s"]))
+    lines = ["| model | impl | mode | batch | size | img/s by pass | spread |", "|---|---|---|---:|---:|---|---:|"]
+    for (model, impl, mode, batch, size), values in series.items():
+        mean = sum(values) / len(values)
+        lines.append(f"| {model} | {impl} | {mode} | {batch} | {size} | {' / '.join(f'{v:.1f}' for v in values)} | "
+                     f"{100 * (max(values) - min(values)) / mean:.1f}% |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     pinned = pin_cpus(args.cpus) if not args.official_only else "as the parent"
     patterns = list(args.model)
@@ -294,6 +353,8 @@ def main(argv=None) -> int:
     if unknown:
         print(f"unknown model(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.passes > 1 and not args.official_only:
+        return run_passes(args, argv, names)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
