@@ -246,6 +246,11 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def sweep_plot_path(args) -> str:
+    """Where a sweep's plot goes: ``--plot``, else the results file with ``.png``, else ``sweep.png``."""
+    return args.plot or (str(Path(args.results_file).with_suffix(".png")) if args.results_file else "sweep.png")
+
+
 def plot_sweep(rows, path):
     """ms/img and peak GiB against the pixel count, one line per model, implementation, mode and batch rule."""
     import matplotlib
@@ -277,6 +282,7 @@ def plot_sweep(rows, path):
     ax_time.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
     plt.close(fig)
 
 
@@ -323,6 +329,8 @@ def run_passes(args, argv, names) -> int:
             tqdm.write(f"pass {index + 1} failed: exit code {child.returncode}")
             return child.returncode
     print(f"\n{args.passes} passes:\n" + spread(rows))
+    if args.sweep and rows:
+        plot_sweep(rows, sweep_plot_path(args))
     return 0
 
 
@@ -390,9 +398,7 @@ def main(argv=None) -> int:
           + (f"; appended to {args.results_file}" if args.results_file and rows else ""))
     print(markdown(rows))
     if args.sweep and rows:
-        plot = args.plot or (str(Path(args.results_file).with_suffix(".png")) if args.results_file else "sweep.png")
-        plot_sweep(rows, plot)
-        print(f"plot: {plot}")
+        plot_sweep(rows, sweep_plot_path(args))
     return 0
 
 
