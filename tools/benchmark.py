@@ -303,7 +303,7 @@ def _without(argv, options) -> list:
             skip = False
         elif token in options:
             skip = True
-        elif not token.split("=", 1)[0] in options:
+        elif token.split("=", 1)[0] not in options:
             kept.append(token)
     return kept
 
