@@ -320,3 +320,13 @@ def test_benchmark_passes_alternate_in_processes_of_their_own(tmp_path, capsys):
 def test_benchmark_child_arguments_drop_the_parents_options():
     assert benchmark._without(["--model", "a", "--passes", "2", "--note=x", "--cpus", "4"], ("--passes", "--note")) \
         == ["--model", "a", "--cpus", "4"]
+
+
+def test_perf_table_marks_host_bound_numbers(tmp_path):
+    """A number whose host took 90% of the step or more to issue it gets a dagger: it follows the CPU."""
+    rows = [dict(date="2026-01-02", model="vmamba_tiny", impl="ours", mode=mode, img_s=1000, ms_per_img=0.1,
+                 batch_size=128, img_size=224, dtype="float16", compile="eager", device="GPU X", host_ms=host)
+            for mode, host in [("inference", 12.0), ("train", 11.0)]]
+    out = zoo_table.perf_table(rows)
+    assert "| `vmamba_tiny` | ours [1] | 1000 † | 1000 | — / — |" in out and "†: bound by the host" in out
+    assert not _results.host_bound([dict(rows[0], host_ms="")])

@@ -63,13 +63,25 @@ def latest(rows, model, impl, mode, setting=STANDARD):
     return [r for r in found if (r["date"], r["device"], r.get("note", "")) == run]
 
 
-def img_s(rows) -> str:
-    """Images per second of the rows, as a value or the range of several runs; '—' for none."""
+#: a measurement whose host needed at least this share of the step to issue it is bound by the host
+HOST_BOUND = 0.9
+
+
+def host_bound(rows) -> bool:
+    """Whether any of the rows was bound by the host: its ``host_ms`` (the wall time to issue one step on an idle
+    GPU, ``tools/benchmark.py``) at least ``HOST_BOUND`` of the step's time. Such a number follows the CPU."""
+    return any(r.get("host_ms") not in (None, "")
+               and float(r["host_ms"]) >= HOST_BOUND * float(r["ms_per_img"]) * int(r["batch_size"]) for r in rows)
+
+
+def img_s(rows, mark: bool = False) -> str:
+    """Images per second of the rows, as a value or the range of several runs; '—' for none. ``mark``: a † after
+    a number bound by the host (:func:`host_bound`)."""
     values = sorted(float(r["img_s"]) for r in rows)
     if not values:
         return "—"
     low, high = round(values[0]), round(values[-1])
-    return f"{low}" if low == high else f"{low}–{high}"
+    return (f"{low}" if low == high else f"{low}–{high}") + (" †" if mark and host_bound(rows) else "")
 
 
 def peak_gib(rows) -> str:

@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import BENCHMARK_FILE, ROOT, STANDARD, img_s, latest, peak_gib, read_results  # noqa: E402
+from _results import (BENCHMARK_FILE, HOST_BOUND, ROOT, STANDARD, img_s, latest, peak_gib,  # noqa: E402
+                      read_results)
 
 import vmamba_zoo  # noqa: E402
 from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
@@ -123,11 +124,12 @@ def perf_table(results) -> str:
                 runs.append(run)
             if str(runs.index(run) + 1) not in marks:
                 marks.append(str(runs.index(run) + 1))
-        lines.append(f"| `{model}` | {label} [{','.join(marks)}] | {img_s(inf)} | {img_s(train)} | "
+        lines.append(f"| `{model}` | {label} [{','.join(marks)}] | {img_s(inf, mark=True)} | {img_s(train, mark=True)} | "
                      f"{peak_gib(inf)} / {peak_gib(train)} |")
     lines += ["", f"`tools/benchmark.py`, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
                   f"{STANDARD['dtype']} autocast, eager (`results/benchmark.csv`; a range: several passes; — : not "
-                  "recorded). Runs:" if runs else "Not measured yet."]
+                  f"recorded; †: bound by the host, which took {HOST_BOUND:.0%} of the step or more to issue it, so the "
+                  "number follows the machine's CPU). Runs:" if runs else "Not measured yet."]
     lines += [f"- [{i}] {device}, {date}{': ' + note if note else ''}." for i, (device, date, note) in enumerate(runs, 1)]
     return "\n".join(lines)
 
