@@ -330,3 +330,29 @@ def test_perf_table_marks_host_bound_numbers(tmp_path):
     out = zoo_table.perf_table(rows)
     assert "| `vmamba_tiny` | ours [1] | 1000 † | 1000 | — / — |" in out and "†: bound by the host" in out
     assert not _results.host_bound([dict(rows[0], host_ms="")])
+
+
+def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
+    """--patch-only on a made-up checkout laid out as Spatial-Mamba's: CCCL 3's removed cub calls replaced, the
+    setup script's -gencode pairs removed (the build targets --arch instead); a second run changes nothing."""
+    import build_official
+    checkout = tmp_path / "Spatial-Mamba"
+    (checkout / "classification" / "models").mkdir(parents=True)
+    scan = checkout / "kernels" / "selective_scan"
+    (scan / "csrc").mkdir(parents=True)
+    (checkout / "kernels" / "dwconv2d").mkdir()
+    (scan / "csrc" / "scan.cuh").write_text("void f() {\n    cub::CTA_SYNC();\n    int lane = cub::LaneId();\n}\n")
+    (scan / "setup.py").write_text('cc_flag = []\ncc_flag.append("-gencode")\ncc_flag.append("arch=compute_70,code=sm_70")\n'
+                                   'if True:\n    cc_flag.append("-gencode")\n    cc_flag.append("arch=compute_90,code=sm_90")\n'
+                                   'print(cc_flag)\n')
+    args = ["--official-root", str(tmp_path), "--family", "spatial_mamba", "--patch-only"]
+    assert build_official.main(args) == 0
+    assert (scan / "csrc" / "scan.cuh").read_text() == \
+        "void f() {\n    __syncthreads();\n    int lane = (threadIdx.x % 32);\n}\n"
+    setup = (scan / "setup.py").read_text()
+    assert "-gencode\")" not in setup and setup.count("pass  # -gencode arch=compute_") == 2
+    compile(setup, "setup.py", "exec")  # the if whose whole body was a pair still has one
+    assert "fixed 2 file(s)" in capsys.readouterr().out
+    assert build_official.main(args) == 0
+    assert "fixed 0 file(s)" in capsys.readouterr().out
+    assert build_official.main(["--official-root", str(tmp_path / "none"), "--patch-only"]) == 2
