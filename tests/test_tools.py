@@ -154,6 +154,18 @@ def test_host_profile_tool(capsys):
     assert "Ordered by: internal time" in out and "Ordered by: cumulative time" in out
 
 
+def test_host_profile_without_kernels(capsys):
+    """--no-kernels: the Triton backend's Python on CPU with the launches skipped; the launcher is restored after."""
+    from ssm_kernels.triton import launch
+    launcher = launch.Launcher._launch
+    assert host_profile.main(["--model", "vmamba_tiny", "--model-kwargs", "dims=(8,8,8,8)", "depths=(1,1,1,1)",
+                              "-b", "1", "--img-size", "32", "--steps", "2", "--top", "40", "--device", "cpu",
+                              "--no-kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "ssm_kernels/triton/ops.py" in out  # the Triton backend's Python ran
+    assert launch.Launcher._launch is launcher and os.environ.get("SSM_KERNELS_BACKEND") is None
+
+
 def test_benchmark_globs_and_timm_models():
     zoo = vmamba_zoo.list_models()
     assert benchmark.expand_models(["*"]) == zoo

@@ -13,16 +13,27 @@ a C function such as ``torch._C._nn.linear`` holds the dispatcher, the autocast 
 ``--cumulative``, by their time with callees (a module's ``forward``, an op's Python wrapper). The backward's
 kernels are issued by the autograd engine's own thread, which cProfile does not see: in training the
 ``run_backward`` line holds that thread's whole time.
+
+``--no-kernels`` (CPU, no GPU needed) measures the host's Python of the zoo's ops as the GPU runs them: the Triton
+backend's path with every Triton kernel launch skipped, the kernels' outputs left unwritten (the numbers are no model
+output). Its own cost (a skipped launch) is the only part not counted; PyTorch's ops run on the CPU for real, so
+keep the batch and size small. A tool for making the ops' host side cheaper without a GPU at hand.
+
+    python tools/host_profile.py --model spatialmamba_small -b 1 --img-size 64 --device cpu --no-kernels
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
 import pstats
 import sys
 import time
+
+if "--no-kernels" in sys.argv:  # Triton reads it when it decorates the kernels, i.e. at import
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch
 import timm
@@ -32,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _cli import ParseKwargs  # noqa: E402
 
 import vmamba_zoo  # noqa: E402,F401  (registers the zoo's models)
+from ssm_kernels.ops import BACKEND_ENV  # noqa: E402
 from vmamba_zoo.profiling.speed import _sync, make_step  # noqa: E402
 
 
@@ -48,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--top", type=int, default=30, help="functions listed")
     parser.add_argument("--cumulative", action="store_true", help="also list functions by time with callees")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-kernels", action="store_true",
+                        help="CPU: the Triton backend's Python with every kernel launch skipped (see above)")
     return parser.parse_args(argv)
 
 
@@ -77,10 +91,36 @@ def profile_model(name: str, args) -> str:
     return out.getvalue()
 
 
+@contextlib.contextmanager
+def kernels_skipped():
+    """The Triton backend chosen for CPU tensors, and every Triton launch a no-op (interpreted or through our
+    launcher), while the block runs."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from ssm_kernels.triton import launch
+    saved = os.environ.get(BACKEND_ENV), launch.Launcher._launch, InterpretedFunction.run
+    os.environ[BACKEND_ENV] = "triton"
+    launch.Launcher._launch = lambda self, grid, args, meta: None
+    InterpretedFunction.run = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        launch.Launcher._launch, InterpretedFunction.run = saved[1:]
+        if saved[0] is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = saved[0]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for name in args.model:
-        print(profile_model(name, args))
+    if args.no_kernels and (args.device != "cpu" or os.environ.get("TRITON_INTERPRET") != "1"):
+        print("--no-kernels runs on CPU (--device cpu) with TRITON_INTERPRET=1 set before Triton is imported "
+              "(the tool sets it when started with the flag)", file=sys.stderr)
+        return 2
+    with kernels_skipped() if args.no_kernels else contextlib.nullcontext():
+        for name in args.model:
+            print(profile_model(name, args))
     return 0
 
 
