@@ -61,3 +61,12 @@ def test_module_is_nn_conv2d_outside_compile():
     x = torch.randn(2, 3, 10, 10)
     torch.testing.assert_close(conv(x), plain(x))
     assert torch.jit.trace(conv, x).graph.findNode("aten::_convolution") is not None  # FLOP counters see a conv
+
+
+def test_padding_by_name_is_f_conv2d_compiled_too():
+    """'same' padding (no numbers for the opaque op) stays F.conv2d under torch.compile, with F.conv2d's result."""
+    torch._dynamo.reset()
+    x, w = torch.randn(1, 4, 9, 7), torch.randn(4, 1, 3, 3)
+    want = F.conv2d(x, w, None, 1, "same", 1, 4)
+    got = torch.compile(lambda x: conv2d(x, w, None, 1, "same", 4), fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(got, want)

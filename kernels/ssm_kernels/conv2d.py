@@ -69,10 +69,10 @@ def _pair(v) -> List[int]:
 
 @public_op
 def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, groups: int = 1) -> Tensor:
-    """``F.conv2d(x, weight, bias, stride, padding, groups=groups)`` (dilation 1, zero padding given as numbers);
-    under ``torch.compile`` one opaque op (see the module's docstring), with autocast's cast of the inputs done
-    here as ``F.conv2d``'s autocast rule does it."""
-    if not torch.compiler.is_compiling() or is_exporting():
+    """``F.conv2d(x, weight, bias, stride, padding, groups=groups)`` (dilation 1, zero padding); under
+    ``torch.compile`` one opaque op (see the module's docstring), with autocast's cast of the inputs done here as
+    ``F.conv2d``'s autocast rule does it. Padding given by name ('same', 'valid') is ``F.conv2d`` everywhere."""
+    if not torch.compiler.is_compiling() or is_exporting() or isinstance(padding, str):
         return F.conv2d(x, weight, bias, stride, padding, 1, groups)
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)

@@ -16,8 +16,7 @@ class Conv2d(nn.Conv2d):
     convolution a zoo model calls is one of these; eager calls are ``nn.Conv2d``'s own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() or self.padding_mode != "zeros" or self.dilation != (1, 1) \
-                or isinstance(self.padding, str):
+        if not torch.compiler.is_compiling() or self.padding_mode != "zeros" or self.dilation != (1, 1):
             return super().forward(x)
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
