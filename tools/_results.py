@@ -65,6 +65,9 @@ def latest(rows, model, impl, mode, setting=STANDARD):
 
 #: a measurement whose host needed at least this share of the step to issue it is bound by the host
 HOST_BOUND = 0.9
+#: what the mark of :func:`img_s` means, for a table's caption
+HOST_BOUND_NOTE = (f"†: bound by the host, which took {HOST_BOUND:.0%} of the step or more to issue it, so the number "
+                   "follows the machine's CPU")
 
 
 def host_bound(rows) -> bool:

@@ -20,8 +20,8 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import (BENCHMARK_FILE, HOST_BOUND, ROOT, STANDARD, host_bound, img_s, latest, peak_gib,  # noqa: E402
-                      read_results)
+from _results import (BENCHMARK_FILE, HOST_BOUND_NOTE, ROOT, STANDARD, host_bound, img_s, latest,  # noqa: E402
+                      peak_gib, read_results)
 
 import vmamba_zoo  # noqa: E402
 from flops import RESULTS_FILE as DENSE_FILE, paper_numbers  # noqa: E402
@@ -170,8 +170,7 @@ def card(name: str, results, configs) -> str:
         out += [f"`tools/benchmark.py`, {rows[0]['device']} ({rows[0]['date']}), batch {STANDARD['batch_size']}, "
                 f"{STANDARD['img_size']}×{STANDARD['img_size']}, {STANDARD['dtype']} autocast, eager "
                 "(`results/benchmark.csv`; a range: several passes of one run"
-                + (f"; †: bound by the host, which took {HOST_BOUND:.0%} of the step or more to issue it, so the number "
-                   "follows the machine's CPU" if any(map(host_bound, measured.values())) else "") + "):", "",
+                + (f"; {HOST_BOUND_NOTE}" if any(map(host_bound, measured.values())) else "") + "):", "",
                 "| implementation | inference img/s | training img/s | peak GiB inference / training |",
                 "|---|---:|---:|---:|"]
         for impl, label in (("ours", "ours (Triton kernels)"), ("official", f"official `{official}`")):

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import (BENCHMARK_FILE, HOST_BOUND, ROOT, STANDARD, img_s, latest, peak_gib,  # noqa: E402
+from _results import (BENCHMARK_FILE, HOST_BOUND_NOTE, ROOT, STANDARD, img_s, latest, peak_gib,  # noqa: E402
                       read_results)
 
 import vmamba_zoo  # noqa: E402
@@ -128,8 +128,7 @@ def perf_table(results) -> str:
                      f"{peak_gib(inf)} / {peak_gib(train)} |")
     lines += ["", f"`tools/benchmark.py`, batch {STANDARD['batch_size']}, {STANDARD['img_size']}×{STANDARD['img_size']}, "
                   f"{STANDARD['dtype']} autocast, eager (`results/benchmark.csv`; a range: several passes; — : not "
-                  f"recorded; †: bound by the host, which took {HOST_BOUND:.0%} of the step or more to issue it, so the "
-                  "number follows the machine's CPU). Runs:" if runs else "Not measured yet."]
+                  f"recorded; {HOST_BOUND_NOTE}). Runs:" if runs else "Not measured yet."]
     lines += [f"- [{i}] {device}, {date}{': ' + note if note else ''}." for i, (device, date, note) in enumerate(runs, 1)]
     return "\n".join(lines)
 

@@ -13,6 +13,9 @@ from .state_fusion import StateFusion
 from .stage import Stage
 from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
-__all__ = ["Conv2d", "make_convs_opaque", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging", "ExpandDownsample", "FastLayerNorm",
-           "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem",
-           "ConvBN", "ConvBNStem", "a_log_init", "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves"]
+__all__ = [
+    "Conv2d", "make_convs_opaque", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging",
+    "ExpandDownsample", "FastLayerNorm", "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN",
+    "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init",
+    "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves",
+]
