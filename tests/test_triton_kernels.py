@@ -2,6 +2,8 @@
 
 tools/check_kernels.py runs the same comparisons at full VMamba sizes on a GPU.
 """
+import os
+
 import pytest
 import torch
 
@@ -559,6 +561,53 @@ def test_torch_compile_graph_holds_the_triton_ops(monkeypatch):
             "ssm_kernels.layer_norm_fwd.default", "ssm_kernels.dwconv2d_fwd.default"} <= seen, sorted(seen)
     # the stem's and the downsamples' convolutions are opaque too (ssm_kernels.conv2d: no layout optimisation)
     assert "ssm_kernels.conv2d_bwd.default" in seen and "aten.convolution.default" not in seen
+
+
+_TRACED_OPS_SCRIPT = """
+import os, torch
+from torch._dynamo.backends.common import aot_autograd
+from vmamba_zoo.models.vmamba import VMamba
+
+# the kernels are Triton's compiled kind (no interpreter at import); the variable, set now, only lets the backend
+# take CPU tensors: nothing launches, the forward graph is recorded and the compile stops there
+os.environ["TRITON_INTERPRET"] = "1"
+os.environ["SSM_KERNELS_BACKEND"] = "triton"
+
+class Recorded(Exception):
+    pass
+
+def record(gm, _):
+    raise Recorded(sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function"}))
+
+model = VMamba(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=5)
+try:
+    torch.compile(model, fullgraph=True, backend=aot_autograd(fw_compiler=record))(torch.randn(1, 3, 32, 32))
+except Exception as e:
+    while e is not None and not isinstance(e, Recorded):
+        e = e.__cause__ or e.__context__
+    print(repr(e.args[0]))
+"""
+
+
+def test_torch_compile_traces_the_forward_ops_into_their_kernels():
+    """On a GPU the forward ops that VMamba calls (scan2d, layer_norm, dwconv2d) are ``triton_op``s: the compiled
+    graph holds their Triton kernels (inductor launches them from its own code), not the ops. Checked in a process
+    without Triton's interpreter, where the ops are defined that way; the graph is recorded, nothing launches."""
+    import ast
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SSM_KERNELS_POISON")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, os.path.join(root, "kernels"), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", _TRACED_OPS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600)
+    seen = ast.literal_eval(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else done.stderr[-3000:]
+    assert isinstance(seen, list), seen
+    assert not {"ssm_kernels.scan2d_fwd.default", "ssm_kernels.layer_norm_fwd.default",
+                "ssm_kernels.dwconv2d_fwd.default"} & set(seen), seen
+    assert any("triton_kernel_wrapper" in name for name in seen), seen
+    assert "ssm_kernels.conv2d_fwd.default" in seen  # the convolutions stay opaque ops
 
 
 def test_torch_compile_recompiles_for_a_new_input_size(monkeypatch):

@@ -169,7 +169,7 @@ def _dwconv2d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], silu: bool,
     return out
 
 
-dwconv2d_fwd_op = _custom_op(_dwconv2d_fwd)
+dwconv2d_fwd_op = _custom_op(_dwconv2d_fwd, traced=True)
 
 
 @_fake(dwconv2d_fwd_op)

@@ -8,10 +8,18 @@ and launches that compiled kernel the way Triton does after its own lookup (``Co
 the grid, the current stream and the arguments), leaving out the launch hooks' metadata when no hook is
 set (profilers such as proton set them; then every launch goes through Triton's runner, which calls
 them). Under Triton's interpreter there is no compiled kernel: every call takes Triton's path.
+
+Inside :func:`traced_launches` (the body of an op that ``torch.compile`` traces, see ``ops._custom_op``) every
+launch goes through ``torch.library.wrap_triton``: traced with fake tensors it records the kernel in the graph,
+and inductor launches it from its own generated code; called with real tensors it is Triton's plain launch.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import threading
+import typing
 
 import torch
 
@@ -35,6 +43,31 @@ def next_power_of_2(n: int) -> int:
 
 
 _TENSOR = torch.Tensor  # a module global: read once a launch per argument
+
+
+class _Tracing(threading.local):
+    active = False  # set around a traced op's body, in the thread that runs it
+
+
+_TRACING = _Tracing()
+
+
+def traced_launches(fn):
+    """``fn`` with its launches made traceable (``wrap_triton``): the body of a ``torch.library.triton_op``, which
+    reads its schema from the signature (the annotations evaluated in ``fn``'s module: they may be strings)."""
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        before, _TRACING.active = _TRACING.active, True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _TRACING.active = before
+
+    body.__signature__ = inspect.signature(fn, eval_str=True)
+    body.__annotations__ = typing.get_type_hints(fn)
+    del body.__wrapped__
+    return body
 
 
 def specialisation(args) -> tuple:
@@ -72,6 +105,9 @@ class Launcher:
     def _launch(self, grid, args, meta):
         if _INTERPRETED:
             self.kernel[grid](*args, **meta)
+            return
+        if _TRACING.active:
+            torch.library.wrap_triton(self.kernel)[grid](*args, **meta)
             return
         device = torch.cuda.current_device()
         key = (device, specialisation(args), tuple(meta.items()))

@@ -1,7 +1,8 @@
 """Launchers of the Triton scan kernels, registered as ``torch.library`` custom ops.
 
 As custom ops they are opaque to ``torch.compile`` (it calls them, it does not trace into them), and
-their fake implementations give it the output shapes. Every op returns fresh tensors; an output that
+their fake implementations give it the output shapes; those defined with ``traced=True`` are ``triton_op``s
+instead, which it traces once into their kernels (see :func:`_custom_op`). Every op returns fresh tensors; an output that
 a call does not need is an empty tensor. Each op ``name`` is also importable as the plain function
 ``_name``, which eager code calls directly (see :func:`ssm_kernels.triton.op`).
 """
@@ -17,7 +18,7 @@ import triton
 from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
-from .launch import _INTERPRETED, Launcher, cdiv
+from .launch import _INTERPRETED, Launcher, cdiv, traced_launches
 from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
 from .projection import projection_grads
 
@@ -25,20 +26,38 @@ _EMPTY = (0,)
 _LIB = torch.library.Library("ssm_kernels", "DEF")
 
 
-def _custom_op(fn):
+def _custom_op(fn, traced: bool = False):
     """``fn`` (named ``_name``) as the op ``ssm_kernels::name``, its schema read from the annotations,
     one implementation for every device; returns the op. Defined through ``torch.library.Library``
     rather than ``torch.library.custom_op``, whose Python layers (an autograd wrapper, an aliasing
     check) cost each call tens of microseconds of host time in a compiled model: the gradients are
-    ``ssm_kernels.ops``'s autograd Functions anyway."""
+    ``ssm_kernels.ops``'s autograd Functions anyway.
+
+    ``traced``: a ``torch.library.triton_op`` instead (on a GPU; under Triton's interpreter, which has no
+    kernels to trace, the same Library op). ``torch.compile`` traces its body once, with fake tensors, so
+    that inductor allocates the outputs and launches the kernels from its own generated code: no dispatch
+    into Python and no op body on every call, which bound compiled inference by the host. The body is its
+    own fake implementation (no ``_fake``): it must read no tensor's data (``data_ptr``, ``item``).
+    Eager code calls ``_name`` directly either way."""
     name = fn.__name__.lstrip("_")
-    _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()))
+    schema = torch.library.infer_schema(fn, mutates_args=())
+    if traced and not _INTERPRETED:
+        op = torch.library.triton_op(f"ssm_kernels::{name}", traced_launches(fn), mutates_args=())
+        _TRACED.add(op._opoverload)
+        return op._opoverload
+    _LIB.define(name + schema)
     _LIB.impl(name, fn, "CompositeExplicitAutograd")
     return getattr(torch.ops.ssm_kernels, name).default
 
 
+#: the ops defined as ``triton_op`` (their bodies are their fake implementations)
+_TRACED = set()
+
+
 def _fake(op):
-    """Decorator: the op's fake implementation (output shapes for torch.compile)."""
+    """Decorator: the op's fake implementation (output shapes for torch.compile); none for a traced op."""
+    if op in _TRACED:
+        return lambda fn: fn
     return lambda fn: torch.library.register_fake(op, fn, lib=_LIB)
 
 
@@ -550,7 +569,7 @@ def _slices_shape(u, index, one_map, by_step=False):
     return ((1 if one_map else index.shape[0]), *u.shape)
 
 
-scan2d_fwd = _custom_op(_scan2d_fwd)
+scan2d_fwd = _custom_op(_scan2d_fwd, traced=True)
 
 
 @_fake(scan2d_fwd)
@@ -638,7 +657,7 @@ def _layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dty
     return merge_norm_fwd(x.unsqueeze(0), weight, bias, eps, out_dtype)
 
 
-layer_norm_fwd = _custom_op(_layer_norm_fwd)
+layer_norm_fwd = _custom_op(_layer_norm_fwd, traced=True)
 
 
 @_fake(layer_norm_fwd)
