@@ -564,9 +564,9 @@ def test_torch_compile_graph_holds_the_triton_ops(monkeypatch):
 
 
 _TRACED_OPS_SCRIPT = """
-import os, torch
+import os, sys, timm, torch
 from torch._dynamo.backends.common import aot_autograd
-from vmamba_zoo.models.vmamba import VMamba
+import vmamba_zoo
 
 # the kernels are Triton's compiled kind (no interpreter at import); the variable, set now, only lets the backend
 # take CPU tensors: nothing launches, the forward graph is recorded and the compile stops there
@@ -579,7 +579,8 @@ class Recorded(Exception):
 def record(gm, _):
     raise Recorded(sorted({str(n.target) for n in gm.graph.nodes if n.op == "call_function"}))
 
-model = VMamba(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=5)
+name = sys.argv[1]
+model = timm.create_model(name, **vmamba_zoo.models.tiny_kwargs(name), num_classes=5)
 try:
     torch.compile(model, fullgraph=True, backend=aot_autograd(fw_compiler=record))(torch.randn(1, 3, 32, 32))
 except Exception as e:
@@ -589,10 +590,12 @@ except Exception as e:
 """
 
 
-def test_torch_compile_traces_the_forward_ops_into_their_kernels():
-    """On a GPU the forward ops that VMamba calls (scan2d, layer_norm, dwconv2d) are ``triton_op``s: the compiled
-    graph holds their Triton kernels (inductor launches them from its own code), not the ops. Checked in a process
-    without Triton's interpreter, where the ops are defined that way; the graph is recorded, nothing launches."""
+@pytest.mark.parametrize("model_name", ["vmamba_tiny", "vim_tiny"])
+def test_torch_compile_traces_the_forward_ops_into_their_kernels(model_name):
+    """On a GPU the forward ops of VMamba and Vim (scan2d, layer_norm, dwconv2d, causal_conv1d, merge_gate) are
+    ``triton_op``s: the compiled training graph's forward holds their Triton kernels (inductor launches them from its
+    own code), not the ops. Checked in a process without Triton's interpreter, where the ops are defined that way;
+    the graph is recorded, nothing launches."""
     import ast
     import subprocess
     import sys
@@ -600,14 +603,42 @@ def test_torch_compile_traces_the_forward_ops_into_their_kernels():
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SSM_KERNELS_POISON")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root, os.path.join(root, "kernels"), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", _TRACED_OPS_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", _TRACED_OPS_SCRIPT, model_name], env=env, capture_output=True,
+                          text=True, timeout=600)
     seen = ast.literal_eval(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else done.stderr[-3000:]
     assert isinstance(seen, list), seen
-    assert not {"ssm_kernels.scan2d_fwd.default", "ssm_kernels.layer_norm_fwd.default",
-                "ssm_kernels.dwconv2d_fwd.default"} & set(seen), seen
+    # the convolutions stay opaque ops (cuDNN's); every Triton op of the forward is traced into its kernels
+    assert {name for name in seen if name.startswith("ssm_kernels.")} == {"ssm_kernels.conv2d_fwd.default"}, seen
     assert any("triton_kernel_wrapper" in name for name in seen), seen
-    assert "ssm_kernels.conv2d_fwd.default" in seen  # the convolutions stay opaque ops
+
+
+@pytest.mark.parametrize("model_name", ["vmamba_tiny", "vim_tiny"])
+def test_scan2d_backward_fake_strides_match_the_op_for_any_projection_layout(model_name, monkeypatch):
+    """The backward op's fake outputs have the strides of its real ones, whatever the layout of the projection it
+    receives: compiled code asserts them, and with the forward traced by inductor the projection saved for the
+    backward need not keep the eager layout (Vim's became contiguous where eager had it direction-major)."""
+    import timm
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import vmamba_zoo
+    from ssm_kernels.triton import ops as triton_ops
+
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    calls = []
+    body = triton_ops._scan2d_bwd
+    monkeypatch.setattr(triton_ops, "_scan2d_bwd", lambda *a: calls.append(a) or body(*a))
+    model = timm.create_model(model_name, **vmamba_zoo.models.tiny_kwargs(model_name), num_classes=5)
+    model(torch.randn(1, 3, 32, 32)).sum().backward()
+    args = list(calls[0])
+    delta = args[1]
+    k = delta.dim() - 2  # the direction axis of a (b, H, W, K, R + 2N) projection
+    order = [k] + [i for i in range(delta.dim()) if i != k]
+    for layout in (delta.contiguous(), delta.permute(order).contiguous().permute(*torch.argsort(torch.tensor(order)))):
+        args[1] = layout
+        real = triton_ops.scan2d_bwd(*args)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = triton_ops.scan2d_bwd(*[mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args])
+        assert [t.stride() for t in fake] == [t.stride() for t in real], layout.stride()
 
 
 def test_torch_compile_recompiles_for_a_new_input_size(monkeypatch):

@@ -136,7 +136,7 @@ def _causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], revers
     return out
 
 
-causal_conv1d_fwd_op = _custom_op(_causal_conv1d_fwd)
+causal_conv1d_fwd_op = _custom_op(_causal_conv1d_fwd, traced=True)
 
 
 @_fake(causal_conv1d_fwd_op)

@@ -85,7 +85,7 @@ def _merge_gate_fwd(y: Tensor, z: Tensor, scale: float, save: bool) -> Tuple[Ten
     return out, ys
 
 
-merge_gate_fwd_op = _custom_op(_merge_gate_fwd)
+merge_gate_fwd_op = _custom_op(_merge_gate_fwd, traced=True)
 
 
 @_fake(merge_gate_fwd_op)

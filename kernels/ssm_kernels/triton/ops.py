@@ -646,7 +646,8 @@ def _(u, delta, A, B, C, D, delta_bias, index, dt_weight, norm_weight, ckpt, sli
     _, B, C = unpack_projection(delta, B, C, dt_weight, A)
     flat = u.new_empty(accumulator_size(accumulator_shapes(A, B, C, dt_weight, norm_weight, packed)),
                        dtype=torch.float32)
-    return torch.empty_like(u), torch.empty_like(delta), flat
+    # ddelta is contiguous whatever delta's strides (a view of the projection, or a layout inductor chose)
+    return torch.empty_like(u), delta.new_empty(delta.shape), flat
 
 
 # ---- layer_norm (the merge-norm kernels with one slice) -------------------------------------
