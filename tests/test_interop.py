@@ -325,3 +325,27 @@ def test_float64_forward_backward_on_the_reference_backend(name, monkeypatch):
     bad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.dtype != torch.float64
            or not torch.isfinite(p.grad).all()]
     assert not bad, f"parameters without a finite float64 gradient: {bad[:5]}"
+
+
+# ---- torch.compile -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_torch_compile_one_graph_matches_eager_on_the_triton_backend(name, monkeypatch):
+    """Every family compiles into one graph (``fullgraph=True``: its Triton kernels are custom ops, none runs between
+    graphs), matches eager forward and backward, and a second call with new data reuses the graph."""
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    torch._dynamo.reset()
+    model = tiny(name, num_classes=5, drop_path_rate=0.0)  # stochastic depth would differ between the two runs
+    x = image(name, batch=1)
+    eager = model(x)
+    eager.logsumexp(-1).mean().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    run = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = run(x)
+    compiled.logsumexp(-1).mean().backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-4, atol=1e-6, msg=n)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        run(torch.randn_like(x))

@@ -103,9 +103,14 @@ class StateFusionFn(torch.autograd.Function):
         return (None, None, *[g if need else None for g, need in zip(grads, needs)])
 
 
-@torch.compiler.disable  # the reference backward recomputes with autograd, and the Triton kernels are not custom ops
-def _state_fusion_node(*args):
+@torch.compiler.disable  # the reference backward recomputes with autograd, which torch.compile cannot trace
+def _reference_node(*args):
     return StateFusionFn.apply(*args)
+
+
+def _state_fusion_node(backend, *args):
+    """The autograd node; on the Triton backend the kernels are custom ops, which torch.compile keeps in its graph."""
+    return (_reference_node if backend == "reference" else StateFusionFn.apply)(backend, *args)
 
 
 @public_op
@@ -171,9 +176,14 @@ class StateFusionObserveFn(torch.autograd.Function):
         return (None, None, *grads)
 
 
-@torch.compiler.disable  # as _state_fusion_node
-def _state_fusion_observe_node(*args):
+@torch.compiler.disable  # as _reference_node
+def _observe_reference_node(*args):
     return StateFusionObserveFn.apply(*args)
+
+
+def _state_fusion_observe_node(backend, *args):
+    """As :func:`_state_fusion_node`."""
+    return (_observe_reference_node if backend == "reference" else StateFusionObserveFn.apply)(backend, *args)
 
 
 @public_op

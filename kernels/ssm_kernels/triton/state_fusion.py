@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import triton
@@ -22,7 +22,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _empty
+from .ops import _custom_op, _empty, _fake
 
 BLOCK = 256
 
@@ -100,7 +100,7 @@ def _dilations_on(dilations: Tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor(dilations, dtype=torch.int32, device=device)
 
 
-def state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int]) -> Tensor:
+def _state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: List[int]) -> Tensor:
     """The fused map (B, C, H, W), float32."""
     h, weight, alpha = h.contiguous(), weight.contiguous(), alpha.contiguous()
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
@@ -111,8 +111,16 @@ def state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
     return out
 
 
-def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int],
-                     grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+state_fusion_fwd_op = _custom_op(_state_fusion_fwd)
+
+
+@_fake(state_fusion_fwd_op)
+def _(h, weight, alpha, dilations):
+    return h.new_empty(h.shape, dtype=torch.float32)
+
+
+def _state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: List[int],
+                      grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of h, weight and alpha, float32."""
     h, weight, alpha, grad = h.contiguous(), weight.contiguous(), alpha.contiguous(), grad.contiguous()
     batch, channels, height, width = map(int, h.shape)  # int(): under torch.jit.trace sizes are 0-dim tensors
@@ -123,6 +131,14 @@ def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequen
         h, weight, alpha, _dilations(dilations, h.device), grad, dh, dw, dalpha, channels, height, width,
         K=len(dilations), BLOCK=BLOCK)
     return dh, dw, dalpha
+
+
+state_fusion_bwd_op = _custom_op(_state_fusion_bwd)
+
+
+@_fake(state_fusion_bwd_op)
+def _(h, weight, alpha, dilations, grad):
+    return tuple(t.new_empty(t.shape, dtype=torch.float32) for t in (h, weight, alpha))
 
 
 # ---- fusion + observation: y = C * fused(h) + D * u, written channels-last -----------------------------
@@ -373,8 +389,8 @@ def _c_view(C: Tensor) -> Tensor:
     return C if C.stride(2) == 1 else C.contiguous()
 
 
-def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
-                             dilations: Sequence[int], out_dtype: torch.dtype) -> Tensor:
+def _state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
+                              dilations: List[int], out_dtype: torch.dtype) -> Tensor:
     """y = C * fused(h) + D * u as a (B, H, W, E) map in out_dtype."""
     h, weight, alpha, u, D, C = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
         D.contiguous(), _c_view(C)
@@ -387,8 +403,18 @@ def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     return y
 
 
-def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
-                             dilations: Sequence[int], grad: Tensor):
+state_fusion_observe_fwd_op = _custom_op(_state_fusion_observe_fwd)
+
+
+@_fake(state_fusion_observe_fwd_op)
+def _(h, weight, alpha, C, u, D, dilations, out_dtype):
+    batch, channels, height, width = h.shape
+    return h.new_empty((batch, height, width, channels), dtype=out_dtype)
+
+
+def _state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
+                              dilations: List[int], grad: Tensor
+                              ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of h, weight, alpha, C, u, D (float32 but du, in u's dtype)."""
     h, weight, alpha, u, D, C, grad = h.contiguous(), weight.contiguous(), alpha.contiguous(), u.contiguous(), \
         D.contiguous(), _c_view(C), grad.contiguous()
@@ -418,3 +444,47 @@ def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor
     dweight = alpha.float()[:, None, None, None] * sums
     dalpha = (weight.float() * sums).sum(dim=(1, 2, 3))
     return dh, dweight, dalpha, dC, du, dD
+
+
+state_fusion_observe_bwd_op = _custom_op(_state_fusion_observe_bwd)
+
+
+@_fake(state_fusion_observe_bwd_op)
+def _(h, weight, alpha, C, u, D, dilations, grad):
+    f32 = dict(dtype=torch.float32)
+    return (h.new_empty(h.shape, **f32), weight.new_empty(weight.shape, **f32), alpha.new_empty(alpha.shape, **f32),
+            C.new_empty((h.shape[0], 1, h.shape[2] * h.shape[3]), **f32), u.new_empty(u.shape),
+            D.new_empty(D.shape, **f32))
+
+
+# ---- the functions ssm_kernels.state_fusion calls ------------------------------------------------------------
+
+def _op(op, body):
+    """The custom op under torch.compile and torch.jit.trace (one opaque node with its shapes), else the body,
+    called directly (as ``ssm_kernels.triton.op``)."""
+    return op if torch.compiler.is_compiling() or torch.jit.is_tracing() else body
+
+
+def state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int]) -> Tensor:
+    """The fused map (B, C, H, W), float32."""
+    return _op(state_fusion_fwd_op, _state_fusion_fwd)(h, weight, alpha, list(dilations))
+
+
+def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int],
+                     grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of h, weight and alpha, float32."""
+    return _op(state_fusion_bwd_op, _state_fusion_bwd)(h, weight, alpha, list(dilations), grad)
+
+
+def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
+                             dilations: Sequence[int], out_dtype: torch.dtype) -> Tensor:
+    """y = C * fused(h) + D * u as a (B, H, W, E) map in out_dtype."""
+    return _op(state_fusion_observe_fwd_op, _state_fusion_observe_fwd)(h, weight, alpha, C, u, D, list(dilations),
+                                                                       out_dtype)
+
+
+def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
+                             dilations: Sequence[int], grad: Tensor):
+    """Gradients of h, weight, alpha, C, u, D (float32 but du, in u's dtype)."""
+    return _op(state_fusion_observe_bwd_op, _state_fusion_observe_bwd)(h, weight, alpha, C, u, D, list(dilations),
+                                                                       grad)
