@@ -6,11 +6,12 @@ repository. Nothing official is vendored here: point ``--official-root DIR`` (or
 directory that holds the checkouts, one per family, named as the repository (``DIR/VMamba``) or as our
 family module (``DIR/vmamba``), or at one checkout itself.
 
-Compile each repository's CUDA kernels in place first (``tools/build_official.py``: ``python setup.py build_ext
---inplace`` in the folders ``SOURCES`` names, with the fixes a current CUDA needs): without them the official code silently runs its slow PyTorch fallback, so a
-family whose kernels do not import is reported as unavailable rather than measured. The families' official
-code shares package and extension names (``models``, ``selective_scan_cuda_core``), so one process holds
-one family's official code: ``benchmark.py`` measures each official model in a process of its own.
+Compile each repository's CUDA kernels in place first (``tools/build_official.py``: ``python setup.py
+build_ext --inplace`` in the folders ``SOURCES`` names, with the fixes a current CUDA needs): without them
+the official code silently runs its slow PyTorch fallback, so a family whose kernels do not import is
+reported as unavailable rather than measured. The families' official code shares package and extension
+names (``models``, ``selective_scan_cuda_core``), so one process holds one family's official code:
+``benchmark.py`` measures each official model in a process of its own.
 
 Adding a family: one entry in ``SOURCES``, keyed by the family module's name: the package folder to put
 on ``sys.path`` and the module to import, the in-place kernel build folders and the extension names one of

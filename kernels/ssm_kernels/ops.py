@@ -8,10 +8,10 @@ inputs, and a FLOP handle can count it in closed form.
 Backend choice: the ``backend=`` argument, else the ``SSM_KERNELS_BACKEND`` environment variable
 (``reference`` or ``triton``), else Triton for CUDA tensors when it is available, else the reference.
 
-Under ``torch.compile`` the Triton kernels are custom ops (one graph, no breaks); the forward ops of VMamba and
-Vim (``scan2d``, ``layer_norm``, ``dwconv2d``, ``causal_conv1d``, the merge-gate) are ``triton_op``s on a GPU,
-whose kernels inductor launches itself (``triton/ops.py: _custom_op``). The reference scan runs eagerly between graphs (its backward recomputes
-with autograd, which the compiler cannot trace).
+Under ``torch.compile`` the Triton kernels are custom ops (one graph, no breaks); the forward ops of VMamba
+and Vim (``scan2d``, ``layer_norm``, ``dwconv2d``, ``causal_conv1d``, the merge-gate) are ``triton_op``s on a
+GPU, whose kernels inductor launches itself (``triton/ops.py: _custom_op``). The reference scan runs eagerly
+between graphs (its backward recomputes with autograd, which the compiler cannot trace).
 
 Tracing and export, one rule each for every op:
 

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .ops import is_exporting, public_op, resolve_backend
+from .ops import _reference_apply, is_exporting, public_op, resolve_backend
 
 __all__ = ["state_fusion", "state_fusion_ref", "StateFusionFn", "state_fusion_observe", "state_fusion_observe_ref",
            "StateFusionObserveFn"]
@@ -103,14 +103,12 @@ class StateFusionFn(torch.autograd.Function):
         return (None, None, *[g if need else None for g, need in zip(grads, needs)])
 
 
-@torch.compiler.disable  # the reference backward recomputes with autograd, which torch.compile cannot trace
-def _reference_node(*args):
-    return StateFusionFn.apply(*args)
-
-
-def _state_fusion_node(backend, *args):
-    """The autograd node; on the Triton backend the kernels are custom ops, which torch.compile keeps in its graph."""
-    return (_reference_node if backend == "reference" else StateFusionFn.apply)(backend, *args)
+def _node(fn, backend, flags, *tensors):
+    """``fn.apply(backend, flags, *tensors)``: the reference's node runs eagerly, outside torch.compile's graphs
+    (``ops._reference_apply``); the Triton backend's kernels are custom ops, which the graph keeps."""
+    if backend == "reference":
+        return _reference_apply(fn, flags, *tensors)
+    return fn.apply(backend, flags, *tensors)
 
 
 @public_op
@@ -127,7 +125,7 @@ def state_fusion(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, dil
                                 dilations)
     name = resolve_backend(h, backend)
     if name == "reference" or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return _state_fusion_node(name, dilations, h, weight, alpha)
+        return _node(StateFusionFn, name, dilations, h, weight, alpha)
     from .triton.state_fusion import state_fusion_fwd
     return state_fusion_fwd(h, weight, alpha, dilations)  # eager inference: no autograd node
 
@@ -176,16 +174,6 @@ class StateFusionObserveFn(torch.autograd.Function):
         return (None, None, *grads)
 
 
-@torch.compiler.disable  # as _reference_node
-def _observe_reference_node(*args):
-    return StateFusionObserveFn.apply(*args)
-
-
-def _state_fusion_observe_node(backend, *args):
-    """As :func:`_state_fusion_node`."""
-    return (_observe_reference_node if backend == "reference" else StateFusionObserveFn.apply)(backend, *args)
-
-
 @public_op
 def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, C: torch.Tensor,
                          u: torch.Tensor, D: torch.Tensor, dilations: Sequence[int] = (1, 3, 5),
@@ -223,6 +211,6 @@ def state_fusion_observe(h: torch.Tensor, weight: torch.Tensor, alpha: torch.Ten
         raise ValueError(f"state_fusion_observe: the Triton kernels take at most 3 dilations, got {dilations}")
     flags = (dilations, out_dtype)
     if name == "reference" or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return _state_fusion_observe_node(name, flags, h, weight, alpha, C, u, D)
+        return _node(StateFusionObserveFn, name, flags, h, weight, alpha, C, u, D)
     from .triton.state_fusion import state_fusion_observe_fwd
     return state_fusion_observe_fwd(h, weight, alpha, C, u, D, *flags)  # eager inference: no autograd node

@@ -7,8 +7,6 @@ CI tests it.
 """
 from __future__ import annotations
 
-import torch
-
 from . import ops as _ops  # registers the torch.library custom ops
 
 __all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd", "layer_norm_fwd",
@@ -20,12 +18,8 @@ def _c(t):
 
 
 def op(name: str):
-    """The custom op ``name`` under ``torch.compile`` and ``torch.jit.trace`` (they must see one opaque
-    op, and the launchers need concrete shapes); in plain eager mode the op's Python body, called
-    directly: the dispatcher's round trip into Python costs tens of microseconds of host time per
-    call, and an eager training step of a small model is host-bound."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return getattr(_ops, name if graph else "_" + name)
+    """The custom op ``name`` or its body (:func:`.ops.op_or_body`)."""
+    return _ops.op_or_body(getattr(_ops, name), getattr(_ops, "_" + name))
 
 
 def _in_place(*maps):

@@ -23,7 +23,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, op_or_body
 
 
 @triton.jit
@@ -176,10 +176,8 @@ _OPS = {"causal_conv1d_fwd": (causal_conv1d_fwd_op, _causal_conv1d_fwd),
 
 
 def _op(name: str):
-    """The custom op under torch.compile / jit tracing; its Python body in plain eager mode (as
-    :func:`ssm_kernels.triton.op` does for the scan ops)."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return _OPS[name][0 if graph else 1]
+    """The custom op or its Python body (:func:`.ops.op_or_body`)."""
+    return op_or_body(*_OPS[name])
 
 
 def _readable(x: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, op_or_body
 
 #: accumulator copies of the weight and bias gradients (a program adds into copy "program index % _COPIES")
 _COPIES = 32
@@ -218,10 +218,8 @@ _OPS = {"dwconv2d_fwd": (dwconv2d_fwd_op, _dwconv2d_fwd), "dwconv2d_bwd": (dwcon
 
 
 def _op(name: str):
-    """The custom op under torch.compile / jit tracing; its Python body in plain eager mode (as
-    :func:`ssm_kernels.triton.op` does for the scan ops)."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return _OPS[name][0 if graph else 1]
+    """The custom op or its Python body (:func:`.ops.op_or_body`)."""
+    return op_or_body(*_OPS[name])
 
 
 def _readable(x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, op_or_body
 
 
 @triton.jit
@@ -119,9 +119,8 @@ _OPS = {"fwd": (merge_gate_fwd_op, _merge_gate_fwd), "bwd": (merge_gate_bwd_op, 
 
 
 def _op(name: str):
-    """The custom op under torch.compile / jit tracing; its Python body in plain eager mode."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return _OPS[name][0 if graph else 1]
+    """The custom op or its Python body (:func:`.ops.op_or_body`)."""
+    return op_or_body(*_OPS[name])
 
 
 def merge_gate_fwd(y, z, scale, save):

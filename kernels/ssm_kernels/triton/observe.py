@@ -29,7 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake, _poisoned
+from .ops import _custom_op, _empty, _fake, _poisoned, op_or_body
 
 #: Launch overrides for tools/bench_observe.py's sweeps: "fwd" / "bwd" -> dict(BM=, BE=, warps=).
 TUNING = {}
@@ -296,9 +296,8 @@ _OPS = {"fwd": (observe_norm_gate_fwd_op, _observe_norm_gate_fwd),
 
 
 def _op(name: str):
-    """The custom op under torch.compile / jit tracing; its Python body in plain eager mode."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return _OPS[name][0 if graph else 1]
+    """The custom op or its Python body (:func:`.ops.op_or_body`)."""
+    return op_or_body(*_OPS[name])
 
 
 def _gate(z: Tensor, batch: int, length: int, channels: int) -> Tensor:

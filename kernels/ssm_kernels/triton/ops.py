@@ -1,10 +1,10 @@
 """Launchers of the Triton scan kernels, registered as ``torch.library`` custom ops.
 
 As custom ops they are opaque to ``torch.compile`` (it calls them, it does not trace into them), and
-their fake implementations give it the output shapes; those defined with ``traced=True`` are ``triton_op``s
-instead, which it traces once into their kernels (see :func:`_custom_op`). Every op returns fresh tensors; an output that
-a call does not need is an empty tensor. Each op ``name`` is also importable as the plain function
-``_name``, which eager code calls directly (see :func:`ssm_kernels.triton.op`).
+their fake implementations give it the output shapes; those defined with ``traced=True`` are
+``triton_op``s instead, which it traces once into their kernels (see :func:`_custom_op`). Every op returns
+fresh tensors; an output that a call does not need is an empty tensor. Each op ``name`` is also importable
+as the plain function ``_name``, which eager code calls directly (see :func:`op_or_body`).
 """
 from __future__ import annotations
 
@@ -40,18 +40,24 @@ def _custom_op(fn, traced: bool = False):
     own fake implementation (no ``_fake``): it must read no tensor's data (``data_ptr``, ``item``).
     Eager code calls ``_name`` directly either way."""
     name = fn.__name__.lstrip("_")
-    schema = torch.library.infer_schema(fn, mutates_args=())
     if traced and not _INTERPRETED:
         op = torch.library.triton_op(f"ssm_kernels::{name}", traced_launches(fn), mutates_args=())
         _TRACED.add(op._opoverload)
         return op._opoverload
-    _LIB.define(name + schema)
+    _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()))
     _LIB.impl(name, fn, "CompositeExplicitAutograd")
     return getattr(torch.ops.ssm_kernels, name).default
 
 
 #: the ops defined as ``triton_op`` (their bodies are their fake implementations)
 _TRACED = set()
+
+
+def op_or_body(op, body):
+    """The custom op under ``torch.compile`` and ``torch.jit.trace`` (they must see one op, and the launchers need
+    concrete shapes); in plain eager mode its Python body, called directly: the dispatcher's round trip into Python
+    costs tens of microseconds of host time per call, and an eager step of a small model is host-bound."""
+    return op if torch.compiler.is_compiling() or torch.jit.is_tracing() else body
 
 
 def _fake(op):

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import _INTERPRETED, Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, op_or_body
 
 __all__ = ["non_causal_ssd_fwd", "non_causal_ssd_bwd", "TUNING"]
 
@@ -434,9 +434,8 @@ _OPS = {"ssd_fwd": (ssd_fwd, _ssd_fwd), "ssd_bwd": (ssd_bwd, _ssd_bwd)}
 
 
 def _op(name: str):
-    """The custom op under torch.compile / tracing, its Python body in eager mode (as triton.op)."""
-    graph = torch.compiler.is_compiling() or torch.jit.is_tracing()
-    return _OPS[name][0 if graph else 1]
+    """The custom op or its Python body (:func:`.ops.op_or_body`)."""
+    return op_or_body(*_OPS[name])
 
 
 # ---- the backend protocol of ssm_kernels.ssd ---------------------------------------------------------------

@@ -22,7 +22,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .launch import Launcher, cdiv, next_power_of_2
-from .ops import _custom_op, _empty, _fake
+from .ops import _custom_op, _empty, _fake, op_or_body
 
 BLOCK = 256
 
@@ -459,32 +459,26 @@ def _(h, weight, alpha, C, u, D, dilations, grad):
 
 # ---- the functions ssm_kernels.state_fusion calls ------------------------------------------------------------
 
-def _op(op, body):
-    """The custom op under torch.compile and torch.jit.trace (one opaque node with its shapes), else the body,
-    called directly (as ``ssm_kernels.triton.op``)."""
-    return op if torch.compiler.is_compiling() or torch.jit.is_tracing() else body
-
-
 def state_fusion_fwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int]) -> Tensor:
     """The fused map (B, C, H, W), float32."""
-    return _op(state_fusion_fwd_op, _state_fusion_fwd)(h, weight, alpha, list(dilations))
+    return op_or_body(state_fusion_fwd_op, _state_fusion_fwd)(h, weight, alpha, list(dilations))
 
 
 def state_fusion_bwd(h: Tensor, weight: Tensor, alpha: Tensor, dilations: Sequence[int],
                      grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of h, weight and alpha, float32."""
-    return _op(state_fusion_bwd_op, _state_fusion_bwd)(h, weight, alpha, list(dilations), grad)
+    return op_or_body(state_fusion_bwd_op, _state_fusion_bwd)(h, weight, alpha, list(dilations), grad)
 
 
 def state_fusion_observe_fwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
                              dilations: Sequence[int], out_dtype: torch.dtype) -> Tensor:
     """y = C * fused(h) + D * u as a (B, H, W, E) map in out_dtype."""
-    return _op(state_fusion_observe_fwd_op, _state_fusion_observe_fwd)(h, weight, alpha, C, u, D, list(dilations),
-                                                                       out_dtype)
+    run = op_or_body(state_fusion_observe_fwd_op, _state_fusion_observe_fwd)
+    return run(h, weight, alpha, C, u, D, list(dilations), out_dtype)
 
 
 def state_fusion_observe_bwd(h: Tensor, weight: Tensor, alpha: Tensor, C: Tensor, u: Tensor, D: Tensor,
                              dilations: Sequence[int], grad: Tensor):
     """Gradients of h, weight, alpha, C, u, D (float32 but du, in u's dtype)."""
-    return _op(state_fusion_observe_bwd_op, _state_fusion_observe_bwd)(h, weight, alpha, C, u, D, list(dilations),
-                                                                       grad)
+    run = op_or_body(state_fusion_observe_bwd_op, _state_fusion_observe_bwd)
+    return run(h, weight, alpha, C, u, D, list(dilations), grad)
