@@ -9,6 +9,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from torch import nn
 
+from ..layers import cast_weights_once
+
 #: what a failed download raises (no network, DNS, refused, timed out, HTTP error)
 _DOWNLOAD_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
@@ -25,10 +27,11 @@ def _url(variant: str, kwargs) -> str:
 
 
 def build_zoo_model(model_cls, variant: str, pretrained: bool = False, **kwargs):
-    """timm's ``build_model_with_cfg``; a failed download of the pretrained weights raises
+    """timm's ``build_model_with_cfg``, its linear layers made :class:`~vmamba_zoo.layers.Linear` (weights cast for
+    autocast once in inference); a failed download of the pretrained weights raises
     :class:`PretrainedDownloadError` naming the URL and how to load a local copy instead."""
     try:
-        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+        return cast_weights_once(build_model_with_cfg(model_cls, variant, pretrained, **kwargs))
     except _DOWNLOAD_ERRORS as err:
         if not pretrained:
             raise

@@ -20,7 +20,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import dwconv2d, observe_norm_gate, selective_scan_states
 
-from ..layers import ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, StateFusion, a_log_init, dt_bias_init
+from ..layers import (ConvBNStem, ExpandDownsample, FastLayerNorm, MixerBlock, Stage, StateFusion, a_log_init,
+                      autocast_weights, dt_bias_init)
 from ._builder import create_zoo_model, zoo_cfg
 from ._checkpoint import CONV_BN_STEM_RULES, EXPAND_DOWNSAMPLE_RULES, remap_checkpoint
 from ._hierarchical import HierarchicalSSM
@@ -83,8 +84,10 @@ class StructureAwareSSM(nn.Module):
         u = u.flatten(1, 2).transpose(1, 2).contiguous()                                 # (B, E, L)
         # batched products written channels-first as the scan reads them (torch.matmul of a matrix by a batch
         # computes the transposed product and copies it back: a copy of all of dt)
-        dt, B, C = torch.bmm(self.x_proj_weight.expand(batch, -1, -1), u).split([R, N, N], dim=1)  # (B, R|N|N, L)
-        dt = torch.bmm(self.dt_proj_weight.expand(batch, -1, -1), dt)                                # (B, E, L)
+        # (the weights cast for autocast once in inference: autocast would cast the expanded views, batch-sized copies)
+        x_proj, dt_proj = autocast_weights(self, self.x_proj_weight, self.dt_proj_weight)
+        dt, B, C = torch.bmm(x_proj.expand(batch, -1, -1), u).split([R, N, N], dim=1)  # (B, R|N|N, L)
+        dt = torch.bmm(dt_proj.expand(batch, -1, -1), dt)                              # (B, E, L)
         h = selective_scan_states(u, dt, self.A_log, B, delta_bias=self.dt_bias.float(), delta_softplus=True,
                                   a_is_log=True)  # A = -exp(A_log) inside the scan
         # the fusion, then the observation y = C . h' + D * u (N = 1), out_norm(y) * SiLU(z), channels-last

@@ -1,0 +1,106 @@
+"""Weights cast for autocast once in inference (vmamba_zoo.layers.autocast_weights): same outputs, dropped when they
+would be stale, never used where a graph is recorded."""
+import pytest
+import timm
+import torch
+from torch import nn
+
+import vmamba_zoo
+from vmamba_zoo.layers import Linear, autocast_weights
+from vmamba_zoo.layers import linear as linear_module
+from vmamba_zoo.models import tiny_kwargs
+
+from test_interop import ONE_PER_FAMILY, image
+
+
+def _autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _linear():
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 12)
+    layer.__class__ = Linear
+    return layer, torch.randn(3, 8)
+
+
+def test_linear_keeps_its_casts_in_inference_and_matches_autocast():
+    layer, x = _linear()
+    with _autocast():
+        expected = nn.functional.linear(x, layer.weight, layer.bias)  # autocast's own casts
+        with torch.no_grad():
+            first, second = layer(x), layer(x)
+    kept = linear_module._CASTS[layer][3]
+    assert [t.dtype for t in kept] == [torch.bfloat16, torch.bfloat16]
+    for out in (first, second):
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with _autocast(), torch.no_grad():
+        layer(x)
+    assert linear_module._CASTS[layer][3][0] is kept[0]  # not cast again
+
+
+def test_changed_weights_are_cast_again():
+    layer, x = _linear()
+    with _autocast(), torch.no_grad():
+        layer(x)
+        layer.weight.mul_(2)  # in place (an optimizer, load_state_dict): the version counter moves
+        out = layer(x)
+        expected = nn.functional.linear(x, layer.weight.to(torch.bfloat16), layer.bias.to(torch.bfloat16))
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        layer.weight = nn.Parameter(torch.randn(12, 8))  # replaced
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.float16), torch.no_grad():  # another autocast dtype
+        assert layer(x).dtype == torch.float16
+
+
+def test_no_casts_kept_with_gradients_or_without_autocast():
+    layer, x = _linear()
+    with _autocast(), torch.no_grad():
+        layer(x)
+    assert layer in linear_module._CASTS
+    with _autocast():
+        out = layer(x)  # gradients on: autocast's casts, and every kept cast dropped
+    assert not linear_module._CASTS
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        assert layer(x).dtype == torch.float32  # no autocast: no cast
+    assert not linear_module._CASTS
+
+
+def test_a_trace_records_the_casts_not_the_kept_copies():
+    """torch.jit.trace must not bake the kept half-precision weights into the graph as constants."""
+    layer, x = _linear()
+    with _autocast(), torch.no_grad():
+        layer(x)
+    # (tracing under autocast needs autocast's own cache off, with any module: PyTorch's rule)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False), torch.no_grad():
+        traced = torch.jit.trace(layer, x)
+        layer.weight.mul_(3)
+        torch.testing.assert_close(traced(x), layer(x), rtol=0, atol=0)
+
+
+def test_none_and_float64_pass_through():
+    layer = nn.Module()
+    a, b = torch.randn(2, 2, dtype=torch.float64), torch.randn(2, 2)
+    with _autocast(), torch.no_grad():
+        out = autocast_weights(layer, b, None, a)
+    assert out[0].dtype == torch.bfloat16 and out[1] is None and out[2] is a
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_every_family_keeps_its_matmul_weights_cast_with_the_same_output(name):
+    """Every linear layer of a zoo model is a Linear; the inference output under autocast with the kept casts
+    equals the output with autocast's own casts (gradients on), bit for bit."""
+    model = timm.create_model(name, **tiny_kwargs(name)).eval()
+    assert not [n for n, m in model.named_modules() if type(m) is nn.Linear]
+    x = image(name)
+    with _autocast():
+        expected = model(x)
+        with torch.no_grad():
+            model(x)
+            out = model(x)
+    assert linear_module._CASTS
+    torch.testing.assert_close(out, expected.detach(), rtol=0, atol=0)
+    linear_module._CASTS.clear()

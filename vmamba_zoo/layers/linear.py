@@ -1,0 +1,76 @@
+"""Weights cast for autocast once, not on every inference forward.
+
+Under ``torch.autocast`` every matmul casts its float32 weight (and bias) to the autocast dtype, and the cast is
+forgotten when the autocast region closes: an inference loop that enters autocast per batch re-casts every weight
+of the model on every forward, one kernel and one dispatch each (100 of vmamba_tiny's 353 kernels a forward on
+a GPU; eager inference of these models is bound by the host's launches). :func:`autocast_weights` keeps the casts
+of a module's weights between no-grad forwards while the weights are unchanged (same tensors, same version
+counters, same storage), so each is cast once. The cast is the same ``Tensor.to`` autocast makes: outputs are
+bit-identical.
+
+Only eager no-grad code under autocast uses the kept casts. With gradients, under ``torch.jit.trace`` / FX /
+``torch.compile`` / export, or without autocast, the weights pass unchanged (autocast casts them as usual), and the
+first call with gradients drops every kept cast, so training holds no extra copies. The memory kept in inference is
+one half-precision copy of the matmul weights.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import register_notrace_module
+from torch import nn
+
+#: module -> (the weights' (version, address) keys, the autocast dtype, the weights, their casts)
+_CASTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+#: the dtypes autocast casts to a lower precision (float64 stays as it is)
+_CASTABLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _tracing(weight) -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(weight, torch.fx.Proxy)
+
+
+def autocast_weights(owner: nn.Module, *weights: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
+    """``weights`` (tensors or None) as the autocast dtype of their device, kept for ``owner`` between eager no-grad
+    calls under autocast while they are unchanged; otherwise ``weights`` as given (see the module docstring)."""
+    if _tracing(weights[0]):
+        return weights
+    if torch.is_grad_enabled():
+        if _CASTS:
+            _CASTS.clear()
+        return weights
+    device = weights[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return weights
+    dtype = torch.get_autocast_dtype(device)
+    keys = tuple(None if w is None else (w._version, w.data_ptr()) for w in weights)
+    kept = _CASTS.get(owner)
+    if kept is not None and kept[0] == keys and kept[1] == dtype and all(a is b for a, b in zip(kept[2], weights)):
+        return kept[3]
+    casts = tuple(w.to(dtype) if w is not None and w.dtype in _CASTABLE else w for w in weights)
+    _CASTS[owner] = (keys, dtype, weights, casts)
+    return casts
+
+
+@register_notrace_module  # one leaf of timm's FX graphs, as nn.Linear is
+class Linear(nn.Linear):
+    """``nn.Linear`` (same arguments, parameters and state dict) whose weight and bias are cast for autocast once
+    in eager inference (:func:`autocast_weights`); every other call is ``nn.Linear``'s own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.linear(x, self.weight, self.bias)
+        weight, bias = autocast_weights(self, self.weight, self.bias)
+        return F.linear(x, weight, bias)
+
+
+def cast_weights_once(module: nn.Module) -> nn.Module:
+    """Every plain ``nn.Linear`` inside ``module`` made a :class:`Linear` in place (the subclass adds no state: same
+    parameters and state dict). Returns ``module``."""
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = Linear
+    return module
