@@ -289,10 +289,15 @@ def plot_sweep(rows, path):
 def pin_cpus(count: int) -> str:
     """Pin this process (and the children it starts) to the first ``count`` CPUs it may use; which, in words."""
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if count <= 0 or not allowed or count >= len(allowed):
+    if count <= 0 or not allowed:
         return "unpinned"
-    os.sched_setaffinity(0, allowed[:count])
-    return f"pinned to CPUs {allowed[0]}-{allowed[count - 1]}" if count > 1 else f"pinned to CPU {allowed[0]}"
+    if count < len(allowed):
+        allowed = allowed[:count]
+        os.sched_setaffinity(0, allowed)
+    elif len(allowed) == os.cpu_count():
+        return "unpinned"
+    # (a pass of --passes inherits its parent's CPUs: as pinned as the parent)
+    return f"pinned to CPUs {allowed[0]}-{allowed[-1]}" if len(allowed) > 1 else f"pinned to CPU {allowed[0]}"
 
 
 def _without(argv, options) -> list:

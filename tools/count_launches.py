@@ -169,10 +169,10 @@ def count(fn, device: torch.device) -> Dict[str, object]:
 
 def measure(name: str, what: str, forward, train_step, device, top: int):
     """Count an inference forward and a training step; print one line each (and the top ops)."""
+    train_step()  # warm-up: compilation, lazy initialisation
     with torch.no_grad():
-        forward()  # warm-up: compilation, lazy initialisation
-    train_step()
-    inference = count(lambda: forward(), device)
+        forward()  # after the training step, which drops the weights' kept casts: the counted forward is a steady one
+        inference = count(lambda: forward(), device)
     train = count(train_step, device)
     nodes = train["result"]
 
