@@ -26,6 +26,7 @@ from torch import nn
 
 from ssm_kernels import BIDIRECTIONAL, causal_conv1d, merge_gate, scan2d
 
+from .linear import autocast_weights
 from .ssm_init import a_log_init, dt_bias_init
 
 
@@ -75,7 +76,8 @@ class BiMamba(nn.Module):
         # each direction's x_proj on its own channel group, one batched matmul over the two groups read in
         # place (strided views, no copy); the scan reads dt, B, C in place from its output (B, 1, L, 2, R + 2N), a
         # 1 x L map
-        dbc = torch.bmm(u.view(batch * length, 2, E).transpose(0, 1), self.x_proj_weight.transpose(1, 2).to(u.dtype))
+        x_proj, = autocast_weights(self, self.x_proj_weight)  # cast once in inference
+        dbc = torch.bmm(u.view(batch * length, 2, E).transpose(0, 1), x_proj.transpose(1, 2).to(u.dtype))
         dbc = dbc.transpose(0, 1).view(batch, 1, length, 2, -1)
         # the rank-R step-size projection and A = -exp(A_log) run inside the scan (fused on GPU); y: (B, 1, L, 2E),
         # float32

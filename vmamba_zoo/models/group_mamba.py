@@ -31,7 +31,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS_SPLIT, ScanPattern, dwconv2d, scan2d, selective_scan_flops
 
-from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Stage, a_log_init, dt_bias_init
+from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Stage, a_log_init, autocast_weights, dt_bias_init
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
@@ -50,7 +50,8 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, in_features = self.weight.shape[0], self.weight.shape[2]
-        y = torch.matmul(x.reshape(-1, groups, in_features).transpose(0, 1), self.weight.transpose(1, 2))
+        weight, = autocast_weights(self, self.weight)  # cast once in inference (autocast casts the view each call)
+        y = torch.matmul(x.reshape(-1, groups, in_features).transpose(0, 1), weight.transpose(1, 2))
         return y.transpose(0, 1).unflatten(0, x.shape[:-1])  # no unpacking of shapes: torch.fx traces this
 
 
