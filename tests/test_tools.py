@@ -356,7 +356,7 @@ def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
     (scan / "csrc" / "scan.cuh").write_text("void f() {\n    cub::CTA_SYNC();\n    int lane = cub::LaneId();\n}\n")
     (scan / "setup.py").write_text('cc_flag = []\ncc_flag.append("-gencode")\ncc_flag.append("arch=compute_70,code=sm_70")\n'
                                    'if True:\n    cc_flag.append("-gencode")\n    cc_flag.append("arch=compute_90,code=sm_90")\n'
-                                   'print(cc_flag)\n')
+                                   'print(cc_flag, ["-O3", "-std=c++17"])\n')
     args = ["--official-root", str(tmp_path), "--family", "spatial_mamba", "--patch-only"]
     assert build_official.main(args) == 0
     assert (scan / "csrc" / "scan.cuh").read_text() == \
@@ -364,6 +364,9 @@ def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
     setup = (scan / "setup.py").read_text()
     assert "-gencode\")" not in setup and setup.count("pass  # -gencode arch=compute_") == 2
     compile(setup, "setup.py", "exec")  # the if whose whole body was a pair still has one
+    # torch 2.10+ headers need C++20 (the tested torch 2.14 does)
+    cxx20 = build_official.needs_cxx20()
+    assert ("-std=c++20" in setup) == cxx20 and ("-std=c++17" in setup) != cxx20
     assert "fixed 2 file(s)" in capsys.readouterr().out
     assert build_official.main(args) == 0
     assert "fixed 0 file(s)" in capsys.readouterr().out

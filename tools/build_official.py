@@ -16,6 +16,9 @@ not apply, so a second run changes nothing:
   compiles: they are removed, and the build targets ``--arch`` (default: this machine's GPU) through
   ``TORCH_CUDA_ARCH_LIST``, which also makes it several times shorter.
 - Mamba's and causal-conv1d's setup scripts first try to download a prebuilt wheel: ``*_FORCE_BUILD=TRUE``.
+- The setup scripts compile with ``-std=c++17``; recent PyTorch headers (2.14's) stop with ``#error C++20 or later
+  compatible compiler is required``: where the installed PyTorch's do, ``-std=c++20`` (with it, nvcc 13.0 and gcc
+  compile Spatial-Mamba's selective scan for sm_90 against torch 2.14).
 
 A setup script's own imports must be installed (Spatial-Mamba's dwconv2d imports Cython). The build uses ``--jobs``
 compiler processes (``MAX_JOBS``); a log per folder is written beside its ``setup.py``
@@ -62,8 +65,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def patch(folder: Path) -> list:
-    """Apply the fixes to the sources and the setup script below ``folder``; the files changed."""
+def needs_cxx20() -> bool:
+    """Whether the installed PyTorch's C++ headers refuse a standard older than C++20."""
+    import torch
+    header = Path(torch.__file__).parent / "include" / "torch" / "csrc" / "api" / "include" / "torch" / "all.h"
+    return header.is_file() and "C++20 or later" in header.read_text(errors="replace")
+
+
+def patch(folder: Path, cxx20: bool = False) -> list:
+    """Apply the fixes to the sources and the setup script below ``folder`` (``cxx20``: the setup scripts' C++17 made
+    C++20); the files changed."""
     changed = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file():
@@ -76,6 +87,8 @@ def patch(folder: Path) -> list:
         elif path.name == "setup.py":
             text = path.read_text()
             fixed = GENCODE.sub(NO_GENCODE, text)
+            if cxx20:
+                fixed = fixed.replace("-std=c++17", "-std=c++20")
         else:
             continue
         if fixed != text:
@@ -147,12 +160,13 @@ def main(argv=None) -> int:
         print(f"no official checkout of any family under {args.official_root}", file=sys.stderr)
         return 2
     arch = None if args.patch_only else (args.arch or default_arch())
+    cxx20 = needs_cxx20()
     failed = 0
     for family, checkout in found.items():
         source = SOURCES[family]
         folders = [checkout / d for d in source.kernel_dirs]
         for folder in folders:
-            changed = patch(folder)
+            changed = patch(folder, cxx20)
             print(f"{family}: {folder}: fixed {len(changed)} file(s)"
                   + (f" ({', '.join(str(p.relative_to(folder)) for p in changed)})" if changed else ""))
             if arch is None:
