@@ -113,7 +113,10 @@ def build(folder: Path, arch: str, jobs: int) -> tuple:
     with log.open("w") as out:
         code = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=folder, env=env,
                               stdout=out, stderr=subprocess.STDOUT).returncode
-    tail = "\n    ".join(log.read_text(errors="replace").strip().splitlines()[-8:])
+    lines = log.read_text(errors="replace").strip().splitlines()
+    # a failed build ends in setuptools' traceback: its first compiler errors say why
+    errors = [line for line in lines if "error" in line.lower() and not line.lstrip().startswith(("File ", "raise "))]
+    tail = "\n    ".join((errors[:4] + ["..."] if code and errors else []) + lines[-8:])
     return code, time.time() - start, tail
 
 
