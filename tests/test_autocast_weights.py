@@ -104,3 +104,14 @@ def test_every_family_keeps_its_matmul_weights_cast_with_the_same_output(name):
     assert linear_module._CASTS
     torch.testing.assert_close(out, expected.detach(), rtol=0, atol=0)
     linear_module._CASTS.clear()
+
+
+def test_nothing_kept_under_a_fake_tensor_mode():
+    """A fake run (tools/peak_memory.py) of a real module must not keep fake casts for its real weights."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    layer, x = _linear()
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, _autocast(), torch.no_grad():
+        layer(mode.from_tensor(x))
+    assert layer not in linear_module._CASTS
+    with _autocast(), torch.no_grad():
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)

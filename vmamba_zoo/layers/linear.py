@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 #: module -> (the weights' (version, address) keys, the autocast dtype, the weights, their casts)
 _CASTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -29,8 +30,14 @@ _CASTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionar
 _CASTABLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
+#: plain tensors only: not fake tensors (``tools/peak_memory.py``), DTensors or other subclasses
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
 def _tracing(weight) -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(weight, torch.fx.Proxy)
+    """A trace, a compile, or a tensor mode (``FakeTensorMode``...): the weights pass unchanged, nothing is kept."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or weight.__class__ not in _PLAIN
+            or _get_current_dispatch_mode() is not None)
 
 
 def autocast_weights(owner: nn.Module, *weights: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
