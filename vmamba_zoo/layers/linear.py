@@ -35,19 +35,20 @@ _PLAIN = (torch.Tensor, nn.Parameter)
 
 
 def _tracing(weight) -> bool:
-    """A trace, a compile, or a tensor mode (``FakeTensorMode``...): the weights pass unchanged, nothing is kept."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or weight.__class__ not in _PLAIN
-            or _get_current_dispatch_mode() is not None)
+    """A trace or a tensor mode (``FakeTensorMode``...): the weights pass unchanged, nothing is kept."""
+    return torch.jit.is_tracing() or weight.__class__ not in _PLAIN or _get_current_dispatch_mode() is not None
 
 
 def autocast_weights(owner: nn.Module, *weights: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], ...]:
     """``weights`` (tensors or None) as the autocast dtype of their device, kept for ``owner`` between eager no-grad
     calls under autocast while they are unchanged; otherwise ``weights`` as given (see the module docstring)."""
-    if _tracing(weights[0]):
+    if torch.compiler.is_compiling():  # first: dynamo folds it, and never sees the cache below
         return weights
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled():  # training's path: the fewest checks
         if _CASTS:
             _CASTS.clear()
+        return weights
+    if _tracing(weights[0]):
         return weights
     device = weights[0].device.type
     if not torch.is_autocast_enabled(device):
