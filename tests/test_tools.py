@@ -346,13 +346,16 @@ def test_perf_table_marks_host_bound_numbers(tmp_path):
 
 def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
     """--patch-only on a made-up checkout laid out as Spatial-Mamba's: CCCL 3's removed cub calls replaced, the
-    setup script's -gencode pairs removed (the build targets --arch instead); a second run changes nothing."""
+    setup script's -gencode pairs removed (the build targets --arch instead), a missing header included; a second
+    run changes nothing."""
     import build_official
     checkout = tmp_path / "Spatial-Mamba"
     (checkout / "classification" / "models").mkdir(parents=True)
     scan = checkout / "kernels" / "selective_scan"
     (scan / "csrc").mkdir(parents=True)
-    (checkout / "kernels" / "dwconv2d").mkdir()
+    dwconv = checkout / "kernels" / "dwconv2d"
+    dwconv.mkdir()
+    (dwconv / "launch.cu").write_text("#include <ATen/ATen.h>\nvoid f() {\n    at::NoGradGuard no_grad;\n}\n")
     (scan / "csrc" / "scan.cuh").write_text("void f() {\n    cub::CTA_SYNC();\n    int lane = cub::LaneId();\n}\n")
     (scan / "setup.py").write_text('cc_flag = []\ncc_flag.append("-gencode")\ncc_flag.append("arch=compute_70,code=sm_70")\n'
                                    'if True:\n    cc_flag.append("-gencode")\n    cc_flag.append("arch=compute_90,code=sm_90")\n'
@@ -364,10 +367,15 @@ def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
     setup = (scan / "setup.py").read_text()
     assert "-gencode\")" not in setup and setup.count("pass  # -gencode arch=compute_") == 2
     compile(setup, "setup.py", "exec")  # the if whose whole body was a pair still has one
+    # at::NoGradGuard's header, which <ATen/ATen.h> no longer brings in
+    launch = (dwconv / "launch.cu").read_text().splitlines()
+    assert launch[0].startswith("#include <ATen/core/grad_mode.h>") and launch[1:] == \
+        ["#include <ATen/ATen.h>", "void f() {", "    at::NoGradGuard no_grad;", "}"]
     # C++20 where the installed torch's headers demand it (the tested torch 2.14's do)
     cxx20 = build_official.needs_cxx20()
     assert ("-std=c++20" in setup) == cxx20 and ("-std=c++17" in setup) != cxx20
-    assert "fixed 2 file(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fixed 2 file(s)" in out and "fixed 1 file(s) (launch.cu)" in out
     assert build_official.main(args) == 0
     assert "fixed 0 file(s)" in capsys.readouterr().out
     assert build_official.main(["--official-root", str(tmp_path / "none"), "--patch-only"]) == 2

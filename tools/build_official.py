@@ -16,6 +16,8 @@ not apply, so a second run changes nothing:
   compiles: they are removed, and the build targets ``--arch`` (default: this machine's GPU) through
   ``TORCH_CUDA_ARCH_LIST``, which also makes it several times shorter.
 - Mamba's and causal-conv1d's setup scripts first try to download a prebuilt wheel: ``*_FORCE_BUILD=TRUE``.
+- Recent PyTorch headers (2.11's, 2.14's) no longer bring ``at::NoGradGuard`` in through ``<ATen/ATen.h>``, which
+  Spatial-Mamba's dwconv2d relies on: a source that uses it gets ``#include <ATen/core/grad_mode.h>`` first.
 - The setup scripts compile with ``-std=c++17``; recent PyTorch headers (2.14's) stop with ``#error C++20 or later
   compatible compiler is required``: where the installed PyTorch's do, ``-std=c++20`` (with it, nvcc 13.0 and gcc
   compile Spatial-Mamba's selective scan for sm_90 against torch 2.14).
@@ -44,6 +46,8 @@ from official_models import SOURCES, OfficialUnavailable, _family, find_checkout
 #: source replacements for CCCL 3 (old, new)
 SOURCE_FIXES = (("cub::CTA_SYNC()", "__syncthreads()"), ("cub::LaneId()", "(threadIdx.x % 32)"))
 SOURCE_SUFFIXES = (".cu", ".cuh", ".h", ".hpp", ".cpp")
+#: headers a source needs for a name it uses (name, header): the header is included first where it is missing
+SOURCE_HEADERS = (("at::NoGradGuard", "ATen/core/grad_mode.h"),)
 #: a ``-gencode`` pair as the setup scripts append it: two ``cc_flag.append`` lines
 GENCODE = re.compile(r'^([ \t]*)cc_flag\.append\("-gencode"\)[ \t]*\n[ \t]*cc_flag\.append\("(arch=compute_\w+,code=sm_\w+)"\)'
                      r'[ \t]*\n', re.M)
@@ -84,6 +88,9 @@ def patch(folder: Path, cxx20: bool = False) -> list:
             fixed = text
             for old, new in SOURCE_FIXES:
                 fixed = fixed.replace(old, new)
+            for name, header in SOURCE_HEADERS:
+                if name in fixed and f"<{header}>" not in fixed:
+                    fixed = f"#include <{header}>  // added by tools/build_official.py: {name}\n" + fixed
         elif path.name == "setup.py":
             text = path.read_text()
             fixed = GENCODE.sub(NO_GENCODE, text)
@@ -123,6 +130,7 @@ def build(folder: Path, arch: str, jobs: int) -> tuple:
 def loads(folders, names) -> str:
     """The first of the extensions ``names`` that imports in a fresh process with ``folders`` on its path, or ''."""
     code = ("import importlib, sys\n"
+            "import torch  # an extension links against torch's libraries, loaded by importing it\n"
             f"sys.path[:0] = {[str(f) for f in folders]!r}\n"
             f"for name in {list(names)!r}:\n"
             "    try:\n"
