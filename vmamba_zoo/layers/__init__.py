@@ -5,7 +5,7 @@ from .conv import Conv2d, make_convs_opaque
 from .interop import NotScriptable, register_fx_leaves
 from .linear import Linear, autocast_weights, cast_weights_once
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
-from .mlp import ConvFFN, SqueezeExcite
+from .mlp import ConvFFN, Mlp, SqueezeExcite
 from .msss2d import MultiScaleSS2D
 from .norm import FastLayerNorm, FastLayerNorm2d
 from .ss2d import SS2D, AtrousSS2D
@@ -16,7 +16,7 @@ from .stem import ConvBN, ConvBNStem, ConvStem, PatchStem
 
 __all__ = [
     "Conv2d", "make_convs_opaque", "MixerBlock", "ConvPosEnc", "ConvDownsample", "PatchMerging",
-    "ExpandDownsample", "FastLayerNorm", "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN",
+    "ExpandDownsample", "FastLayerNorm", "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "Mlp",
     "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init",
     "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves", "Linear", "autocast_weights",
     "cast_weights_once",

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 
 from ssm_kernels import dwconv2d
+
+from .mlp import Mlp
 
 
 class MixerBlock(nn.Module):
@@ -35,11 +37,13 @@ class MixerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpe1 is not None:
             x = self.cpe1(x)
-        x = x + self.drop_path(self.mixer(self.norm1(x)))
+        y = self.mixer(self.norm1(x))
+        x = x + (self.drop_path(y) if self.training else y)  # no module call where it is the identity
         if self.mlp is not None:
             if self.cpe2 is not None:
                 x = self.cpe2(x)
-            x = x + self.drop_path(self.mlp(self.norm2(x)))
+            y = self.mlp(self.norm2(x))
+            x = x + (self.drop_path(y) if self.training else y)
         return x
 
 

@@ -8,6 +8,21 @@ from torch import nn
 from ssm_kernels import dwconv2d
 
 
+class Mlp(nn.Module):
+    """fc2(act(fc1(x))) on the last axis: timm's ``Mlp`` (same arguments and parameter names) without its dropout and
+    norm slots, which no zoo model uses. Each is a module call in every block of an eager step, whose host time
+    bounds a small model's inference: three calls a block fewer."""
+
+    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class ConvFFN(nn.Module):
     """Feed-forward with a depthwise 3x3 convolution inside (MSVMamba): expand with a 1x1 map, add a
     depthwise 3x3 conv of the expansion to itself, GELU, project back. The 1x1 convolutions are linear

@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from fvcore.nn.jit_handles import get_shape
 from torch import nn
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS_SPLIT, ScanPattern, dwconv2d, scan2d, selective_scan_flops
 
-from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Stage, a_log_init, autocast_weights, dt_bias_init
+from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Mlp, Stage, a_log_init, autocast_weights, dt_bias_init
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
@@ -169,8 +169,10 @@ class GroupMambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.mixer(x))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        y = self.mixer(x)
+        x = x + (self.drop_path(y) if self.training else y)  # no module call where it is the identity
+        y = self.mlp(self.norm2(x))
+        return x + (self.drop_path(y) if self.training else y)
 
 
 class GroupMambaStem(nn.Module):
