@@ -141,14 +141,21 @@ def autograd_nodes(root) -> int:
 
 
 def count(fn, device: torch.device) -> Dict[str, object]:
-    """Run ``fn`` once under the counters: {'dispatched': Counter, 'kernels': int or None, 'copies': ...}."""
+    """Run ``fn`` under the counters: {'dispatched': Counter, 'kernels': int or None, 'copies': ...}. On CUDA the
+    device kernels are counted in a run of ``fn`` of their own, outside the dispatch counter: a dispatch mode
+    changes what runs (``autocast_weights`` keeps no casts under one), so they are a plain eager call's. The
+    dispatched ops include those casts."""
     global _ACTIVE
-    profiler = None
+    kernels = copies = None
     if device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
         torch.cuda.synchronize(device)
-        profiler = profile(activities=[ProfilerActivity.CUDA])
-        profiler.__enter__()
+        with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+            fn()
+            torch.cuda.synchronize(device)
+        device_events = [e for e in profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        copies = sum(e.name.lower().startswith(("memcpy", "memset")) for e in device_events)
+        kernels = len(device_events) - copies
     counter = DispatchCounter()
     _ACTIVE = counter
     try:
@@ -156,15 +163,7 @@ def count(fn, device: torch.device) -> Dict[str, object]:
             result = fn()
     finally:
         _ACTIVE = None
-        if profiler is not None:
-            torch.cuda.synchronize(device)
-            profiler.__exit__(None, None, None)
-    out = dict(dispatched=counter.ops, kernels=None, copies=None, result=result)
-    if profiler is not None:
-        device_events = [e for e in profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        copies = [e for e in device_events if e.name.lower().startswith(("memcpy", "memset"))]
-        out.update(kernels=len(device_events) - len(copies), copies=len(copies))
-    return out
+    return dict(dispatched=counter.ops, kernels=kernels, copies=copies, result=result)
 
 
 def measure(name: str, what: str, forward, train_step, device, top: int):
