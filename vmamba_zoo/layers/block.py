@@ -37,14 +37,17 @@ class MixerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpe1 is not None:
             x = self.cpe1(x)
-        y = self.mixer(self.norm1(x))
-        x = x + (self.drop_path(y) if self.training else y)  # no module call where it is the identity
+        x = self._add(x, self.mixer(self.norm1(x)))
         if self.mlp is not None:
             if self.cpe2 is not None:
                 x = self.cpe2(x)
-            y = self.mlp(self.norm2(x))
-            x = x + (self.drop_path(y) if self.training else y)
+            x = self._add(x, self.mlp(self.norm2(x)))
         return x
+
+    def _add(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """x + drop_path(branch), without calling drop_path in eval mode, where it is the identity (a module call
+        fewer). A method, not a local: a local would keep the mixer's output alive through the MLP."""
+        return x + (self.drop_path(branch) if self.training else branch)
 
 
 class ConvPosEnc(nn.Module):

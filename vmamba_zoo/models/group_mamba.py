@@ -169,10 +169,8 @@ class GroupMambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mixer(x)
-        x = x + (self.drop_path(y) if self.training else y)  # no module call where it is the identity
-        y = self.mlp(self.norm2(x))
-        return x + (self.drop_path(y) if self.training else y)
+        x = x + self.drop_path(self.mixer(x))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class GroupMambaStem(nn.Module):
