@@ -433,6 +433,46 @@ def test_layer_norm_rejects_wrong_parameter_shapes():
         ssm_kernels.layer_norm(torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
 
 
+ADD_NORM_CASES = [  # shape, stream dtype, branch dtype, autocast, tolerance
+    ((2, 5, 7, 33), torch.float32, torch.float32, False, 2e-6),    # 70 rows, 33 channels in a block of 64
+    ((3, 96), torch.float32, torch.float32, False, 2e-6),
+    ((2, 4, 6, 48), torch.float32, torch.bfloat16, True, 1e-2),    # a float32 stream, a bfloat16 branch (blocks)
+    ((2, 3, 5, 40), torch.bfloat16, torch.bfloat16, False, 1e-2),
+]
+
+
+@pytest.mark.parametrize("shape,dtype,branch_dtype,autocast,tol", ADD_NORM_CASES)
+def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, tol):
+    """(x + branch, its LayerNorm) against the float64 add and F.layer_norm, with gradients flowing into both
+    outputs; every gradient in its input's dtype."""
+    x = (torch.randn(*shape) * 3 + 1).to(dtype).requires_grad_()
+    branch = torch.randn(*shape).to(branch_dtype).requires_grad_()
+    weight = (torch.rand(shape[-1]) + 0.5).requires_grad_()
+    bias = torch.randn(shape[-1]).requires_grad_()
+    leaves = (x, branch, weight, bias)
+    exact = [t.detach().double().requires_grad_() for t in leaves]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = ssm_kernels.add_layer_norm(x, branch, weight, bias, 1e-5, backend="triton")
+    s = exact[0] + exact[1]
+    ref = (s, torch.nn.functional.layer_norm(s, shape[-1:], exact[2], exact[3], 1e-5))
+    assert got[0].dtype == torch.promote_types(dtype, branch_dtype)
+    assert got[1].dtype == (torch.bfloat16 if autocast else dtype)
+    for a, b in zip(got, ref):
+        assert rel(a, b) < tol
+    gs = [torch.randn_like(r) for r in ref]
+    g_got = torch.autograd.grad(got, leaves, [g.to(a.dtype) for g, a in zip(gs, got)])
+    g_ref = torch.autograd.grad(ref, exact, gs)
+    for name, a, b, t in zip(("x", "branch", "weight", "bias"), g_got, g_ref, leaves):
+        assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+
+
+def test_add_layer_norm_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match="x and branch must have one shape"):
+        ssm_kernels.add_layer_norm(torch.randn(2, 8), torch.randn(2, 7), torch.ones(8), torch.zeros(8), backend="triton")
+    with pytest.raises(ValueError, match="weight and bias must be"):
+        ssm_kernels.add_layer_norm(torch.randn(2, 8), torch.randn(2, 8), torch.ones(7), torch.zeros(7), backend="triton")
+
+
 def test_launcher_keys_every_specialisation_triton_makes():
     """The launcher reuses a compiled kernel only for arguments Triton would compile the same way (the GPU
     check, tools/check_kernels.py, runs the cached launches against the reference)."""

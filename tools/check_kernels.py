@@ -17,7 +17,8 @@ the channels-last depthwise conv2d (VMamba-T's SS2D conv + SiLU on a slice of th
 bias; Spatial-Mamba-T's position encoding x + dwconv(x) and its mixer's conv + SiLU, with bias),
 the state-only scan at Spatial-Mamba-T's stage shapes (N = 1, every state returned, the gradient
 flowing in through the states), its state fusion and the fusion + observation op, the observation + out-norm +
-gate op after the fusion (observe_norm_gate), the LayerNorm, the causal conv1d (both of Vim's
+gate op after the fusion (observe_norm_gate), the LayerNorm and the blocks' residual add fused with it
+(add_layer_norm: a float32 stream, the branch in the case's dtype), the causal conv1d (both of Vim's
 directions in one launch), Vim's merge of its two directions with the output gate (merge_gate) and, at VSSD's NC-SSD stage shapes (micro, tiny, base), the non-causal SSD as
 VSSD calls it, in float32 and bfloat16,
 forward and backward, with every output buffer NaN-poisoned (an unwritten element fails), against
@@ -41,9 +42,9 @@ os.environ["SSM_KERNELS_POISON"] = "1"
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, causal_conv1d, dwconv2d,  # noqa: E402
-                         merge_gate, layer_norm, non_causal_ssd, observe_norm_gate, scan2d, selective_scan,
-                         selective_scan_states, state_fusion, state_fusion_observe)
+from ssm_kernels import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, add_layer_norm,  # noqa: E402
+                         causal_conv1d, dwconv2d, merge_gate, layer_norm, non_causal_ssd, observe_norm_gate, scan2d,
+                         selective_scan, selective_scan_states, state_fusion, state_fusion_observe)
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
@@ -194,6 +195,12 @@ def norm_case(batch, H, W, C, dtype, device):
                 weight=torch.rand(C, device=device) + 0.5, bias=torch.randn(C, device=device))
 
 
+def add_norm_case(batch, H, W, C, dtype, device):
+    """A block's residual add and the norm after it: a float32 stream, the branch in the case's dtype."""
+    return dict(norm_case(batch, H, W, C, torch.float32, device),
+                branch=torch.randn(batch, H, W, C, device=device).to(dtype))
+
+
 def ssd_case(batch, L, heads, P, N, dtype, device):
     """VSSD's call of the non-causal SSD, all views as in the model: x (with 3 spare channels per head:
     strided heads), B and C of one map, dt of a wider projection; the per-head weight a > 0, D, the
@@ -273,6 +280,7 @@ def main(argv=None) -> int:
                           "vmamba_log",
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
+            cases.append((f"add_layer_norm s{stage + 1} @{size}", "add_norm", (args.batch, side, side, dim)))
             cases.append((f"dwconv2d + SiLU as VMamba-T's SS2D calls it s{stage + 1} @{size}", "dwconv_silu",
                           (args.batch, side, side, dim, False)))
         for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
@@ -369,6 +377,9 @@ def main(argv=None) -> int:
     def norm_fn(x, backend):
         return layer_norm(**x, backend=backend)
 
+    def add_norm_fn(x, backend):
+        return add_layer_norm(**x, backend=backend)
+
     def conv1d_fn(x, backend):
         E = x["weight"].shape[1]
         return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
@@ -435,7 +446,7 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn), "conv1d": (conv1d_case, conv1d_fn),
+             "norm": (norm_case, norm_fn), "add_norm": (add_norm_case, add_norm_fn), "conv1d": (conv1d_case, conv1d_fn),
              "gate": (gate_case, gate_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),

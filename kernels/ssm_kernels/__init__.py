@@ -13,9 +13,9 @@ from .gate import MergeGateFn, merge_gate, merge_gate_ref
 from .observe import ObserveNormGateFn, observe_norm_gate, observe_norm_gate_ref
 from .flops import (causal_conv1d_flops, dwconv2d_flops, selective_scan_flops, selective_scan_states_flops,
                     state_fusion_flops)
-from .ops import (BACKEND_ENV, PUBLIC_OPS, LayerNormFn, Scan2dFn, SelectiveScanFn, SelectiveScanStatesFn,
-                  available_backends, cross_merge, cross_scan, is_exporting, layer_norm, public_op, resolve_backend,
-                  scan2d, selective_scan, selective_scan_states)
+from .ops import (BACKEND_ENV, PUBLIC_OPS, AddLayerNormFn, LayerNormFn, Scan2dFn, SelectiveScanFn,
+                  SelectiveScanStatesFn, add_layer_norm, available_backends, cross_merge, cross_scan, is_exporting,
+                  layer_norm, public_op, resolve_backend, scan2d, selective_scan, selective_scan_states)
 from .paths import (ATROUS, BIDIRECTIONAL, CROSS, CROSS_SPLIT, MULTISCALE_LOW, ROW, ScanPaths, ScanPattern, column_major,
                     row_major, scan_pattern)
 from .ssd import NonCausalSSDFn, non_causal_ssd, non_causal_ssd_flops, non_causal_ssd_ref
@@ -30,7 +30,7 @@ __all__ = [
     "selective_scan_states", "SelectiveScanStatesFn", "selective_scan_states_flops", "state_fusion", "StateFusionFn",
     "state_fusion_observe", "StateFusionObserveFn",
     "state_fusion_flops",
-    "layer_norm", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
+    "layer_norm", "add_layer_norm", "AddLayerNormFn", "selective_scan_flops", "resolve_backend", "available_backends", "BACKEND_ENV", "SelectiveScanFn",
     "Scan2dFn", "LayerNormFn", "BIDIRECTIONAL", "causal_conv1d", "CausalConv1dFn", "causal_conv1d_flops",
     "non_causal_ssd", "non_causal_ssd_ref", "non_causal_ssd_flops", "NonCausalSSDFn",
     "merge_gate", "merge_gate_ref", "MergeGateFn",

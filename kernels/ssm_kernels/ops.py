@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.fx
@@ -44,7 +44,8 @@ from .paths import ScanPaths, ScanPattern
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
 __all__ = ["selective_scan", "selective_scan_states", "cross_scan", "cross_merge", "scan2d", "layer_norm",
-           "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn", "LayerNormFn",
+           "add_layer_norm", "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn",
+           "LayerNormFn", "AddLayerNormFn",
            "PUBLIC_OPS", "public_op", "is_exporting"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
@@ -221,6 +222,18 @@ class LayerNormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         return _backward("layer_norm", ctx, grad_outputs)
+
+
+class AddLayerNormFn(torch.autograd.Function):
+    """apply(backend, (eps, sum_dtype, out_dtype, branch_dtype), x, branch, weight, bias) -> (x + branch, its norm)"""
+
+    @staticmethod
+    def forward(ctx, backend, flags, x, branch, weight, bias):
+        return _forward("add_layer_norm", ctx, backend, flags, (x, branch, weight, bias))
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        return _backward("add_layer_norm", ctx, grad_outputs)
 
 
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace
@@ -474,9 +487,34 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     name = resolve_backend(x, backend)
     if not hasattr(_BACKENDS[name], "layer_norm_fwd"):
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return _apply(LayerNormFn, "layer_norm", name, (float(eps), _norm_dtype(x, residual)), x, weight, bias)
+
+
+def _norm_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
+    """The dtype of a LayerNorm's output: x's outside autocast; under it, the autocast dtype (the next matmul's
+    input), or with ``residual`` F.layer_norm's (float32)."""
     device = x.device.type
     if not torch.is_autocast_enabled(device):
-        out_dtype = x.dtype
-    else:
-        out_dtype = torch.promote_types(x.dtype, torch.float32) if residual else torch.get_autocast_dtype(device)
-    return _apply(LayerNormFn, "layer_norm", name, (float(eps), out_dtype), x, weight, bias)
+        return x.dtype
+    return torch.promote_types(x.dtype, torch.float32) if residual else torch.get_autocast_dtype(device)
+
+
+@public_op
+def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float = 1e-5, backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(s, layer_norm(s, weight, bias, eps))`` with ``s = x + branch``: a pre-norm block's residual add and the
+    norm of its next half, in one kernel each way on the Triton backend.
+
+    ``s`` comes in the promoted dtype of x and branch (float32 for a float32 stream and a float16 branch under
+    autocast), the norm in :func:`layer_norm`'s dtype. The reference is the add and ``F.layer_norm``."""
+    if x.shape != branch.shape:
+        raise ValueError(f"add_layer_norm: x and branch must have one shape, got {_shape(x)} and {_shape(branch)}")
+    if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
+        raise ValueError(f"add_layer_norm: weight and bias must be ({x.shape[-1]},) for an input of shape "
+                         f"{_shape(x)}, got {_shape(weight)} and {_shape(bias)}")
+    name = resolve_backend(x, backend)
+    if not hasattr(_BACKENDS[name], "add_layer_norm_fwd"):
+        s = x + branch
+        return s, torch.nn.functional.layer_norm(s, (s.shape[-1],), weight, bias, eps)
+    flags = (float(eps), torch.promote_types(x.dtype, branch.dtype), _norm_dtype(x, False), branch.dtype)
+    return _apply(AddLayerNormFn, "add_layer_norm", name, flags, x, branch, weight, bias)

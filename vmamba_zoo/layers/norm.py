@@ -1,11 +1,13 @@
 """LayerNorms on the zoo's LayerNorm kernels (:func:`ssm_kernels.layer_norm`)."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssm_kernels import layer_norm
+from ssm_kernels import add_layer_norm, layer_norm
 
 
 class FastLayerNorm(nn.LayerNorm):
@@ -28,6 +30,15 @@ class FastLayerNorm(nn.LayerNorm):
         if self.weight is None or self.bias is None or len(self.normalized_shape) != 1:
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps, residual=self.residual)
+
+    def add_forward(self, x: torch.Tensor, branch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x + branch, self(x + branch))`` in one op each way (:func:`ssm_kernels.add_layer_norm`): a pre-norm
+        block's residual add and the norm of its next half."""
+        if torch.jit.is_scripting() or self.residual or self.weight is None or self.bias is None or len(
+                self.normalized_shape) != 1:
+            x = x + branch
+            return x, self(x)
+        return add_layer_norm(x, branch, self.weight, self.bias, self.eps)
 
 
 class FastLayerNorm2d(FastLayerNorm):

@@ -162,6 +162,7 @@ FLOP_HANDLES = {
     "prim::PythonOp.StateFusionObserveFn": state_fusion_flop_jit,  # + the observation: elementwise, not counted
     "prim::PythonOp.Scan2dFn": scan2d_flop_jit,
     "prim::PythonOp.LayerNormFn": layer_norm_flop_jit,
+    "prim::PythonOp.AddLayerNormFn": layer_norm_flop_jit,  # + the residual add, which fvcore does not count
     "prim::PythonOp.ObserveNormGateFn": observe_norm_gate_flop_jit,
     "prim::PythonOp.CausalConv1dFn": causal_conv1d_flop_jit,
     "prim::PythonOp.DepthwiseConv2dFn": dwconv2d_flop_jit,

@@ -1,7 +1,7 @@
 """The Triton backend: selective scan, fused 2-D scan and LayerNorm, forward and backward.
 
 Implements the backend protocol of :mod:`ssm_kernels.ops` (``selective_scan_fwd/bwd``,
-``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors,
+``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``, ``add_layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors,
 and on CPU tensors under ``TRITON_INTERPRET=1`` (set before importing this package), which is how
 CI tests it.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import ops as _ops  # registers the torch.library custom ops
 
 __all__ = ["selective_scan_fwd", "selective_scan_bwd", "scan2d_fwd", "scan2d_bwd", "layer_norm_fwd",
-           "layer_norm_bwd"]
+           "layer_norm_bwd", "add_layer_norm_fwd", "add_layer_norm_bwd"]
 
 
 def _c(t):
@@ -104,3 +104,24 @@ def layer_norm_bwd(saved, grad_outputs, flags, needs_grad):
     dx, dwb = op("layer_norm_bwd")(x, weight.contiguous(), stats, grad_outputs[0].contiguous())
     dwb = dwb.to(weight.dtype)
     return [g if need else None for g, need in zip((dx, dwb[0], dwb[1]), needs_grad)]
+
+
+def add_layer_norm_fwd(inputs, flags):
+    x, branch, weight, bias = inputs
+    eps, sum_dtype, out_dtype, _ = flags
+    s, y, stats = op("add_layer_norm_fwd")(x.contiguous(), branch.contiguous(), weight.contiguous(),
+                                           bias.contiguous(), eps, sum_dtype, out_dtype)
+    return (s, y), (s, weight, stats)
+
+
+def add_layer_norm_bwd(saved, grad_outputs, flags, needs_grad):
+    """x's gradient is the sum's; the branch's, in its own dtype, comes from the kernel when that differs (autograd
+    would cast it otherwise), else it is the same tensor (as autograd's own add gives)."""
+    s, weight, stats = saved
+    branch_dtype = flags[3]
+    cast = needs_grad[1] and branch_dtype != s.dtype
+    dx, dr, dwb = op("add_layer_norm_bwd")(s, weight.contiguous(), stats, grad_outputs[0].contiguous(),
+                                           grad_outputs[1].contiguous(), branch_dtype if cast else None)
+    dwb = dwb.to(weight.dtype)
+    grads = (dx, dr if cast else dx, dwb[0], dwb[1])
+    return [g if need else None for g, need in zip(grads, needs_grad)]

@@ -10,6 +10,12 @@ Rows are positions (batch * H * W), columns channels; the slices are (K, rows, C
 output dtype, summed in float32. The forward writes the normalised map in the slices' dtype (what the
 next matmul reads) and each row's mean and 1/std; the backward re-sums the slices (cheaper than
 keeping a float32 copy of the map) and accumulates the weight and bias gradients with atomic adds.
+
+The blocks' residual add and the LayerNorm after it (``add_norm_*``) run on the same rows: the forward reads the
+stream and the branch once and writes their sum and its LayerNorm (as two ops under autocast: PyTorch's add of a
+float16 branch to the float32 stream, an unvectorised casting kernel, then the norm reading the sum back); the
+backward adds the norm's input gradient to the sum's and writes it once for the stream and once in the branch's
+dtype (else the norm's backward, autograd's accumulation and the cast for the branch: three kernels).
 """
 import functools
 from typing import Optional
@@ -36,17 +42,35 @@ def _rows(x_ptr, blk, K, rows, C, s_k, BM: tl.constexpr, BC: tl.constexpr):
     return r, c, m, off, x
 
 
-@Launcher
 @triton.jit
-def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k, eps,
-                          BM: tl.constexpr, BC: tl.constexpr):
-    r, c, m, off, x = _rows(x_ptr, tl.program_id(0), K, rows, C, s_k, BM, BC)
+def _normalise(x, m, c, C, w_ptr, b_ptr, eps):
+    """(LayerNorm of the rows of x (float32, masked by m) with weight and bias, each row's mean, 1/std)."""
     mean = tl.sum(x, axis=1) / C
     xc = tl.where(m, x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)
     w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    return xc * rstd[:, None] * w[None, :] + b[None, :], mean, rstd
+
+
+@triton.jit
+def _input_grad(x, m, r, rows, C, w, stats_ptr, dy):
+    """(d/dx of the LayerNorm of the rows of x given dy (float32) and the saved stats, the normalised rows)."""
+    mean = tl.load(stats_ptr + r, mask=r < rows, other=0.0)
+    rstd = tl.load(stats_ptr + rows + r, mask=r < rows, other=0.0)
+    xhat = tl.where(m, (x - mean[:, None]) * rstd[:, None], 0.0)
+    g = dy * w[None, :]
+    # d/dx of (x - mean) * rstd applied to g: rstd * (g - mean(g) - xhat * mean(g * xhat))
+    dx = (g - (tl.sum(g, axis=1) / C)[:, None] - xhat * (tl.sum(g * xhat, axis=1) / C)[:, None]) * rstd[:, None]
+    return dx, xhat
+
+
+@Launcher
+@triton.jit
+def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k, eps,
+                          BM: tl.constexpr, BC: tl.constexpr):
+    r, c, m, off, x = _rows(x_ptr, tl.program_id(0), K, rows, C, s_k, BM, BC)
+    y, mean, rstd = _normalise(x, m, c, C, w_ptr, b_ptr, eps)
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
     tl.store(stats_ptr + r, mean, mask=r < rows)
     tl.store(stats_ptr + rows + r, rstd, mask=r < rows)
@@ -64,14 +88,47 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, r
     db = tl.zeros([BC], tl.float32)
     for blk in range(tl.program_id(0), tl.cdiv(rows, BM), tl.num_programs(0)):
         r, c, m, off, x = _rows(x_ptr, blk, K, rows, C, s_k, BM, BC)
-        mean = tl.load(stats_ptr + r, mask=r < rows, other=0.0)
-        rstd = tl.load(stats_ptr + rows + r, mask=r < rows, other=0.0)
-        xhat = tl.where(m, (x - mean[:, None]) * rstd[:, None], 0.0)
         dy = tl.load(dy_ptr + off, mask=m, other=0.0).to(tl.float32)
-        g = dy * w[None, :]
-        # d/dx of (x - mean) * rstd applied to g: rstd * (g - mean(g) - xhat * mean(g * xhat))
-        dx = (g - (tl.sum(g, axis=1) / C)[:, None] - xhat * (tl.sum(g * xhat, axis=1) / C)[:, None]) * rstd[:, None]
+        dx, xhat = _input_grad(x, m, r, rows, C, w, stats_ptr, dy)
         tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+        dw += tl.sum(dy * xhat, axis=0)
+        db += tl.sum(dy, axis=0)
+    tl.atomic_add(dwb_ptr + c, dw, mask=c < C, sem="relaxed")
+    tl.atomic_add(dwb_ptr + C + c, db, mask=c < C, sem="relaxed")
+
+
+@Launcher
+@triton.jit
+def add_norm_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, stats_ptr, rows, C, eps,
+                        BM: tl.constexpr, BC: tl.constexpr):
+    """s = x + branch in s's dtype, y = LayerNorm(s): the sum normalised as stored (rounded to its dtype)."""
+    r, c, m, off, x = _rows(x_ptr, tl.program_id(0), 1, rows, C, 0, BM, BC)
+    x = (x + tl.load(r_ptr + off, mask=m, other=0.0).to(tl.float32)).to(s_ptr.dtype.element_ty)
+    tl.store(s_ptr + off, x, mask=m)
+    y, mean, rstd = _normalise(x.to(tl.float32), m, c, C, w_ptr, b_ptr, eps)
+    tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(stats_ptr + r, mean, mask=r < rows)
+    tl.store(stats_ptr + rows + r, rstd, mask=r < rows)
+
+
+@Launcher
+@triton.jit
+def add_norm_bwd_kernel(s_ptr, w_ptr, stats_ptr, ds_ptr, dy_ptr, dx_ptr, dr_ptr, dwb_ptr, rows, C,
+                        BM: tl.constexpr, BC: tl.constexpr, BRANCH_GRAD: tl.constexpr):
+    """The gradient of the sum: ds (from the sum's own users) plus the LayerNorm's input gradient, written for x and,
+    when ``BRANCH_GRAD``, again in the branch's dtype; the weight and bias gradients as in merge_norm_bwd_kernel."""
+    c = tl.arange(0, BC)
+    w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    dw = tl.zeros([BC], tl.float32)
+    db = tl.zeros([BC], tl.float32)
+    for blk in range(tl.program_id(0), tl.cdiv(rows, BM), tl.num_programs(0)):
+        r, c, m, off, x = _rows(s_ptr, blk, 1, rows, C, 0, BM, BC)
+        dy = tl.load(dy_ptr + off, mask=m, other=0.0).to(tl.float32)
+        dx, xhat = _input_grad(x, m, r, rows, C, w, stats_ptr, dy)
+        dx += tl.load(ds_ptr + off, mask=m, other=0.0).to(tl.float32)
+        tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+        if BRANCH_GRAD:
+            tl.store(dr_ptr + off, dx.to(dr_ptr.dtype.element_ty), mask=m)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
     tl.atomic_add(dwb_ptr + c, dw, mask=c < C, sem="relaxed")
@@ -147,3 +204,34 @@ def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tens
     merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C, rows * C,
                                 BM=BM, BC=BC, num_warps=warps)
     return dx, dwb
+
+
+def add_norm_fwd(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                 sum_dtype, out_dtype):
+    """x, branch (..., C), contiguous -> (x + branch in ``sum_dtype``, its LayerNorm in ``out_dtype``, (2, rows)
+    float32 mean and 1/std per row)."""
+    C = x.shape[-1]
+    rows = x.numel() // C
+    s = torch.empty(x.shape, dtype=sum_dtype, device=x.device)
+    y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    stats = torch.empty(2, rows, dtype=torch.float32, device=x.device)
+    BM, BC, warps = _block(C)
+    add_norm_fwd_kernel[(cdiv(rows, BM),)](x, branch, weight, bias, s, y, stats, rows, C, eps,
+                                           BM=BM, BC=BC, num_warps=warps)
+    return s, y, stats
+
+
+def add_norm_bwd(s: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, ds: torch.Tensor, dy: torch.Tensor,
+                 branch_dtype=None):
+    """(d(x + branch) in s's dtype, the same in ``branch_dtype`` (an empty tensor when None), (2, C) float32
+    gradients of weight and bias); ds, dy contiguous."""
+    C = s.shape[-1]
+    rows = s.numel() // C
+    dx = torch.empty(s.shape, dtype=s.dtype, device=s.device)
+    dr = torch.empty(s.shape if branch_dtype is not None else 0, dtype=branch_dtype or s.dtype, device=s.device)
+    dwb = torch.zeros(2, C, dtype=torch.float32, device=s.device)
+    BM, BC, warps = _block(C)
+    grid = (_programs(s.device, cdiv(rows, BM)),)
+    add_norm_bwd_kernel[grid](s, weight, stats, ds, dy, dx, dr, dwb, rows, C, BM=BM, BC=BC,
+                              BRANCH_GRAD=branch_dtype is not None, num_warps=warps)
+    return dx, dr, dwb

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .kernels import scan_bwd_kernel, scan_fwd_kernel
 from .launch import _INTERPRETED, Launcher, cdiv, traced_launches
-from .merge_norm import merge, merge_norm_bwd, merge_norm_fwd
+from .merge_norm import add_norm_bwd, add_norm_fwd, merge, merge_norm_bwd, merge_norm_fwd
 from .projection import projection_grads
 
 _EMPTY = (0,)
@@ -683,3 +683,37 @@ layer_norm_bwd = _custom_op(_layer_norm_bwd)
 @_fake(layer_norm_bwd)
 def _(x, weight, stats, dy):
     return torch.empty_like(x), x.new_empty((2, x.shape[-1]), dtype=torch.float32)
+
+
+# ---- add_layer_norm (a residual add and the LayerNorm after it) ------------------------------
+
+def _add_layer_norm_fwd(x: Tensor, branch: Tensor, weight: Tensor, bias: Tensor, eps: float, sum_dtype: torch.dtype,
+                        out_dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    """(x + branch in ``sum_dtype``, its LayerNorm over C in ``out_dtype``, (2, rows) float32 mean and 1/std);
+    x and branch (..., C) contiguous, of one shape."""
+    return add_norm_fwd(x, branch, weight, bias, eps, sum_dtype, out_dtype)
+
+
+add_layer_norm_fwd = _custom_op(_add_layer_norm_fwd, traced=True)
+
+
+@_fake(add_layer_norm_fwd)
+def _(x, branch, weight, bias, eps, sum_dtype, out_dtype):
+    return (x.new_empty(x.shape, dtype=sum_dtype), x.new_empty(x.shape, dtype=out_dtype),
+            x.new_empty((2, x.numel() // x.shape[-1]), dtype=torch.float32))
+
+
+def _add_layer_norm_bwd(s: Tensor, weight: Tensor, stats: Tensor, ds: Tensor, dy: Tensor,
+                        branch_dtype: Optional[torch.dtype]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(the sum's gradient in its dtype, the same in ``branch_dtype`` (empty when None), (2, C) float32 gradients
+    of weight and bias)."""
+    return add_norm_bwd(s, weight, stats, ds, dy, branch_dtype)
+
+
+add_layer_norm_bwd = _custom_op(_add_layer_norm_bwd)
+
+
+@_fake(add_layer_norm_bwd)
+def _(s, weight, stats, ds, dy, branch_dtype):
+    return (torch.empty_like(s), s.new_empty(s.shape if branch_dtype is not None else _EMPTY, dtype=branch_dtype),
+            s.new_empty((2, s.shape[-1]), dtype=torch.float32))
