@@ -78,10 +78,12 @@ def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k
 
 @Launcher
 @triton.jit
-def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, rows, C, s_k,
-                          BM: tl.constexpr, BC: tl.constexpr):
+def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_ptr, dwb_ptr, K, rows, C, s_k,
+                          BM: tl.constexpr, BC: tl.constexpr, SUM_GRAD: tl.constexpr, BRANCH_GRAD: tl.constexpr):
     """Each program walks every num_programs-th block of rows and adds its weight and bias gradients
-    once at the end (a few hundred atomic adds per column, not one per block)."""
+    once at the end (a few hundred atomic adds per column, not one per block). ``SUM_GRAD``: the gradient ds that
+    the normalised map (an add's sum) gets from its own users is added to its input gradient; ``BRANCH_GRAD``: that
+    is written again into dr, in dr's dtype."""
     c = tl.arange(0, BC)
     w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     dw = tl.zeros([BC], tl.float32)
@@ -90,7 +92,11 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, dx_ptr, dwb_ptr, K, r
         r, c, m, off, x = _rows(x_ptr, blk, K, rows, C, s_k, BM, BC)
         dy = tl.load(dy_ptr + off, mask=m, other=0.0).to(tl.float32)
         dx, xhat = _input_grad(x, m, r, rows, C, w, stats_ptr, dy)
+        if SUM_GRAD:
+            dx += tl.load(ds_ptr + off, mask=m, other=0.0).to(tl.float32)
         tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+        if BRANCH_GRAD:
+            tl.store(dr_ptr + off, dx.to(dr_ptr.dtype.element_ty), mask=m)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
     tl.atomic_add(dwb_ptr + c, dw, mask=c < C, sem="relaxed")
@@ -109,30 +115,6 @@ def add_norm_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, stats_ptr, row
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
     tl.store(stats_ptr + r, mean, mask=r < rows)
     tl.store(stats_ptr + rows + r, rstd, mask=r < rows)
-
-
-@Launcher
-@triton.jit
-def add_norm_bwd_kernel(s_ptr, w_ptr, stats_ptr, ds_ptr, dy_ptr, dx_ptr, dr_ptr, dwb_ptr, rows, C,
-                        BM: tl.constexpr, BC: tl.constexpr, BRANCH_GRAD: tl.constexpr):
-    """The gradient of the sum: ds (from the sum's own users) plus the LayerNorm's input gradient, written for x and,
-    when ``BRANCH_GRAD``, again in the branch's dtype; the weight and bias gradients as in merge_norm_bwd_kernel."""
-    c = tl.arange(0, BC)
-    w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-    dw = tl.zeros([BC], tl.float32)
-    db = tl.zeros([BC], tl.float32)
-    for blk in range(tl.program_id(0), tl.cdiv(rows, BM), tl.num_programs(0)):
-        r, c, m, off, x = _rows(s_ptr, blk, 1, rows, C, 0, BM, BC)
-        dy = tl.load(dy_ptr + off, mask=m, other=0.0).to(tl.float32)
-        dx, xhat = _input_grad(x, m, r, rows, C, w, stats_ptr, dy)
-        dx += tl.load(ds_ptr + off, mask=m, other=0.0).to(tl.float32)
-        tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
-        if BRANCH_GRAD:
-            tl.store(dr_ptr + off, dx.to(dr_ptr.dtype.element_ty), mask=m)
-        dw += tl.sum(dy * xhat, axis=0)
-        db += tl.sum(dy, axis=0)
-    tl.atomic_add(dwb_ptr + c, dw, mask=c < C, sem="relaxed")
-    tl.atomic_add(dwb_ptr + C + c, db, mask=c < C, sem="relaxed")
 
 
 @Launcher
@@ -201,8 +183,8 @@ def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tens
         dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     grid = (_programs(dx.device, cdiv(rows, BM)),)
-    merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), dx, dwb, K, rows, C, rows * C,
-                                BM=BM, BC=BC, num_warps=warps)
+    merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), None, dx, None, dwb, K, rows, C, rows * C,
+                                BM=BM, BC=BC, SUM_GRAD=False, BRANCH_GRAD=False, num_warps=warps)
     return dx, dwb
 
 
@@ -232,6 +214,6 @@ def add_norm_bwd(s: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, ds:
     dwb = torch.zeros(2, C, dtype=torch.float32, device=s.device)
     BM, BC, warps = _block(C)
     grid = (_programs(s.device, cdiv(rows, BM)),)
-    add_norm_bwd_kernel[grid](s, weight, stats, ds, dy, dx, dr, dwb, rows, C, BM=BM, BC=BC,
-                              BRANCH_GRAD=branch_dtype is not None, num_warps=warps)
+    merge_norm_bwd_kernel[grid](s, weight, stats, dy, ds, dx, dr, dwb, 1, rows, C, 0, BM=BM, BC=BC, SUM_GRAD=True,
+                                BRANCH_GRAD=branch_dtype is not None, num_warps=warps)
     return dx, dr, dwb
