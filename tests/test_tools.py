@@ -14,6 +14,7 @@ import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
 import flops  # noqa: E402
 import host_profile  # noqa: E402
+import host_speed  # noqa: E402
 import official_models  # noqa: E402
 import peak_memory  # noqa: E402
 import saved_tensors  # noqa: E402
@@ -86,6 +87,27 @@ def test_zoo_table_tool(capsys, tmp_path):
     assert all(f"| `{name}` |" in out for name in vmamba_zoo.list_models())
     assert "GPU X (2026-01-02)" in out
     assert zoo_table.main(["--models", "nothing*"]) == 2
+
+
+def test_tables_take_every_pass_of_a_run(tmp_path):
+    """benchmark.py --passes notes each pass ("...; pass 2 of 3"): the tables show the passes of the latest run as one
+    range and name the run once, without the pass."""
+    rows = [dict(date="2026-01-02", model="vmamba_tiny", impl="ours", mode="inference", img_s=v, ms_per_img=1,
+                 batch_size=128, img_size=224, dtype="float16", compile="eager", device="GPU X", note=note)
+            for v, note in [(500, "old run"), (900, "new run; pass 1 of 2"), (1000, "new run; pass 2 of 2")]]
+    assert [r["img_s"] for r in _results.latest(rows, "vmamba_tiny", "ours", "inference")] == [900, 1000]
+    perf = zoo_table.perf_table(rows)
+    assert "| `vmamba_tiny` | ours [1] | 900–1000 |" in perf and "- [1] GPU X, 2026-01-02: new run." in perf
+
+
+def test_host_speed_tool(capsys):
+    """Samples of the fixed loop, one a line, then their spread; a CPU the process may not use is refused."""
+    assert host_speed.main(["--seconds", "0.3", "--interval", "0.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 3 and all(re.fullmatch(r" *[\d.]+ s: +[\d.]+ ms", line) for line in lines[:-1])
+    assert re.fullmatch(r"\d+ samples: min [\d.]+ ms, median .* at least 1.5x the fastest", lines[-1])
+    assert host_speed.summary([10.0, 20.0, 12.0, 16.0]).endswith("50% at least 1.5x the fastest")
+    assert host_speed.main(["--cpu", "100000", "--seconds", "0"]) == 2
 
 
 def test_readme_tables_are_the_tools_output():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,16 +52,24 @@ def _matches(row, setting):
     return all(str(row.get(key, "")) == str(value) for key, value in setting.items())
 
 
+_PASS = re.compile(r"(; )?pass \d+ of \d+$")
+
+
+def run_of(row) -> tuple:
+    """The run a row belongs to: (date, device, note), the note without the "pass i of n" that ``benchmark.py
+    --passes`` adds (the passes of one call are one run)."""
+    return row["date"], row["device"], _PASS.sub("", row.get("note", "") or "")
+
+
 def latest(rows, model, impl, mode, setting=STANDARD):
-    """The rows of the latest run (date, device and note of the last such row) of ``model`` by ``impl`` in
-    ``mode`` at ``setting``: several rows when the run measured it more than once."""
+    """The rows of the latest run (:func:`run_of` the last such row) of ``model`` by ``impl`` in ``mode`` at
+    ``setting``: several rows when the run measured it more than once (e.g. in several passes)."""
     found = [r for r in rows if r["model"] == model and r["impl"] == impl and r["mode"] == mode and _matches(r, setting)]
     if not found:
         return []
-    # the run: the date, device and note of the last such row of the latest date (a file lists runs in order)
-    last = [r for r in found if r["date"] == max(r["date"] for r in found)][-1]
-    run = (last["date"], last["device"], last.get("note", ""))
-    return [r for r in found if (r["date"], r["device"], r.get("note", "")) == run]
+    # the run of the last such row of the latest date (a file lists runs in order)
+    run = run_of([r for r in found if r["date"] == max(r["date"] for r in found)][-1])
+    return [r for r in found if run_of(r) == run]
 
 
 #: a measurement whose host needed at least this share of the step to issue it is bound by the host

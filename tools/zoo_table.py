@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import (BENCHMARK_FILE, HOST_BOUND_NOTE, ROOT, STANDARD, img_s, latest, peak_gib,  # noqa: E402
-                      read_results)
+                      read_results, run_of)
 
 import vmamba_zoo  # noqa: E402
 from vmamba_zoo.models import PUBLISHED, family_module  # noqa: E402
@@ -119,7 +119,8 @@ def perf_table(results) -> str:
                  "timm": "timm"}.get(impl, impl)
         marks = []
         for r in inf + train:
-            run = (r["device"], r["date"], r.get("note", ""))
+            date, device, note = run_of(r)
+            run = (device, date, note)
             if run not in runs:
                 runs.append(run)
             if str(runs.index(run) + 1) not in marks:
