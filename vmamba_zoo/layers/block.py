@@ -38,8 +38,7 @@ class MixerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpe1 is not None:
             x = self.cpe1(x)
-        if not torch.jit.is_scripting() and self.cpe2 is None and isinstance(self.norm2, FastLayerNorm) \
-                and self.mlp is not None:
+        if self.cpe2 is None and isinstance(self.norm2, FastLayerNorm) and self.mlp is not None:
             # the residual add and norm2 in one op (a kernel each way fewer, the float16 branch read once)
             x, h = self.norm2.add_forward(x, self._branch(self.mixer(self.norm1(x))))
             h = self.mlp(h)

@@ -159,7 +159,8 @@ class ConvFFN(nn.Module):
 class GroupMambaBlock(nn.Module):
     """x + drop_path(MGM(x)) (no pre-norm: the layer normalises its input), then
     x + drop_path(FFN(norm2(x))). ``norm2`` feeds the FFN's first matmul: a :class:`FastLayerNorm`, whose
-    output is in the autocast dtype (half the bytes of LayerNorm's float32, and it lives through the FFN)."""
+    output is in the autocast dtype (half the bytes of LayerNorm's float32, and it lives through the FFN), and
+    which adds the mixer's output to the stream in the same op (:meth:`FastLayerNorm.add_forward`)."""
 
     def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0, eps: float = 1e-6):
         super().__init__()
@@ -169,8 +170,9 @@ class GroupMambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.mixer(x))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x, h = self.norm2.add_forward(x, self.drop_path(self.mixer(x)))  # the add and norm2 in one op
+        h = self.mlp(h)
+        return x + self.drop_path(h)
 
 
 class GroupMambaStem(nn.Module):
