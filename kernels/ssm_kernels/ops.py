@@ -481,13 +481,17 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     is a residual stream: a stem's or a downsample's) keeps ``F.layer_norm``'s dtype instead: float32
     under autocast. The gradient of x comes in x's dtype.
     """
-    if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
-        raise ValueError(f"layer_norm: weight and bias must be ({x.shape[-1]},) for an input of shape {_shape(x)}, "
-                         f"got {_shape(weight)} and {_shape(bias)}")
+    _check_norm_params("layer_norm", x, weight, bias)
     name = resolve_backend(x, backend)
     if not hasattr(_BACKENDS[name], "layer_norm_fwd"):
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     return _apply(LayerNormFn, "layer_norm", name, (float(eps), _norm_dtype(x, residual)), x, weight, bias)
+
+
+def _check_norm_params(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
+        raise ValueError(f"{op}: weight and bias must be ({x.shape[-1]},) for an input of shape {_shape(x)}, "
+                         f"got {_shape(weight)} and {_shape(bias)}")
 
 
 def _norm_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
@@ -509,9 +513,7 @@ def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, 
     autocast), the norm in :func:`layer_norm`'s dtype. The reference is the add and ``F.layer_norm``."""
     if x.shape != branch.shape:
         raise ValueError(f"add_layer_norm: x and branch must have one shape, got {_shape(x)} and {_shape(branch)}")
-    if weight.dim() != 1 or x.shape[-1] != weight.shape[0] or bias.shape != weight.shape:
-        raise ValueError(f"add_layer_norm: weight and bias must be ({x.shape[-1]},) for an input of shape "
-                         f"{_shape(x)}, got {_shape(weight)} and {_shape(bias)}")
+    _check_norm_params("add_layer_norm", x, weight, bias)
     name = resolve_backend(x, backend)
     if not hasattr(_BACKENDS[name], "add_layer_norm_fwd"):
         s = x + branch

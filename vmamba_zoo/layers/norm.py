@@ -27,15 +27,18 @@ class FastLayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles only this branch: the kernels' dispatch is Python
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        if self.weight is None or self.bias is None or len(self.normalized_shape) != 1:
+        if not self._on_kernels():
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps, residual=self.residual)
+
+    def _on_kernels(self) -> bool:
+        """Whether the kernels serve this norm: one normalised axis, with weight and bias."""
+        return self.weight is not None and self.bias is not None and len(self.normalized_shape) == 1
 
     def add_forward(self, x: torch.Tensor, branch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(x + branch, self(x + branch))`` in one op each way (:func:`ssm_kernels.add_layer_norm`): a pre-norm
         block's residual add and the norm of its next half."""
-        if torch.jit.is_scripting() or self.residual or self.weight is None or self.bias is None or len(
-                self.normalized_shape) != 1:
+        if torch.jit.is_scripting() or self.residual or not self._on_kernels():
             x = x + branch
             return x, self(x)
         return add_layer_norm(x, branch, self.weight, self.bias, self.eps)

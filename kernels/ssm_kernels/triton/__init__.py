@@ -1,8 +1,8 @@
 """The Triton backend: selective scan, fused 2-D scan and LayerNorm, forward and backward.
 
 Implements the backend protocol of :mod:`ssm_kernels.ops` (``selective_scan_fwd/bwd``,
-``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``, ``add_layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on CUDA tensors,
-and on CPU tensors under ``TRITON_INTERPRET=1`` (set before importing this package), which is how
+``scan2d_fwd/bwd``, ``layer_norm_fwd/bwd``, ``add_layer_norm_fwd/bwd``) on the custom ops of :mod:`.ops`. Runs on
+CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (set before importing this package), which is how
 CI tests it.
 """
 from __future__ import annotations
