@@ -10,6 +10,7 @@ import torch
 import ssm_kernels
 from ssm_kernels import CROSS, MULTISCALE_LOW, ScanPaths, column_major, row_major, scan2d, selective_scan
 from ssm_kernels.reference import selective_scan_naive
+from vmamba_zoo.layers import FastLayerNorm
 from vmamba_zoo.models.vmamba import VMamba
 
 pytestmark = pytest.mark.skipif("triton" not in ssm_kernels.available_backends(), reason="triton not installed")
@@ -550,6 +551,42 @@ def test_vmamba_block_stack_matches_across_backends():
     assert rel(outputs["triton"], outputs["reference"]) < 1e-5
     for name, g in grads["reference"].items():
         assert rel(grads["triton"][name], g) < 1e-4, name
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_blocks_leave_their_last_add_to_the_next_norm(backend, monkeypatch):
+    """Inside a stage each VMamba block but the last returns (stream, branch) and the next adds them in its norm1's
+    op: the same output and gradients as the plain adds (every block summing its own), in training and eval."""
+    from vmamba_zoo.layers import SS2D, MixerBlock, Stage
+
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", backend)
+    torch.manual_seed(0)
+    stage = Stage([MixerBlock(8, SS2D(8), mlp_ratio=2, norm_layer=FastLayerNorm) for _ in range(3)])
+    assert [b.defer_add for b in stage.blocks] == [True, True, False]
+    x = torch.randn(2, 5, 3, 8, requires_grad=True)
+    results = {}
+    for deferred in (True, False):
+        for block in stage.blocks[:-1]:
+            block.defer_add = deferred
+        x.grad = None
+        stage.zero_grad()
+        out = stage(x)
+        out.square().sum().backward()
+        with torch.no_grad():
+            evaluated = stage.eval()(x)
+        stage.train()
+        results[deferred] = out, evaluated, {"x": x.grad, **{n: p.grad for n, p in stage.named_parameters()}}
+    (out, evaluated, grads), (plain, plain_eval, plain_grads) = results[True], results[False]
+    assert rel(out, plain) < 1e-6 and rel(evaluated, plain_eval) < 1e-6
+    for name, g in plain_grads.items():
+        assert rel(grads[name], g) < 1e-5, name
+    stage.grad_checkpointing = True  # checkpoint segments pass tensors: no block defers
+    assert not any(b.defer_add for b in stage.blocks)
+    stage.grad_checkpointing = False
+    assert [b.defer_add for b in stage.blocks] == [True, True, False]
+    # a block with a position encoding before norm1 takes no pending add; the one before it then sums its own
+    blocks = [MixerBlock(8, torch.nn.Identity(), norm_layer=FastLayerNorm, cpe=cpe) for cpe in (False, True, False)]
+    assert [b.defer_add for b in Stage(blocks).blocks] == [False, True, False]
 
 
 def test_torch_compile_single_graph_matches_eager(monkeypatch):

@@ -1,6 +1,8 @@
 """The pre-norm residual block that visual SSMs share: token mixer, then MLP."""
 from __future__ import annotations
 
+from typing import Tuple, Union
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,16 @@ class MixerBlock(nn.Module):
     drops the MLP half (the v0 VMamba blocks have none). ``cpe=True`` adds a conditional position
     encoding before each half, x + dwconv3x3(x) (Spatial-Mamba, VSSD). ``mlp_layer`` builds the MLP
     half from (dim, hidden, act_layer=) (e.g. :class:`~vmamba_zoo.layers.ConvFFN`).
+
+    Each residual add whose sum a :class:`FastLayerNorm` normalises next runs in that norm's op
+    (:meth:`FastLayerNorm.add_forward`: one kernel each way, not an add, a norm and, in the backward, an
+    accumulation and a cast). Inside a stage that holds for the block's last add too: with ``defer_add`` set
+    (by :class:`~vmamba_zoo.layers.Stage`, when the next block :meth:`takes_pending`), the block returns
+    ``(x, branch)`` and the next block adds them in its norm1's op.
     """
+
+    #: return ``(x, drop_path(branch))`` for the next block to add, not their sum (set by ``Stage``)
+    defer_add = False
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
                  norm_layer=nn.LayerNorm, act_layer=nn.GELU, cpe: bool = False, mlp_layer=Mlp):
@@ -35,29 +46,39 @@ class MixerBlock(nn.Module):
         else:
             self.norm2 = self.mlp = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cpe1 is not None:
-            x = self.cpe1(x)
-        if self.cpe2 is None and isinstance(self.norm2, FastLayerNorm) and self.mlp is not None:
-            # the residual add and norm2 in one op (a kernel each way fewer, the float16 branch read once)
-            x, h = self.norm2.add_forward(x, self._branch(self.mixer(self.norm1(x))))
-            h = self.mlp(h)
-            return self._add(x, h)
-        x = self._add(x, self.mixer(self.norm1(x)))
-        if self.mlp is not None:
+    def takes_pending(self) -> bool:
+        """Whether a previous block's last add runs here, in norm1's op (nothing stands between them)."""
+        return self.cpe1 is None and isinstance(self.norm1, FastLayerNorm)
+
+    def forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
+        if isinstance(x, tuple):  # (stream, branch): the previous block left its last add to norm1's op
+            x, h = self.norm1.add_forward(*x)
+        else:
+            if self.cpe1 is not None:
+                x = self.cpe1(x)
+            h = self.norm1(x)
+        branch = self.mixer(h)
+        del h  # norm1's output, freed before the next op allocates
+        if self.mlp is None:
+            return self._end(x, branch)
+        if self.cpe2 is None and isinstance(self.norm2, FastLayerNorm):
+            x, h = self.norm2.add_forward(x, self._branch(branch))
+        else:
+            x = x + self._branch(branch)
             if self.cpe2 is not None:
                 x = self.cpe2(x)
-            x = self._add(x, self.mlp(self.norm2(x)))
-        return x
+            h = self.norm2(x)
+        del branch  # the mixer's output, not kept alive through the MLP
+        return self._end(x, self.mlp(h))
 
     def _branch(self, branch: torch.Tensor) -> torch.Tensor:
         """drop_path(branch), without calling drop_path in eval mode, where it is the identity (a module call fewer)."""
         return self.drop_path(branch) if self.training else branch
 
-    def _add(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        """x + drop_path(branch). A method, not a local: a local would keep the mixer's output alive through the
-        MLP."""
-        return x + self._branch(branch)
+    def _end(self, x: torch.Tensor, branch: torch.Tensor):
+        """The block's output: x + drop_path(branch), or the two for the next block to add (``defer_add``)."""
+        branch = self._branch(branch)
+        return (x, branch) if self.defer_add else x + branch
 
 
 class ConvPosEnc(nn.Module):
