@@ -1,5 +1,7 @@
 """Weights cast for autocast once in inference (vmamba_zoo.layers.autocast_weights): same outputs, dropped when they
 would be stale, never used where a graph is recorded."""
+import contextlib
+
 import pytest
 import timm
 import torch
@@ -115,3 +117,53 @@ def test_nothing_kept_under_a_fake_tensor_mode():
     assert layer not in linear_module._CASTS
     with _autocast(), torch.no_grad():
         torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_training_casts_each_blocks_weights_together_with_the_same_output_and_gradients(name, monkeypatch):
+    """In training under autocast a block's linear weights are cast in one op each way (weights_cast_together):
+    the output and every gradient equal those of autocast's own casts, bit for bit."""
+    from vmamba_zoo.layers import block as block_module
+
+    model = timm.create_model(name, **tiny_kwargs(name)).train()
+    x = image(name)
+    calls = []
+    apply = linear_module._CastTogether.apply
+    monkeypatch.setattr(linear_module._CastTogether, "apply", lambda *a: calls.append(1) or apply(*a))
+    results = []
+    for together in (True, False):
+        if not together:  # every weight cast by autocast as it is used
+            monkeypatch.setattr(block_module, "weights_cast_together", lambda block: contextlib.nullcontext())
+        torch.manual_seed(0)  # the same drop path, if any
+        model.zero_grad()
+        with _autocast():
+            out = model(x)
+        out.float().square().sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    assert calls and not linear_module._TOGETHER
+    (out, grads), (expected, expected_grads) = results
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert grads.keys() == expected_grads.keys()
+    for n, g in expected_grads.items():
+        assert grads[n].dtype == g.dtype, n
+        torch.testing.assert_close(grads[n], g, rtol=0, atol=0, msg=n)
+
+
+def test_cast_together_leaves_low_precision_and_frozen_weights_alone():
+    """Weights already in half precision pass as they are; a frozen weight gets no gradient."""
+    from vmamba_zoo.layers import weights_cast_together
+
+    block = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8, bias=False))
+    for m in block:
+        m.__class__ = Linear
+    block[1].weight.requires_grad_(False)
+    with _autocast(), weights_cast_together(block):
+        first, second = linear_module._TOGETHER[block[0]], linear_module._TOGETHER[block[1]]
+        assert [t.dtype for t in first] == [torch.bfloat16] * 2 and second[1] is None
+        out = block(torch.randn(2, 8))
+    assert not linear_module._TOGETHER
+    out.float().sum().backward()
+    assert block[0].weight.grad.dtype == torch.float32 and block[1].weight.grad is None
+    block.half()
+    with _autocast(), weights_cast_together(block):
+        assert not linear_module._TOGETHER

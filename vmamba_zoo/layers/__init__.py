@@ -3,7 +3,7 @@ from .bimamba import BiMamba
 from .block import ConvPosEnc, MixerBlock
 from .conv import Conv2d, make_convs_opaque
 from .interop import NotScriptable, register_fx_leaves
-from .linear import Linear, autocast_weights, cast_weights_once
+from .linear import Linear, autocast_weights, cast_weights_once, weights_cast_together
 from .downsample import ConvDownsample, ExpandDownsample, PatchMerging
 from .mlp import ConvFFN, Mlp, SqueezeExcite
 from .msss2d import MultiScaleSS2D
@@ -19,5 +19,5 @@ __all__ = [
     "ExpandDownsample", "FastLayerNorm", "FastLayerNorm2d", "SS2D", "AtrousSS2D", "MultiScaleSS2D", "ConvFFN", "Mlp",
     "SqueezeExcite", "StateFusion", "Stage", "ConvStem", "PatchStem", "ConvBN", "ConvBNStem", "a_log_init",
     "dt_bias_init", "BiMamba", "NotScriptable", "register_fx_leaves", "Linear", "autocast_weights",
-    "cast_weights_once",
+    "cast_weights_once", "weights_cast_together",
 ]

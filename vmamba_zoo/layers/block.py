@@ -10,6 +10,7 @@ from timm.layers import DropPath
 
 from ssm_kernels import dwconv2d
 
+from .linear import weights_cast_together
 from .mlp import Mlp
 from .norm import FastLayerNorm
 
@@ -51,6 +52,10 @@ class MixerBlock(nn.Module):
         return self.cpe1 is None and isinstance(self.norm1, FastLayerNorm)
 
     def forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
+        with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
+            return self._forward(x)
+
+    def _forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
         if isinstance(x, tuple):  # (stream, branch): the previous block left its last add to norm1's op
             x, h = self.norm1.add_forward(*x)
         else:

@@ -12,13 +12,19 @@ Only eager no-grad code under autocast uses the kept casts. With gradients, unde
 ``torch.compile`` / export, or without autocast, the weights pass unchanged (autocast casts them as usual), and the
 first call with gradients drops every kept cast, so training holds no extra copies. The memory kept in inference is
 one half-precision copy of the matmul weights.
+
+In eager training under autocast the weights change every step, so each forward casts them anew: one kernel for
+each weight forward and one for its gradient backward. :class:`weights_cast_together` casts every :class:`Linear`
+weight (and bias) of a block in one op instead, one multi-tensor kernel each way (the same rounding as
+``Tensor.to``: bit-identical outputs and gradients).
 """
 from __future__ import annotations
 
 import weakref
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import nn
@@ -26,6 +32,8 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 #: module -> (the weights' (version, address) keys, the autocast dtype, the weights, their casts)
 _CASTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+#: module -> its weights cast together for this forward (weights_cast_together; training under autocast)
+_TOGETHER: "dict[nn.Module, tuple]" = {}
 #: the dtypes autocast casts to a lower precision (float64 stays as it is)
 _CASTABLE = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -47,7 +55,7 @@ def autocast_weights(owner: nn.Module, *weights: Optional[torch.Tensor]) -> Tupl
     if torch.is_grad_enabled():  # training's path: the fewest checks
         if _CASTS:
             _CASTS.clear()
-        return weights
+        return _TOGETHER.get(owner, weights)
     if _tracing(weights[0]):
         return weights
     device = weights[0].device.type
@@ -73,6 +81,71 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         weight, bias = autocast_weights(self, self.weight, self.bias)
         return F.linear(x, weight, bias)
+
+
+class _CastTogether(torch.autograd.Function):
+    """apply(dtype, *weights) -> the weights in ``dtype``, one multi-tensor copy each way (the gradients come back in
+    the weights' dtypes)."""
+
+    @staticmethod
+    def forward(ctx, dtype, *weights):
+        ctx.set_materialize_grads(False)
+        ctx.dtypes = [w.dtype for w in weights]
+        casts = [torch.empty_like(w, dtype=dtype) for w in weights]
+        torch._foreach_copy_(casts, weights)
+        return tuple(casts)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        present = [i for i, g in enumerate(grads) if g is not None]
+        out: List[Optional[torch.Tensor]] = [None] * len(grads)
+        for i in present:
+            out[i] = torch.empty_like(grads[i], dtype=ctx.dtypes[i])
+        if present:
+            torch._foreach_copy_([out[i] for i in present], [grads[i] for i in present])
+        return (None, *out)
+
+
+class weights_cast_together:
+    """``with weights_cast_together(block): ...``: in eager training under autocast, every :class:`Linear` of
+    ``block`` (weight and bias) is cast to the autocast dtype in one op on entry, and its calls inside use those casts
+    (:func:`autocast_weights`). Anywhere else (inference, traces, ``torch.compile``, no autocast, weights already in
+    a low precision or not plain tensors) it does nothing. The block's list of linear layers is found once."""
+
+    def __init__(self, block: nn.Module):
+        self.owners = ()
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing():
+            return
+        linears = block.__dict__.get("_linears")
+        if linears is None:
+            linears = tuple(m for m in block.modules() if isinstance(m, Linear))
+            block.__dict__["_linears"] = linears  # a plain attribute, not a submodule list
+        if not linears or _tracing(linears[0].weight):
+            return
+        device = linears[0].weight.device.type
+        if not torch.is_autocast_enabled(device):
+            return
+        dtype = torch.get_autocast_dtype(device)
+        owners, weights = [], []
+        for m in linears:
+            params = (m.weight,) if m.bias is None else (m.weight, m.bias)
+            if all(p.dtype == torch.float32 and p.__class__ in _PLAIN for p in params):
+                owners.append((m, len(params)))
+                weights.extend(params)
+        if not owners:
+            return
+        casts = iter(_CastTogether.apply(dtype, *weights))
+        for m, n in owners:
+            _TOGETHER[m] = tuple(next(casts) for _ in range(n)) + ((None,) if n == 1 else ())
+        self.owners = owners
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for m, _ in self.owners:
+            _TOGETHER.pop(m, None)
+        return False
 
 
 def cast_weights_once(module: nn.Module) -> nn.Module:

@@ -23,6 +23,7 @@ from timm.layers import register_notrace_function, trunc_normal_
 from ssm_kernels import ATROUS, CROSS, ScanPattern, dwconv2d, scan2d
 
 from .downsample import pad_to_even
+from .linear import autocast_weights
 from .ssm_init import a_log_init, dt_bias_init
 
 
@@ -133,7 +134,8 @@ class AtrousSS2D(SS2D):
                          z_gate=True, recompute_states=recompute_states)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        proj = project_phases(x, self.x_proj.weight)  # one projection per position, by its own direction
+        weight, _ = autocast_weights(self.x_proj, self.x_proj.weight, None)  # the cast kept or made together
+        proj = project_phases(x, weight)  # one projection per position, by its own direction
         return proj.expand(-1, -1, -1, 4, -1)
 
     def scan_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 
 from ssm_kernels import dwconv2d
 
-from ..layers import AtrousSS2D, Conv2d, FastLayerNorm, PatchMerging, PatchStem, Stage, make_convs_opaque
+from ..layers import (AtrousSS2D, Conv2d, FastLayerNorm, PatchMerging, PatchStem, Stage, make_convs_opaque,
+                      weights_cast_together)
 from ..profiling.flops import numpy_einsum_macs, scan2d_flop_jit
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint
@@ -69,6 +70,10 @@ class EVSSBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.norm(x)
         dwconv, bn, act, pwconv = self.conv_branch
         # the depthwise conv and its bias in one op reading n in place; then BatchNorm, GELU and the pointwise conv

@@ -31,7 +31,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ssm_kernels import CROSS_SPLIT, ScanPattern, dwconv2d, scan2d, selective_scan_flops
 
-from ..layers import ConvBN, ConvDownsample, FastLayerNorm, Mlp, Stage, a_log_init, autocast_weights, dt_bias_init
+from ..layers import (ConvBN, ConvDownsample, FastLayerNorm, Mlp, Stage, a_log_init, autocast_weights, dt_bias_init,
+                      weights_cast_together)
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
@@ -170,9 +171,10 @@ class GroupMambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h = self.norm2.add_forward(x, self.drop_path(self.mixer(x)))  # the add and norm2 in one op
-        h = self.mlp(h)
-        return x + self.drop_path(h)
+        with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
+            x, h = self.norm2.add_forward(x, self.drop_path(self.mixer(x)))  # the add and norm2 in one op
+            h = self.mlp(h)
+            return x + self.drop_path(h)
 
 
 class GroupMambaStem(nn.Module):
