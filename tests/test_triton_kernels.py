@@ -442,22 +442,27 @@ ADD_NORM_CASES = [  # shape, stream dtype, branch dtype, autocast, tolerance
 ]
 
 
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("shape,dtype,branch_dtype,autocast,tol", ADD_NORM_CASES)
-def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, tol):
+def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, tol, scaled, backend):
     """(x + branch, its LayerNorm) against the float64 add and F.layer_norm, with gradients flowing into both
-    outputs; every gradient in its input's dtype."""
+    outputs; every gradient in its input's dtype. ``scaled``: each sample's branch times its drop-path scale (a
+    dropped sample, a kept one rescaled)."""
     x = (torch.randn(*shape) * 3 + 1).to(dtype).requires_grad_()
     branch = torch.randn(*shape).to(branch_dtype).requires_grad_()
     weight = (torch.rand(shape[-1]) + 0.5).requires_grad_()
     bias = torch.randn(shape[-1]).requires_grad_()
+    scale = torch.tensor([1.25, 0.0, 1.25][:shape[0]]) if scaled else None
     leaves = (x, branch, weight, bias)
     exact = [t.detach().double().requires_grad_() for t in leaves]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        got = ssm_kernels.add_layer_norm(x, branch, weight, bias, 1e-5, backend="triton")
-    s = exact[0] + exact[1]
+        got = ssm_kernels.add_layer_norm(x, branch, weight, bias, 1e-5, backend=backend, branch_scale=scale)
+    s = exact[0] + exact[1] * (1 if scale is None else scale.double().view(-1, *[1] * (len(shape) - 1)))
     ref = (s, torch.nn.functional.layer_norm(s, shape[-1:], exact[2], exact[3], 1e-5))
     assert got[0].dtype == torch.promote_types(dtype, branch_dtype)
-    assert got[1].dtype == (torch.bfloat16 if autocast else dtype)
+    if backend == "triton":  # the reference's norm is F.layer_norm's: float32 under autocast
+        assert got[1].dtype == (torch.bfloat16 if autocast else dtype)
     for a, b in zip(got, ref):
         assert rel(a, b) < tol
     gs = [torch.randn_like(r) for r in ref]
@@ -465,6 +470,13 @@ def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, 
     g_ref = torch.autograd.grad(ref, exact, gs)
     for name, a, b, t in zip(("x", "branch", "weight", "bias"), g_got, g_ref, leaves):
         assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
+
+
+def test_add_layer_norm_rejects_a_bad_branch_scale():
+    x = torch.randn(2, 3, 8)
+    for bad in (torch.ones(3), torch.ones(2, 1), torch.ones(2, dtype=torch.float16)):
+        with pytest.raises(ValueError, match="branch_scale must be a float32 vector of one value per sample"):
+            ssm_kernels.add_layer_norm(x, x, torch.ones(8), torch.zeros(8), branch_scale=bad, backend="triton")
 
 
 def test_add_layer_norm_rejects_mismatched_inputs():
@@ -555,8 +567,10 @@ def test_vmamba_block_stack_matches_across_backends():
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_blocks_leave_their_last_add_to_the_next_norm(backend, monkeypatch):
-    """Inside a stage each VMamba block but the last returns (stream, branch) and the next adds them in its norm1's
-    op: the same output and gradients as the plain adds (every block summing its own), in training and eval."""
+    """Inside a stage each VMamba block but the last returns (stream, branch, drop-path scale) and the next adds them
+    in its norm1's op: the same output and gradients as the plain adds (every block summing its own), in training
+    and eval, with and without drop path."""
+    from timm.layers import DropPath
     from vmamba_zoo.layers import SS2D, MixerBlock, Stage
 
     monkeypatch.setenv("SSM_KERNELS_BACKEND", backend)
@@ -578,6 +592,22 @@ def test_blocks_leave_their_last_add_to_the_next_norm(backend, monkeypatch):
         results[deferred] = out, evaluated, {"x": x.grad, **{n: p.grad for n, p in stage.named_parameters()}}
     (out, evaluated, grads), (plain, plain_eval, plain_grads) = results[True], results[False]
     assert rel(out, plain) < 1e-6 and rel(evaluated, plain_eval) < 1e-6
+    for name, g in plain_grads.items():
+        assert rel(grads[name], g) < 1e-5, name
+    # drop path: the fused adds scale each sample's branch as DropPath would (the same random draws)
+    for block in stage.blocks:
+        block.drop_path = DropPath(0.5)
+    for deferred in (True, False):
+        for block in stage.blocks[:-1]:
+            block.defer_add = deferred
+        x.grad = None
+        stage.zero_grad()
+        torch.manual_seed(1)
+        out = stage(torch.cat([x, x]))  # four samples: some dropped, some kept
+        out.square().sum().backward()
+        results[deferred] = out, {"x": x.grad, **{n: p.grad for n, p in stage.named_parameters()}}
+    (out, grads), (plain, plain_grads) = results[True], results[False]
+    assert rel(out, plain) < 1e-6
     for name, g in plain_grads.items():
         assert rel(grads[name], g) < 1e-5, name
     stage.grad_checkpointing = True  # checkpoint segments pass tensors: no block defers

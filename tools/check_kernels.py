@@ -281,6 +281,8 @@ def main(argv=None) -> int:
                           (args.batch, side, side, dim, 1)))
             cases.append((f"layer_norm s{stage + 1} @{size}", "norm", (args.batch, side, side, dim)))
             cases.append((f"add_layer_norm s{stage + 1} @{size}", "add_norm", (args.batch, side, side, dim)))
+            cases.append((f"add_layer_norm with drop path s{stage + 1} @{size}", "add_norm_drop",
+                          (args.batch, side, side, dim)))
             cases.append((f"dwconv2d + SiLU as VMamba-T's SS2D calls it s{stage + 1} @{size}", "dwconv_silu",
                           (args.batch, side, side, dim, False)))
         for stage, inner in enumerate((96, 192)):  # EfficientVMamba-T's ES2D stages: inner = 2 x (48, 96)
@@ -380,6 +382,11 @@ def main(argv=None) -> int:
     def add_norm_fn(x, backend):
         return add_layer_norm(**x, backend=backend)
 
+    def add_norm_drop_fn(x, backend):  # every third sample dropped, the others scaled by 1 / 0.8
+        batch = x["x"].shape[0]
+        scale = torch.tensor([0.0 if i % 3 == 0 else 1.25 for i in range(batch)], device=x["x"].device)
+        return add_layer_norm(**x, backend=backend, branch_scale=scale)
+
     def conv1d_fn(x, backend):
         E = x["weight"].shape[1]
         return causal_conv1d(x["xz"][..., :E], x["weight"], x["bias"], reverse=(False, True), silu=True,
@@ -446,7 +453,8 @@ def main(argv=None) -> int:
 
     # each kind of case: (its inputs, the op that runs them)
     kinds = {"seq": (scan_case, seq_fn), "map": (map_case, map_fn), "vmamba": (vmamba_case, map_fn),
-             "norm": (norm_case, norm_fn), "add_norm": (add_norm_case, add_norm_fn), "conv1d": (conv1d_case, conv1d_fn),
+             "norm": (norm_case, norm_fn), "add_norm": (add_norm_case, add_norm_fn),
+             "add_norm_drop": (add_norm_case, add_norm_drop_fn), "conv1d": (conv1d_case, conv1d_fn),
              "gate": (gate_case, gate_fn), "vim": (vim_scan_case, vim_fn),
              "evm": (evm_case, map_fn), "group": (group_case, group_fn), "ms_full": (msvmamba_case, branch_fn(ROW)),
              "ms_low": (msvmamba_case, branch_fn(MULTISCALE_LOW)), "ssd": (ssd_case, ssd_fn),

@@ -225,11 +225,12 @@ class LayerNormFn(torch.autograd.Function):
 
 
 class AddLayerNormFn(torch.autograd.Function):
-    """apply(backend, (eps, sum_dtype, out_dtype, branch_dtype), x, branch, weight, bias) -> (x + branch, its norm)"""
+    """apply(backend, (eps, sum_dtype, out_dtype, branch_dtype), x, branch, weight, bias, scale) -> (x + branch *
+    scale, its norm)"""
 
     @staticmethod
-    def forward(ctx, backend, flags, x, branch, weight, bias):
-        return _forward("add_layer_norm", ctx, backend, flags, (x, branch, weight, bias))
+    def forward(ctx, backend, flags, x, branch, weight, bias, scale):
+        return _forward("add_layer_norm", ctx, backend, flags, (x, branch, weight, bias, scale))
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -505,18 +506,32 @@ def _norm_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
 
 @public_op
 def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   eps: float = 1e-5, backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   eps: float = 1e-5, backend: Optional[str] = None,
+                   branch_scale: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(s, layer_norm(s, weight, bias, eps))`` with ``s = x + branch``: a pre-norm block's residual add and the
     norm of its next half, in one kernel each way on the Triton backend.
 
     ``s`` comes in the promoted dtype of x and branch (float32 for a float32 stream and a float16 branch under
-    autocast), the norm in :func:`layer_norm`'s dtype. The reference is the add and ``F.layer_norm``."""
+    autocast), the norm in :func:`layer_norm`'s dtype. ``branch_scale``, a float32 (batch,) vector, multiplies
+    each sample's branch (drop path's kept-and-rescaled mask: ``s = x + branch * branch_scale[b]``); it gets no
+    gradient. The reference is the add and ``F.layer_norm``."""
     if x.shape != branch.shape:
         raise ValueError(f"add_layer_norm: x and branch must have one shape, got {_shape(x)} and {_shape(branch)}")
     _check_norm_params("add_layer_norm", x, weight, bias)
+    if branch_scale is not None and (x.dim() < 2 or _shape(branch_scale) != (x.shape[0],)
+                                     or branch_scale.dtype != torch.float32):
+        raise ValueError(f"add_layer_norm: branch_scale must be a float32 vector of one value per sample "
+                         f"({x.shape[0] if x.dim() else 0},) for x of shape {_shape(x)}, got {branch_scale.dtype} "
+                         f"{_shape(branch_scale)}")
     name = resolve_backend(x, backend)
     if not hasattr(_BACKENDS[name], "add_layer_norm_fwd"):
-        s = x + branch
+        if branch_scale is None:
+            s = x + branch
+        else:  # in float32 at least, rounded once to the sum's dtype (as the kernel)
+            wide = torch.promote_types(torch.promote_types(x.dtype, branch.dtype), torch.float32)
+            scale = branch_scale.detach().view(-1, *[1] * (x.dim() - 1)).to(wide)
+            s = (x.to(wide) + branch.to(wide) * scale).to(torch.promote_types(x.dtype, branch.dtype))
         return s, torch.nn.functional.layer_norm(s, (s.shape[-1],), weight, bias, eps)
     flags = (float(eps), torch.promote_types(x.dtype, branch.dtype), _norm_dtype(x, False), branch.dtype)
-    return _apply(AddLayerNormFn, "add_layer_norm", name, flags, x, branch, weight, bias)
+    scale = None if branch_scale is None else branch_scale.detach().contiguous()
+    return _apply(AddLayerNormFn, "add_layer_norm", name, flags, x, branch, weight, bias, scale)

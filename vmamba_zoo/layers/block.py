@@ -1,7 +1,7 @@
 """The pre-norm residual block that visual SSMs share: token mixer, then MLP."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,13 @@ class MixerBlock(nn.Module):
 
     Each residual add whose sum a :class:`FastLayerNorm` normalises next runs in that norm's op
     (:meth:`FastLayerNorm.add_forward`: one kernel each way, not an add, a norm and, in the backward, an
-    accumulation and a cast). Inside a stage that holds for the block's last add too: with ``defer_add`` set
-    (by :class:`~vmamba_zoo.layers.Stage`, when the next block :meth:`takes_pending`), the block returns
-    ``(x, branch)`` and the next block adds them in its norm1's op.
+    accumulation and a cast), drop path included (its per-sample scale applied in the op). Inside a stage that
+    holds for the block's last add too: with ``defer_add`` set (by :class:`~vmamba_zoo.layers.Stage`, when the next
+    block :meth:`takes_pending`), the block returns ``(x, branch, drop-path scale or None)`` and the next block adds
+    them in its norm1's op.
     """
 
-    #: return ``(x, drop_path(branch))`` for the next block to add, not their sum (set by ``Stage``)
+    #: return ``(x, branch, scale)`` for the next block to add, not their sum (set by ``Stage``)
     defer_add = False
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
@@ -56,7 +57,7 @@ class MixerBlock(nn.Module):
             return self._forward(x)
 
     def _forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
-        if isinstance(x, tuple):  # (stream, branch): the previous block left its last add to norm1's op
+        if isinstance(x, tuple):  # (stream, branch, scale): the previous block left its last add to norm1's op
             x, h = self.norm1.add_forward(*x)
         else:
             if self.cpe1 is not None:
@@ -67,7 +68,7 @@ class MixerBlock(nn.Module):
         if self.mlp is None:
             return self._end(x, branch)
         if self.cpe2 is None and isinstance(self.norm2, FastLayerNorm):
-            x, h = self.norm2.add_forward(x, self._branch(branch))
+            x, h = self.norm2.add_forward(x, branch, self._drop_scale(branch))
         else:
             x = x + self._branch(branch)
             if self.cpe2 is not None:
@@ -80,10 +81,23 @@ class MixerBlock(nn.Module):
         """drop_path(branch), without calling drop_path in eval mode, where it is the identity (a module call fewer)."""
         return self.drop_path(branch) if self.training else branch
 
+    def _drop_scale(self, branch: torch.Tensor) -> Optional[torch.Tensor]:
+        """Drop path's per-sample multiplier of the branch (float32, (batch,)), for an add in a norm's op; None where
+        every sample passes unscaled (eval mode, no drop path)."""
+        drop = self.drop_path
+        if not self.training or not isinstance(drop, DropPath) or drop.drop_prob == 0.0:
+            return None
+        keep = 1.0 - drop.drop_prob
+        scale = branch.new_empty(branch.shape[0], dtype=torch.float32).bernoulli_(keep)
+        if keep > 0.0 and drop.scale_by_keep:
+            scale.div_(keep)
+        return scale
+
     def _end(self, x: torch.Tensor, branch: torch.Tensor):
-        """The block's output: x + drop_path(branch), or the two for the next block to add (``defer_add``)."""
-        branch = self._branch(branch)
-        return (x, branch) if self.defer_add else x + branch
+        """The block's output: x + drop_path(branch), or the parts for the next block to add (``defer_add``)."""
+        if self.defer_add:
+            return x, branch, self._drop_scale(branch)
+        return x + self._branch(branch)
 
 
 class ConvPosEnc(nn.Module):

@@ -1,7 +1,7 @@
 """LayerNorms on the zoo's LayerNorm kernels (:func:`ssm_kernels.layer_norm`)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +35,17 @@ class FastLayerNorm(nn.LayerNorm):
         """Whether the kernels serve this norm: one normalised axis, with weight and bias."""
         return self.weight is not None and self.bias is not None and len(self.normalized_shape) == 1
 
-    def add_forward(self, x: torch.Tensor, branch: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(x + branch, self(x + branch))`` in one op each way (:func:`ssm_kernels.add_layer_norm`): a pre-norm
-        block's residual add and the norm of its next half."""
+    def add_forward(self, x: torch.Tensor, branch: torch.Tensor,
+                    scale: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(s, self(s))`` with ``s = x + branch`` (each sample's branch times ``scale``, a float32 (batch,) drop-path
+        multiplier, if given) in one op each way (:func:`ssm_kernels.add_layer_norm`): a pre-norm block's residual
+        add and the norm of its next half."""
         if torch.jit.is_scripting() or self.residual or not self._on_kernels():
+            if scale is not None:
+                branch = branch * scale.view([-1] + [1] * (branch.dim() - 1)).to(branch.dtype)
             x = x + branch
             return x, self(x)
-        return add_layer_norm(x, branch, self.weight, self.bias, self.eps)
+        return add_layer_norm(x, branch, self.weight, self.bias, self.eps, branch_scale=scale)
 
 
 class FastLayerNorm2d(FastLayerNorm):

@@ -107,21 +107,21 @@ def layer_norm_bwd(saved, grad_outputs, flags, needs_grad):
 
 
 def add_layer_norm_fwd(inputs, flags):
-    x, branch, weight, bias = inputs
+    x, branch, weight, bias, scale = inputs
     eps, sum_dtype, out_dtype, _ = flags
     s, y, stats = op("add_layer_norm_fwd")(x.contiguous(), branch.contiguous(), weight.contiguous(),
-                                           bias.contiguous(), eps, sum_dtype, out_dtype)
-    return (s, y), (s, weight, stats)
+                                           bias.contiguous(), scale, eps, sum_dtype, out_dtype)
+    return (s, y), (s, weight, stats, scale)
 
 
 def add_layer_norm_bwd(saved, grad_outputs, flags, needs_grad):
     """x's gradient is the sum's; the branch's, in its own dtype, comes from the kernel when that differs (autograd
-    would cast it otherwise), else it is the same tensor (as autograd's own add gives)."""
-    s, weight, stats = saved
+    would cast it otherwise) or the branch has a scale, else it is the same tensor (as autograd's own add gives)."""
+    s, weight, stats, scale = saved
     branch_dtype = flags[3]
-    cast = needs_grad[1] and branch_dtype != s.dtype
+    cast = needs_grad[1] and (branch_dtype != s.dtype or scale is not None)
     dx, dr, dwb = op("add_layer_norm_bwd")(s, weight.contiguous(), stats, grad_outputs[0].contiguous(),
-                                           grad_outputs[1].contiguous(), branch_dtype if cast else None)
+                                           grad_outputs[1].contiguous(), branch_dtype if cast else None, scale)
     dwb = dwb.to(weight.dtype)
-    grads = (dx, dr if cast else dx, dwb[0], dwb[1])
+    grads = (dx, dr if cast else dx, dwb[0], dwb[1], None)
     return [g if need else None for g, need in zip(grads, needs_grad)]

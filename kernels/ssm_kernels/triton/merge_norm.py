@@ -78,12 +78,13 @@ def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k
 
 @Launcher
 @triton.jit
-def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_ptr, dwb_ptr, K, rows, C, s_k,
-                          BM: tl.constexpr, BC: tl.constexpr, SUM_GRAD: tl.constexpr, BRANCH_GRAD: tl.constexpr):
+def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_ptr, dwb_ptr, sc_ptr, K, rows, C, s_k,
+                          rows_per_sample, BM: tl.constexpr, BC: tl.constexpr, SUM_GRAD: tl.constexpr,
+                          BRANCH_GRAD: tl.constexpr, SCALE: tl.constexpr):
     """Each program walks every num_programs-th block of rows and adds its weight and bias gradients
     once at the end (a few hundred atomic adds per column, not one per block). ``SUM_GRAD``: the gradient ds that
     the normalised map (an add's sum) gets from its own users is added to its input gradient; ``BRANCH_GRAD``: that
-    is written again into dr, in dr's dtype."""
+    is written again into dr, in dr's dtype, times the branch's per-sample scale with ``SCALE``."""
     c = tl.arange(0, BC)
     w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     dw = tl.zeros([BC], tl.float32)
@@ -96,6 +97,8 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_pt
             dx += tl.load(ds_ptr + off, mask=m, other=0.0).to(tl.float32)
         tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
         if BRANCH_GRAD:
+            if SCALE:
+                dx *= tl.load(sc_ptr + r // rows_per_sample, mask=r < rows, other=0.0)[:, None]
             tl.store(dr_ptr + off, dx.to(dr_ptr.dtype.element_ty), mask=m)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
@@ -105,11 +108,15 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_pt
 
 @Launcher
 @triton.jit
-def add_norm_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, stats_ptr, rows, C, eps,
-                        BM: tl.constexpr, BC: tl.constexpr):
-    """s = x + branch in s's dtype, y = LayerNorm(s): the sum normalised as stored (rounded to its dtype)."""
+def add_norm_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, stats_ptr, sc_ptr, rows, C, eps, rows_per_sample,
+                        BM: tl.constexpr, BC: tl.constexpr, SCALE: tl.constexpr):
+    """s = x + branch in s's dtype (the branch times its sample's scale with ``SCALE``: drop path), y = LayerNorm(s):
+    the sum normalised as stored (rounded to its dtype)."""
     r, c, m, off, x = _rows(x_ptr, tl.program_id(0), 1, rows, C, 0, BM, BC)
-    x = (x + tl.load(r_ptr + off, mask=m, other=0.0).to(tl.float32)).to(s_ptr.dtype.element_ty)
+    branch = tl.load(r_ptr + off, mask=m, other=0.0).to(tl.float32)
+    if SCALE:
+        branch *= tl.load(sc_ptr + r // rows_per_sample, mask=r < rows, other=0.0)[:, None]
+    x = (x + branch).to(s_ptr.dtype.element_ty)
     tl.store(s_ptr + off, x, mask=m)
     y, mean, rstd = _normalise(x.to(tl.float32), m, c, C, w_ptr, b_ptr, eps)
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
@@ -183,30 +190,31 @@ def merge_norm_bwd(slices: torch.Tensor, weight: torch.Tensor, stats: torch.Tens
         dwb = torch.zeros(2, C, dtype=torch.float32, device=slices.device)
     BM, BC, warps = _block(C)
     grid = (_programs(dx.device, cdiv(rows, BM)),)
-    merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), None, dx, None, dwb, K, rows, C, rows * C,
-                                BM=BM, BC=BC, SUM_GRAD=False, BRANCH_GRAD=False, num_warps=warps)
+    merge_norm_bwd_kernel[grid](slices, weight, stats, dy.contiguous(), None, dx, None, dwb, None, K, rows, C,
+                                rows * C, 1, BM=BM, BC=BC, SUM_GRAD=False, BRANCH_GRAD=False, SCALE=False,
+                                num_warps=warps)
     return dx, dwb
 
 
-def add_norm_fwd(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                 sum_dtype, out_dtype):
-    """x, branch (..., C), contiguous -> (x + branch in ``sum_dtype``, its LayerNorm in ``out_dtype``, (2, rows)
-    float32 mean and 1/std per row)."""
+def add_norm_fwd(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 scale: Optional[torch.Tensor], eps: float, sum_dtype, out_dtype):
+    """x, branch (batch, ..., C), contiguous, scale (batch,) float32 or None -> (x + branch * scale in ``sum_dtype``,
+    its LayerNorm in ``out_dtype``, (2, rows) float32 mean and 1/std per row)."""
     C = x.shape[-1]
     rows = x.numel() // C
     s = torch.empty(x.shape, dtype=sum_dtype, device=x.device)
     y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     stats = torch.empty(2, rows, dtype=torch.float32, device=x.device)
     BM, BC, warps = _block(C)
-    add_norm_fwd_kernel[(cdiv(rows, BM),)](x, branch, weight, bias, s, y, stats, rows, C, eps,
-                                           BM=BM, BC=BC, num_warps=warps)
+    add_norm_fwd_kernel[(cdiv(rows, BM),)](x, branch, weight, bias, s, y, stats, scale, rows, C, eps,
+                                           rows // x.shape[0], BM=BM, BC=BC, SCALE=scale is not None, num_warps=warps)
     return s, y, stats
 
 
 def add_norm_bwd(s: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, ds: torch.Tensor, dy: torch.Tensor,
-                 branch_dtype=None):
-    """(d(x + branch) in s's dtype, the same in ``branch_dtype`` (an empty tensor when None), (2, C) float32
-    gradients of weight and bias); ds, dy contiguous."""
+                 branch_dtype=None, scale: Optional[torch.Tensor] = None):
+    """(d(x + branch * scale) / dx in s's dtype, the same times the scale (if any) in ``branch_dtype`` (an empty
+    tensor when None), (2, C) float32 gradients of weight and bias); ds, dy contiguous."""
     C = s.shape[-1]
     rows = s.numel() // C
     dx = torch.empty(s.shape, dtype=s.dtype, device=s.device)
@@ -214,6 +222,7 @@ def add_norm_bwd(s: torch.Tensor, weight: torch.Tensor, stats: torch.Tensor, ds:
     dwb = torch.zeros(2, C, dtype=torch.float32, device=s.device)
     BM, BC, warps = _block(C)
     grid = (_programs(s.device, cdiv(rows, BM)),)
-    merge_norm_bwd_kernel[grid](s, weight, stats, dy, ds, dx, dr, dwb, 1, rows, C, 0, BM=BM, BC=BC, SUM_GRAD=True,
-                                BRANCH_GRAD=branch_dtype is not None, num_warps=warps)
+    merge_norm_bwd_kernel[grid](s, weight, stats, dy, ds, dx, dr, dwb, scale, 1, rows, C, 0, rows // s.shape[0],
+                                BM=BM, BC=BC, SUM_GRAD=True, BRANCH_GRAD=branch_dtype is not None,
+                                SCALE=scale is not None, num_warps=warps)
     return dx, dr, dwb

@@ -687,33 +687,33 @@ def _(x, weight, stats, dy):
 
 # ---- add_layer_norm (a residual add and the LayerNorm after it) ------------------------------
 
-def _add_layer_norm_fwd(x: Tensor, branch: Tensor, weight: Tensor, bias: Tensor, eps: float, sum_dtype: torch.dtype,
-                        out_dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
-    """(x + branch in ``sum_dtype``, its LayerNorm over C in ``out_dtype``, (2, rows) float32 mean and 1/std);
-    x and branch (..., C) contiguous, of one shape."""
-    return add_norm_fwd(x, branch, weight, bias, eps, sum_dtype, out_dtype)
+def _add_layer_norm_fwd(x: Tensor, branch: Tensor, weight: Tensor, bias: Tensor, scale: Optional[Tensor], eps: float,
+                        sum_dtype: torch.dtype, out_dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    """(x + branch * scale in ``sum_dtype``, its LayerNorm over C in ``out_dtype``, (2, rows) float32 mean and
+    1/std); x and branch (batch, ..., C) contiguous, of one shape; scale (batch,) float32 or None."""
+    return add_norm_fwd(x, branch, weight, bias, scale, eps, sum_dtype, out_dtype)
 
 
 add_layer_norm_fwd = _custom_op(_add_layer_norm_fwd, traced=True)
 
 
 @_fake(add_layer_norm_fwd)
-def _(x, branch, weight, bias, eps, sum_dtype, out_dtype):
+def _(x, branch, weight, bias, scale, eps, sum_dtype, out_dtype):
     return (x.new_empty(x.shape, dtype=sum_dtype), x.new_empty(x.shape, dtype=out_dtype),
             x.new_empty((2, x.numel() // x.shape[-1]), dtype=torch.float32))
 
 
 def _add_layer_norm_bwd(s: Tensor, weight: Tensor, stats: Tensor, ds: Tensor, dy: Tensor,
-                        branch_dtype: Optional[torch.dtype]) -> Tuple[Tensor, Tensor, Tensor]:
-    """(the sum's gradient in its dtype, the same in ``branch_dtype`` (empty when None), (2, C) float32 gradients
-    of weight and bias)."""
-    return add_norm_bwd(s, weight, stats, ds, dy, branch_dtype)
+                        branch_dtype: Optional[torch.dtype], scale: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(the sum's gradient in its dtype, the same times the scale in ``branch_dtype`` (empty when None), (2, C)
+    float32 gradients of weight and bias)."""
+    return add_norm_bwd(s, weight, stats, ds, dy, branch_dtype, scale)
 
 
 add_layer_norm_bwd = _custom_op(_add_layer_norm_bwd)
 
 
 @_fake(add_layer_norm_bwd)
-def _(s, weight, stats, ds, dy, branch_dtype):
+def _(s, weight, stats, ds, dy, branch_dtype, scale):
     return (torch.empty_like(s), s.new_empty(s.shape if branch_dtype is not None else _EMPTY, dtype=branch_dtype),
             s.new_empty((2, s.shape[-1]), dtype=torch.float32))
