@@ -83,6 +83,10 @@ class Linear(nn.Linear):
         return F.linear(x, weight, bias)
 
 
+#: torch.fx's symbolic trace (``is_fx_tracing`` also answers under export, with a warning, in recent torch)
+_fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing)
+
+
 class _CastTogether(torch.autograd.Function):
     """apply(dtype, *weights) -> the weights in ``dtype``, one multi-tensor copy each way (the gradients come back in
     the weights' dtypes)."""
@@ -114,7 +118,7 @@ class weights_cast_together:
 
     def __init__(self, block: nn.Module):
         self.owners = ()
-        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing():
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or _fx_tracing():
             return
         linears = block.__dict__.get("_linears")
         if linears is None:
