@@ -1,7 +1,7 @@
 """The pre-norm residual block that visual SSMs share: token mixer, then MLP."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,12 @@ class MixerBlock(nn.Module):
     (:meth:`FastLayerNorm.add_forward`: one kernel each way, not an add, a norm and, in the backward, an
     accumulation and a cast), drop path included (its per-sample scale applied in the op). Inside a stage that
     holds for the block's last add too: with ``defer_add`` set (by :class:`~vmamba_zoo.layers.Stage`, when the next
-    block :meth:`takes_pending`), the block returns ``(x, branch, drop-path scale or None)`` and the next block adds
-    them in its norm1's op.
+    block :meth:`takes_pending`), the block returns the list ``[x, branch, drop-path scale or None]`` and the next
+    block adds them in its norm1's op. (A list, which the next block empties: a module call holds its argument until
+    it returns, and the previous stream and branch would otherwise live through the whole next block.)
     """
 
-    #: return ``(x, branch, scale)`` for the next block to add, not their sum (set by ``Stage``)
+    #: return ``[x, branch, scale]`` for the next block to add, not their sum (set by ``Stage``)
     defer_add = False
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
@@ -52,13 +53,13 @@ class MixerBlock(nn.Module):
         """Whether a previous block's last add runs here, in norm1's op (nothing stands between them)."""
         return self.cpe1 is None and isinstance(self.norm1, FastLayerNorm)
 
-    def forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
+    def forward(self, x: Union[torch.Tensor, List[Optional[torch.Tensor]]]):
         with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
             return self._forward(x)
 
-    def _forward(self, x: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]):
-        if isinstance(x, tuple):  # (stream, branch, scale): the previous block left its last add to norm1's op
-            x, h = self.norm1.add_forward(*x)
+    def _forward(self, x: Union[torch.Tensor, List[Optional[torch.Tensor]]]):
+        if isinstance(x, list):  # [stream, branch, scale]: the previous block left its last add to norm1's op
+            x, h = self.norm1.add_forward(*_take(x))
         else:
             if self.cpe1 is not None:
                 x = self.cpe1(x)
@@ -96,8 +97,15 @@ class MixerBlock(nn.Module):
     def _end(self, x: torch.Tensor, branch: torch.Tensor):
         """The block's output: x + drop_path(branch), or the parts for the next block to add (``defer_add``)."""
         if self.defer_add:
-            return x, branch, self._drop_scale(branch)
+            return [x, branch, self._drop_scale(branch)]
         return x + self._branch(branch)
+
+
+def _take(parts: List[Optional[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], ...]:
+    """The list's items, the list emptied (its caller's module call no longer keeps them alive)."""
+    items = tuple(parts)
+    parts.clear()
+    return items
 
 
 class ConvPosEnc(nn.Module):

@@ -12,7 +12,7 @@ class Stage(nn.Module):
     """``downsample`` (or identity for the first stage), ``blocks``, then ``norm`` (or identity); supports grad
     checkpointing.
 
-    Between two blocks that allow it, the stream passes as ``(x, branch)``, the first block's last residual add
+    Between two blocks that allow it, the stream passes as ``[x, branch, scale]``, the first block's last residual add
     left to the second's norm1 op (:class:`~vmamba_zoo.layers.MixerBlock`); the stage's own output is a tensor.
 
     A model runs a stage by calling its :meth:`layers` in turn from its own frame (see
