@@ -64,41 +64,49 @@ class MixerBlock(nn.Module):
             if self.cpe1 is not None:
                 x = self.cpe1(x)
             h = self.norm1(x)
+        fused2 = self.mlp is not None and self.cpe2 is None and isinstance(self.norm2, FastLayerNorm)
+        scales = self._drop_scales(x, int(fused2) + int(self.defer_add))  # for the adds in norms' ops
+        last_scale = scales[-1] if scales is not None and self.defer_add else None
         branch = self.mixer(h)
         del h  # norm1's output, freed before the next op allocates
         if self.mlp is None:
-            return self._end(x, branch)
-        if self.cpe2 is None and isinstance(self.norm2, FastLayerNorm):
-            x, h = self.norm2.add_forward(x, branch, self._drop_scale(branch))
+            return self._end(x, branch, last_scale)
+        if fused2:
+            x, h = self.norm2.add_forward(x, branch, None if scales is None else scales[0])
         else:
             x = x + self._branch(branch)
             if self.cpe2 is not None:
                 x = self.cpe2(x)
             h = self.norm2(x)
         del branch  # the mixer's output, not kept alive through the MLP
-        return self._end(x, self.mlp(h))
+        return self._end(x, self.mlp(h), last_scale)
 
     def _branch(self, branch: torch.Tensor) -> torch.Tensor:
         """drop_path(branch), without calling drop_path in eval mode, where it is the identity (a module call fewer)."""
         return self.drop_path(branch) if self.training else branch
 
-    def _drop_scale(self, branch: torch.Tensor) -> Optional[torch.Tensor]:
-        """Drop path's per-sample multiplier of the branch (float32, (batch,)), for an add in a norm's op; None where
-        every sample passes unscaled (eval mode, no drop path)."""
-        drop = self.drop_path
-        if not self.training or not isinstance(drop, DropPath) or drop.drop_prob == 0.0:
-            return None
-        keep = 1.0 - drop.drop_prob
-        scale = branch.new_empty(branch.shape[0], dtype=torch.float32).bernoulli_(keep)
-        if keep > 0.0 and drop.scale_by_keep:
-            scale.div_(keep)
-        return scale
+    def _drop_scales(self, x: torch.Tensor, branches: int) -> Optional[torch.Tensor]:
+        return drop_path_scales(self.drop_path, x, branches) if self.training else None
 
-    def _end(self, x: torch.Tensor, branch: torch.Tensor):
+    def _end(self, x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor]):
         """The block's output: x + drop_path(branch), or the parts for the next block to add (``defer_add``)."""
         if self.defer_add:
-            return [x, branch, self._drop_scale(branch)]
+            return [x, branch, scale]
         return x + self._branch(branch)
+
+
+def drop_path_scales(drop: nn.Module, x: torch.Tensor, branches: int) -> Optional[torch.Tensor]:
+    """The per-sample multipliers of ``branches`` branches of x's batch under ``drop`` (a training-mode timm
+    ``DropPath``), for adds in a norm's op (:meth:`FastLayerNorm.add_forward`): (branches, batch) float32, drawn as
+    DropPath draws them (Bernoulli of the keep probability, divided by it) but in one draw and one division for all
+    the branches; None where every sample passes unscaled (no branches, no drop path)."""
+    if not branches or not isinstance(drop, DropPath) or drop.drop_prob == 0.0:
+        return None
+    keep = 1.0 - drop.drop_prob
+    scales = x.new_empty((branches, x.shape[0]), dtype=torch.float32).bernoulli_(keep)
+    if keep > 0.0 and drop.scale_by_keep:
+        scales.div_(keep)
+    return scales
 
 
 def _take(parts: List[Optional[torch.Tensor]]) -> Tuple[Optional[torch.Tensor], ...]:

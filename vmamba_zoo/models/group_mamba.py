@@ -32,7 +32,7 @@ from timm.models import generate_default_cfgs, register_model
 from ssm_kernels import CROSS_SPLIT, ScanPattern, dwconv2d, scan2d, selective_scan_flops
 
 from ..layers import (ConvBN, ConvDownsample, FastLayerNorm, Mlp, Stage, a_log_init, autocast_weights, dt_bias_init,
-                      weights_cast_together)
+                      drop_path_scales, weights_cast_together)
 from ._builder import create_zoo_model, init_linear, zoo_cfg
 from ._checkpoint import remap_checkpoint, unwrap_state_dict
 from ._hierarchical import HierarchicalSSM
@@ -172,7 +172,9 @@ class GroupMambaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
-            x, h = self.norm2.add_forward(x, self.drop_path(self.mixer(x)))  # the add and norm2 in one op
+            scales = drop_path_scales(self.drop_path, x, 1) if self.training else None
+            # the add (drop path included) and norm2 in one op
+            x, h = self.norm2.add_forward(x, self.mixer(x), None if scales is None else scales[0])
             h = self.mlp(h)
             return x + self.drop_path(h)
 
