@@ -65,7 +65,7 @@ class MixerBlock(nn.Module):
                 x = self.cpe1(x)
             h = self.norm1(x)
         fused2 = self.mlp is not None and self.cpe2 is None and isinstance(self.norm2, FastLayerNorm)
-        scales = self._drop_scales(x, int(fused2) + int(self.defer_add))  # for the adds in norms' ops
+        scales = drop_path_scales(self.drop_path, x, int(fused2) + int(self.defer_add))  # for the adds in norms' ops
         last_scale = scales[-1] if scales is not None and self.defer_add else None
         branch = self.mixer(h)
         del h  # norm1's output, freed before the next op allocates
@@ -85,9 +85,6 @@ class MixerBlock(nn.Module):
         """drop_path(branch), without calling drop_path in eval mode, where it is the identity (a module call fewer)."""
         return self.drop_path(branch) if self.training else branch
 
-    def _drop_scales(self, x: torch.Tensor, branches: int) -> Optional[torch.Tensor]:
-        return drop_path_scales(self.drop_path, x, branches) if self.training else None
-
     def _end(self, x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor]):
         """The block's output: x + drop_path(branch), or the parts for the next block to add (``defer_add``)."""
         if self.defer_add:
@@ -96,11 +93,12 @@ class MixerBlock(nn.Module):
 
 
 def drop_path_scales(drop: nn.Module, x: torch.Tensor, branches: int) -> Optional[torch.Tensor]:
-    """The per-sample multipliers of ``branches`` branches of x's batch under ``drop`` (a training-mode timm
-    ``DropPath``), for adds in a norm's op (:meth:`FastLayerNorm.add_forward`): (branches, batch) float32, drawn as
-    DropPath draws them (Bernoulli of the keep probability, divided by it) but in one draw and one division for all
-    the branches; None where every sample passes unscaled (no branches, no drop path)."""
-    if not branches or not isinstance(drop, DropPath) or drop.drop_prob == 0.0:
+    """The per-sample multipliers of ``branches`` branches of x's batch under ``drop`` (a timm ``DropPath``), for adds
+    in a norm's op (:meth:`FastLayerNorm.add_forward`): (branches, batch) float32, drawn as DropPath draws them
+    (Bernoulli of the keep probability, divided by it) but in one draw and one division for all the branches; None
+    where every sample passes unscaled (no branches, no drop path, or DropPath in eval mode, where it is the
+    identity)."""
+    if not branches or not isinstance(drop, DropPath) or not drop.training or drop.drop_prob == 0.0:
         return None
     keep = 1.0 - drop.drop_prob
     scales = x.new_empty((branches, x.shape[0]), dtype=torch.float32).bernoulli_(keep)

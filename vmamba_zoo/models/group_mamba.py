@@ -172,7 +172,7 @@ class GroupMambaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with weights_cast_together(self):  # in training under autocast: the block's matmul weights in one cast
-            scales = drop_path_scales(self.drop_path, x, 1) if self.training else None
+            scales = drop_path_scales(self.drop_path, x, 1)
             # the add (drop path included) and norm2 in one op
             x, h = self.norm2.add_forward(x, self.mixer(x), None if scales is None else scales[0])
             h = self.mlp(h)
