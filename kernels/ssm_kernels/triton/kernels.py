@@ -97,14 +97,6 @@ def _softplus(x, FAST_MATH: tl.constexpr):
 
 
 @triton.jit
-def _positions(idx_ptr, k, t, tmask, L, HAS_INDEX: tl.constexpr):
-    if HAS_INDEX:
-        return tl.load(idx_ptr + k * L + t, mask=tmask, other=0).to(tl.int32)
-    else:
-        return t
-
-
-@triton.jit
 def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
                HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, RP: tl.constexpr, DOT_F32: tl.constexpr,
                FAST_MATH: tl.constexpr):
@@ -126,12 +118,10 @@ def _step_size(dt_ptr, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R,
 
 
 @triton.jit
-def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
-                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr, A_LOG: tl.constexpr,
-                   BD: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr):
-    """This program's direction k, batch element b, sequence segment, channels d, states n and their
-    parameters (with ``HAS_DT_PROJ``, w: its channels' rows of the step-size projection, (RP, BD)).
-    With ``A_LOG`` the A pointer holds A_log and A = -exp(A_log) (0 where masked)."""
+def _program(Dg, N, n_ckpt, n_seg, BD: tl.constexpr, NP: tl.constexpr):
+    """This program's direction k (of K), batch element b, sequence segment, channels d and states n, their
+    masks, and its row of the states saved for the backward ((batch, K, n_ckpt, NP, Dg): one contiguous row of
+    channels per state)."""
     k = tl.program_id(0)
     K = tl.num_programs(0)
     b = (tl.program_id(2) // n_seg).to(tl.int64)
@@ -141,6 +131,17 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
     dmask, nmask = d < Dg, n < N
     channel = k * Dg + d
     m_nd = nmask[:, None] & dmask[None, :]
+    ckpt_row = ((b * K + k) * n_ckpt * NP + n[:, None]) * Dg + d[None, :]
+    return k, K, b, segment, d, n, dmask, nmask, channel, m_nd, ckpt_row
+
+
+@triton.jit
+def _parameters(A_ptr, D_ptr, bias_ptr, dtw_ptr, channel, n, dmask, m_nd, N, R,
+                HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DT_PROJ: tl.constexpr, A_LOG: tl.constexpr,
+                BD: tl.constexpr, RP: tl.constexpr):
+    """The program's parameters: A (NP, BD), the step-size bias and D (BD,) and, with ``HAS_DT_PROJ``, w: its
+    channels' rows of the step-size projection, (RP, BD). With ``A_LOG`` the A pointer holds A_log and
+    A = -exp(A_log) (0 where masked)."""
     A = tl.load(A_ptr + channel[None, :] * N + n[:, None], mask=m_nd, other=0.0).to(tl.float32)   # (NP, BD)
     if A_LOG:
         A = tl.where(m_nd, -tl.exp(A), 0.0)
@@ -157,37 +158,39 @@ def _program_setup(A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg,
         w = tl.load(dtw_ptr + channel[None, :] * R + r[:, None], mask=(r[:, None] < R) & dmask[None, :], other=0.0)
     else:
         w = Dv
-    # the states saved for the backward, (batch, K, n_ckpt, NP, Dg): one contiguous row of channels per state
-    ckpt_row = ((b * K + k) * n_ckpt * NP + n[:, None]) * Dg + d[None, :]
-    return k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row
+    return A, bias, Dv, w
 
 
 @triton.jit
-def _chunk(c, k, d, n, dmask, nmask, A, bias, w,
-           u_at, dt_at, B_at, C_at, idx_ptr, L, R, su_d, su_l, sd_d, sd_l, sb_n, sb_l,
-           HAS_INDEX: tl.constexpr, HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr,
-           FAST_MATH: tl.constexpr, BL: tl.constexpr, RP: tl.constexpr):
-    """Chunk c's inputs, read the same way by the forward and the backward: its steps t and their
-    positions, the masks and offsets of (step, channel) and (step, state) tiles, u, the step size
-    before and after softplus, B, C, and the recurrence's decays a and inputs x, (BL, NP, BD).
-
-    The pointers ``*_at`` are already at this program's batch element and direction; offsets within
-    them are int32 (the host checks that they fit), which halves the address arithmetic."""
-    t = c * BL + tl.arange(0, BL)
-    tmask = t < L
-    pos = _positions(idx_ptr, k, t, tmask, L, HAS_INDEX)
+def _tiles(pos, tmask, d, n, dmask, nmask, su_d, su_l, sb_n, sb_l):
+    """The masks and offsets of a chunk's (step, channel) and (step, state) tiles, from its steps' positions."""
     m_td = tmask[:, None] & dmask[None, :]
     m_tn = tmask[:, None] & nmask[None, :]
-    u_off = pos[:, None] * su_l + d[None, :] * su_d
+    return m_td, m_tn, pos[:, None] * su_l + d[None, :] * su_d, pos[:, None] * sb_l + n[None, :] * sb_n
+
+
+@triton.jit
+def _chunk(pos, tmask, m_td, m_tn, u_off, bc_off, d, A, bias, w, u_at, dt_at, B_at, C_at, R, sd_d, sd_l,
+           HAS_DT_PROJ: tl.constexpr, SOFTPLUS: tl.constexpr, DOT_F32: tl.constexpr, FAST_MATH: tl.constexpr,
+           RP: tl.constexpr):
+    """A chunk's inputs, read the same way by the forward and the backward: u, the step size before and after
+    softplus, B, C, and the recurrence's decays a and inputs x, (BL, NP, BD). The pointers ``*_at`` are already at
+    this program's batch element and direction; offsets within them are int32 (the host checks that they fit),
+    which halves the address arithmetic.
+
+    Its steps, their positions (``index[k, t]``: a load in the kernel itself) and the tiles' offsets come from
+    the caller. A helper that takes a pointer returns loaded values only, never an index or offset that a store
+    uses: ``torch.compile`` reads which arguments a user kernel writes from its Triton IR before inlining, taking
+    every argument of a call as feeding every result, and an input it takes for written gets cloned before each
+    launch and copied back after (``tests/test_kernel_access.py``)."""
     u = tl.load(u_at + u_off, mask=m_td, other=0.0).to(tl.float32)
     raw, dt = _step_size(dt_at, w, d, tmask, m_td, bias, pos, sd_d, sd_l, R, HAS_DT_PROJ, SOFTPLUS, RP, DOT_F32,
                          FAST_MATH)
-    bc_off = pos[:, None] * sb_l + n[None, :] * sb_n
     Bv = tl.load(B_at + bc_off, mask=m_tn, other=0.0).to(tl.float32)
     Cv = tl.load(C_at + bc_off, mask=m_tn, other=0.0).to(tl.float32)
     a = _exp2(dt[:, None, :] * (A * LOG2E)[None, :, :], FAST_MATH)
     x = Bv[:, :, None] * (dt * u)[:, None, :]
-    return t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x
+    return u, raw, dt, Bv, Cv, a, x
 
 
 @triton.jit
@@ -206,9 +209,15 @@ def _segment_starts(first, end, ckpt_at, scratch_at, slot, k, d, n, dmask, nmask
     last_row = tl.arange(0, BL)[:, None, None] == BL - 1
     for c in tl.range(first, end - 1, num_stages=STAGES):  # whole chunks: only the sequence's last is partial
         tl.store(scratch_at + (c - first) * slot, h, mask=m_nd)
-        t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-            c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-            su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+        t = c * BL + tl.arange(0, BL)
+        tmask = t < L
+        if HAS_INDEX:  # the positions loaded here, not in a helper (see _chunk)
+            pos = tl.load(idx_ptr + k * L + t, mask=tmask, other=0).to(tl.int32)
+        else:
+            pos = t
+        m_td, m_tn, u_off, bc_off = _tiles(pos, tmask, d, n, dmask, nmask, su_d, su_l, sb_n, sb_l)
+        u, raw, dt, Bv, Cv, a, x = _chunk(pos, tmask, m_td, m_tn, u_off, bc_off, d, A, bias, w, u_at, dt_at, B_at,
+                                          C_at, R, sd_d, sd_l, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, RP)
         a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
         h = tl.sum(tl.where(last_row, x_cum + a_cum * h[None, :, :], 0.0), axis=0)
     tl.store(scratch_at + (end - 1 - first) * slot, h, mask=m_nd)
@@ -236,8 +245,9 @@ def scan_fwd_kernel(
     2, NP, Dg), float32); otherwise the state entering the segment is folded from those summaries. The
     output has u's strides, direction k offset by ``k * s_dir``; with ``BY_STEP`` (paths that visit a
     position more than once) it is (K, batch, L, Dg), one row per step, for the caller to sum."""
-    k, K, b, segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, n_seg, HAS_D, HAS_BIAS, HAS_DT_PROJ, A_LOG, BD, NP, RP)
+    k, K, b, segment, d, n, dmask, nmask, channel, m_nd, ckpt_row = _program(Dg, N, n_ckpt, n_seg, BD, NP)
+    A, bias, Dv, w = _parameters(A_ptr, D_ptr, bias_ptr, dtw_ptr, channel, n, dmask, m_nd, N, R, HAS_D, HAS_BIAS,
+                                 HAS_DT_PROJ, A_LOG, BD, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -249,9 +259,15 @@ def scan_fwd_kernel(
     if SUMMARY:
         decay = tl.full([NP, BD], 1.0, tl.float32)
         for c in tl.range(first, end, num_stages=STAGES):
-            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            t = c * BL + tl.arange(0, BL)
+            tmask = t < L
+            if HAS_INDEX:  # the positions loaded here, not in a helper (see _chunk)
+                pos = tl.load(idx_ptr + k * L + t, mask=tmask, other=0).to(tl.int32)
+            else:
+                pos = t
+            m_td, m_tn, u_off, bc_off = _tiles(pos, tmask, d, n, dmask, nmask, su_d, su_l, sb_n, sb_l)
+            u, raw, dt, Bv, Cv, a, x = _chunk(pos, tmask, m_td, m_tn, u_off, bc_off, d, A, bias, w, u_at, dt_at, B_at,
+                                              C_at, R, sd_d, sd_l, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, RP)
             a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
             h = tl.sum(tl.where(last_row, x_cum + a_cum * h[None, :, :], 0.0), axis=0)
             decay = decay * tl.sum(tl.where(last_row, a_cum, 0.0), axis=0)
@@ -262,9 +278,15 @@ def scan_fwd_kernel(
             decay = tl.load(seg_ptr + seg_row + 2 * j * NP * Dg, mask=m_nd, other=0.0)
             h = decay * h + tl.load(seg_ptr + seg_row + (2 * j + 1) * NP * Dg, mask=m_nd, other=0.0)
         for c in tl.range(first, end, num_stages=STAGES):
-            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            t = c * BL + tl.arange(0, BL)
+            tmask = t < L
+            if HAS_INDEX:  # the positions loaded here, not in a helper (see _chunk)
+                pos = tl.load(idx_ptr + k * L + t, mask=tmask, other=0).to(tl.int32)
+            else:
+                pos = t
+            m_td, m_tn, u_off, bc_off = _tiles(pos, tmask, d, n, dmask, nmask, su_d, su_l, sb_n, sb_l)
+            u, raw, dt, Bv, Cv, a, x = _chunk(pos, tmask, m_td, m_tn, u_off, bc_off, d, A, bias, w, u_at, dt_at, B_at,
+                                              C_at, R, sd_d, sd_l, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, RP)
             a_cum, x_cum = tl.associative_scan((a, x), 0, _combine)
             hs = x_cum + a_cum * h[None, :, :]
             y = tl.sum(hs * Cv[:, :, None], axis=1)                            # (BL, BD)
@@ -318,8 +340,9 @@ def scan_bwd_kernel(
     step-size gradient is indexed by step, not position (a path may visit a position more than once: the
     caller sums the visits). With ``CKPT_CHUNKS`` > 1 the chunks' start states come from a re-run of the
     forward over each checkpoint segment into ``scratch_ptr`` ((slots, batch, K, NP, Dg), float32)."""
-    k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, A, bias, Dv, w, ckpt_row = _program_setup(
-        A_ptr, D_ptr, bias_ptr, dtw_ptr, Dg, N, R, n_ckpt, 1, HAS_D, HAS_BIAS, HAS_DT_PROJ, A_LOG, BD, NP, RP)
+    k, K, b, _segment, d, n, dmask, nmask, channel, m_nd, ckpt_row = _program(Dg, N, n_ckpt, 1, BD, NP)
+    A, bias, Dv, w = _parameters(A_ptr, D_ptr, bias_ptr, dtw_ptr, channel, n, dmask, m_nd, N, R, HAS_D, HAS_BIAS,
+                                 HAS_DT_PROJ, A_LOG, BD, RP)
     u_base = b * su_b + k * su_k                          # this batch element and direction, int64
     u_at, dt_at = u_ptr + u_base, dt_ptr + (b * sd_b + k * sd_k)
     B_at, C_at = B_ptr + (b * sb_b + k * sb_k), C_ptr + (b * sb_b + k * sb_k)
@@ -356,9 +379,15 @@ def scan_bwd_kernel(
             first, end = 0, n_chunks
         for i in tl.range(0, end - first, num_stages=STAGES):
             c = end - 1 - i
-            t, tmask, pos, m_td, m_tn, u_off, bc_off, u, raw, dt, Bv, Cv, a, x = _chunk(
-                c, k, d, n, dmask, nmask, A, bias, w, u_at, dt_at, B_at, C_at, idx_ptr, L, R,
-                su_d, su_l, sd_d, sd_l, sb_n, sb_l, HAS_INDEX, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, BL, RP)
+            t = c * BL + tl.arange(0, BL)
+            tmask = t < L
+            if HAS_INDEX:  # the positions loaded here, not in a helper (see _chunk)
+                pos = tl.load(idx_ptr + k * L + t, mask=tmask, other=0).to(tl.int32)
+            else:
+                pos = t
+            m_td, m_tn, u_off, bc_off = _tiles(pos, tmask, d, n, dmask, nmask, su_d, su_l, sb_n, sb_l)
+            u, raw, dt, Bv, Cv, a, x = _chunk(pos, tmask, m_td, m_tn, u_off, bc_off, d, A, bias, w, u_at, dt_at, B_at,
+                                              C_at, R, sd_d, sd_l, HAS_DT_PROJ, SOFTPLUS, DOT_F32, FAST_MATH, RP)
             # this chunk's states, from the state entering it
             if CKPT_CHUNKS > 1:
                 h_start = tl.load(scratch_at + (c - first) * slot, mask=m_nd, other=0.0)

@@ -28,18 +28,25 @@ from .launch import Launcher, cdiv, next_power_of_2
 
 
 @triton.jit
-def _rows(x_ptr, blk, K, rows, C, s_k, BM: tl.constexpr, BC: tl.constexpr):
-    """Block ``blk``'s rows, the columns, mask, offsets, and the K slices summed there (float32)."""
+def _rows(blk, rows, C, BM: tl.constexpr, BC: tl.constexpr):
+    """Block ``blk``'s rows, the columns, their mask and offsets. (No pointer in, no load: an offset returned by a
+    helper that takes a pointer makes that pointer look written to inductor; see ``kernels.py``.)"""
     r = blk * BM + tl.arange(0, BM)
     c = tl.arange(0, BC)
     m = (r < rows)[:, None] & (c < C)[None, :]
     off = r.to(tl.int64)[:, None] * C + c[None, :]
-    x = tl.zeros([BM, BC], tl.float32)
+    return r, c, m, off
+
+
+@triton.jit
+def _sum_slices(x_ptr, off, m, K, s_k):
+    """The K slices (s_k elements apart) summed at ``off`` (float32)."""
+    x = tl.zeros(off.shape, tl.float32)
     ptr = x_ptr + off
     for _ in range(K):
         x += tl.load(ptr, mask=m, other=0.0).to(tl.float32)
         ptr += s_k
-    return r, c, m, off, x
+    return x
 
 
 @triton.jit
@@ -69,7 +76,8 @@ def _input_grad(x, m, r, rows, C, w, stats_ptr, dy):
 @triton.jit
 def merge_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, K, rows, C, s_k, eps,
                           BM: tl.constexpr, BC: tl.constexpr):
-    r, c, m, off, x = _rows(x_ptr, tl.program_id(0), K, rows, C, s_k, BM, BC)
+    r, c, m, off = _rows(tl.program_id(0), rows, C, BM, BC)
+    x = _sum_slices(x_ptr, off, m, K, s_k)
     y, mean, rstd = _normalise(x, m, c, C, w_ptr, b_ptr, eps)
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=m)
     tl.store(stats_ptr + r, mean, mask=r < rows)
@@ -90,7 +98,8 @@ def merge_norm_bwd_kernel(x_ptr, w_ptr, stats_ptr, dy_ptr, ds_ptr, dx_ptr, dr_pt
     dw = tl.zeros([BC], tl.float32)
     db = tl.zeros([BC], tl.float32)
     for blk in range(tl.program_id(0), tl.cdiv(rows, BM), tl.num_programs(0)):
-        r, c, m, off, x = _rows(x_ptr, blk, K, rows, C, s_k, BM, BC)
+        r, c, m, off = _rows(blk, rows, C, BM, BC)
+        x = _sum_slices(x_ptr, off, m, K, s_k)
         dy = tl.load(dy_ptr + off, mask=m, other=0.0).to(tl.float32)
         dx, xhat = _input_grad(x, m, r, rows, C, w, stats_ptr, dy)
         if SUM_GRAD:
@@ -112,7 +121,8 @@ def add_norm_fwd_kernel(x_ptr, r_ptr, w_ptr, b_ptr, s_ptr, y_ptr, stats_ptr, sc_
                         BM: tl.constexpr, BC: tl.constexpr, SCALE: tl.constexpr):
     """s = x + branch in s's dtype (the branch times its sample's scale with ``SCALE``: drop path), y = LayerNorm(s):
     the sum normalised as stored (rounded to its dtype)."""
-    r, c, m, off, x = _rows(x_ptr, tl.program_id(0), 1, rows, C, 0, BM, BC)
+    r, c, m, off = _rows(tl.program_id(0), rows, C, BM, BC)
+    x = tl.load(x_ptr + off, mask=m, other=0.0).to(tl.float32)
     branch = tl.load(r_ptr + off, mask=m, other=0.0).to(tl.float32)
     if SCALE:
         branch *= tl.load(sc_ptr + r // rows_per_sample, mask=r < rows, other=0.0)[:, None]

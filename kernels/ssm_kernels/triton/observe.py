@@ -44,16 +44,21 @@ def _aligned(L, sh_b, sh_e, su_b, su_e, VL: tl.constexpr, VH: tl.constexpr, VU: 
 
 
 @triton.jit
-def _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE: tl.constexpr):
-    """Channel block ``blk``: (y = h * C + D * u, h, u, D, channels, their mask, the tile's mask), float32, 0 outside
-    the mask."""
+def _channels(blk, lmask, E, BE: tl.constexpr):
+    """Channel block ``blk``: its channels, their mask and the tile's mask. (Apart from the loads: an index returned
+    by a helper that takes a pointer makes that pointer look written to ``torch.compile``; see ``kernels.py``.)"""
     e = blk * BE + tl.arange(0, BE)
     emask = e < E
-    m = lmask[:, None] & emask[None, :]
+    return e, emask, lmask[:, None] & emask[None, :]
+
+
+@triton.jit
+def _observe(h_at, u_at, d_ptr, c, l, e, emask, m, sh_e, sh_l, su_e, su_l):
+    """The tile (y = h * C + D * u, h, u, D), float32, 0 outside the mask."""
     h = tl.load(h_at + e[None, :] * sh_e + l[:, None] * sh_l, mask=m, other=0.0).to(tl.float32)
     u = tl.load(u_at + e[None, :] * su_e + l[:, None] * su_l, mask=m, other=0.0).to(tl.float32)
     d = tl.load(d_ptr + e, mask=emask, other=0.0).to(tl.float32)
-    return h * c[:, None] + u * d[None, :], h, u, d, e, emask, m
+    return h * c[:, None] + u * d[None, :], h, u, d
 
 
 @triton.jit
@@ -79,7 +84,8 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
     h_at, u_at, z_at, out_at = h_ptr + b * sh_b, u_ptr + b * su_b, z_ptr + b * sz_b, out_ptr + b * L * E
     c = tl.load(c_ptr + b * sc_b + l * sc_l, mask=lmask, other=0.0).to(tl.float32)
     if ONE_BLOCK:  # every channel in the tile: one walk
-        y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, 0, E, sh_e, sh_l, su_e, su_l, BE)
+        e, emask, m = _channels(0, lmask, E, BE)
+        y, _, _, _ = _observe(h_at, u_at, d_ptr, c, l, e, emask, m, sh_e, sh_l, su_e, su_l)
         mean = tl.sum(y, axis=1) / E
         yc = tl.where(m, y - mean[:, None], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(yc * yc, axis=1) / E + eps)
@@ -90,7 +96,8 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
         m2 = tl.zeros([BM], tl.float32)   # sum of squared deviations from the running mean
         count = tl.zeros([BM], tl.float32)
         for blk in range(tl.cdiv(E, BE)):
-            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
+            e, emask, m = _channels(blk, lmask, E, BE)
+            y, _, _, _ = _observe(h_at, u_at, d_ptr, c, l, e, emask, m, sh_e, sh_l, su_e, su_l)
             n_b = tl.sum(emask.to(tl.float32), axis=0)
             mean_b = tl.sum(y, axis=1) / n_b
             yc = tl.where(m, y - mean_b[:, None], 0.0)
@@ -101,7 +108,8 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
             count = total
         rstd = 1.0 / tl.sqrt(m2 / E + eps)
         for blk in range(tl.cdiv(E, BE)):
-            y, _, _, _, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
+            e, emask, m = _channels(blk, lmask, E, BE)
+            y, _, _, _ = _observe(h_at, u_at, d_ptr, c, l, e, emask, m, sh_e, sh_l, su_e, su_l)
             ln, _, silu, _, _, _ = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
             tl.store(out_at + l[:, None] * E + e[None, :], (ln * silu).to(out_ptr.dtype.element_ty), mask=m)
     row = b * L + l
@@ -110,11 +118,11 @@ def observe_norm_gate_fwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
 
 
 @triton.jit
-def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l, lmask, blk, E,
-               sh_e, sh_l, su_e, su_l, sz_l, BE: tl.constexpr, FIRST: tl.constexpr):
-    """Channel block ``blk`` recomputed: (g = dout * SiLU(z) * weight, xhat, h, u, D, channels, mask, tile mask).
-    On the first walk over it (FIRST) also writes dz and adds the weight and bias gradients."""
-    y, h, u, d, e, emask, m = _observe(h_at, u_at, d_ptr, c, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, BE)
+def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l, e, emask, m, E,
+               sh_e, sh_l, su_e, su_l, sz_l, FIRST: tl.constexpr):
+    """A channel block's tile recomputed: (g = dout * SiLU(z) * weight, xhat, h, u, D). On the first walk over it
+    (FIRST) also writes dz and adds the weight and bias gradients."""
+    y, h, u, d = _observe(h_at, u_at, d_ptr, c, l, e, emask, m, sh_e, sh_l, su_e, su_l)
     ln, xhat, silu, sg, zf, w = _gated(y, mean, rstd, m, e, emask, z_at, l, sz_l, w_ptr, b_ptr)
     at = l[:, None] * E + e[None, :]
     dout = tl.load(g_at + at, mask=m, other=0.0).to(tl.float32)
@@ -124,7 +132,7 @@ def _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, m
         tl.store(dz_at + at, dz.to(dz_at.dtype.element_ty), mask=m)
         tl.atomic_add(part_at + e, tl.sum(dln * xhat, axis=0), mask=emask, sem="relaxed")
         tl.atomic_add(part_at + E + e, tl.sum(dln, axis=0), mask=emask, sem="relaxed")
-    return dln * w[None, :], xhat, h, u, d, e, emask, m
+    return dln * w[None, :], xhat, h, u, d
 
 
 @triton.jit
@@ -160,8 +168,9 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
     mean = tl.load(stats_ptr + row, mask=lmask, other=0.0)
     rstd = tl.load(stats_ptr + rows + row, mask=lmask, other=0.0)
     if ONE_BLOCK:  # every channel in the tile: one walk
-        g, xhat, h, u, d, e, emask, m = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c,
-                                                   mean, rstd, l, lmask, 0, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
+        e, emask, m = _channels(0, lmask, E, BE)
+        g, xhat, h, u, d = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd, l,
+                                      e, emask, m, E, sh_e, sh_l, su_e, su_l, sz_l, True)
         dc = _bwd_inputs(g, xhat, h, u, d, c, tl.sum(g, axis=1) / E, tl.sum(g * xhat, axis=1) / E, rstd, e, emask, m,
                          l, dh_at, du_at, part_at, E, sdh_e, sdh_l, sdu_e, sdu_l)
     else:
@@ -169,8 +178,9 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
         mean_g = tl.zeros([BM], tl.float32)
         mean_gx = tl.zeros([BM], tl.float32)
         for blk in range(tl.cdiv(E, BE)):
-            g, xhat, _, _, _, _, _, _ = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c,
-                                                   mean, rstd, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, sz_l, BE, True)
+            e, emask, m = _channels(blk, lmask, E, BE)
+            g, xhat, _, _, _ = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd,
+                                          l, e, emask, m, E, sh_e, sh_l, su_e, su_l, sz_l, True)
             mean_g += tl.sum(g, axis=1)
             mean_gx += tl.sum(g * xhat, axis=1)
         mean_g = mean_g / E
@@ -178,9 +188,9 @@ def observe_norm_gate_bwd_kernel(h_ptr, c_ptr, u_ptr, d_ptr, w_ptr, b_ptr, z_ptr
         # walk 2: dh, du, dC, dD
         dc = tl.zeros([BM], tl.float32)
         for blk in range(tl.cdiv(E, BE)):
-            g, xhat, h, u, d, e, emask, m = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at,
-                                                       c, mean, rstd, l, lmask, blk, E, sh_e, sh_l, su_e, su_l, sz_l,
-                                                       BE, False)
+            e, emask, m = _channels(blk, lmask, E, BE)
+            g, xhat, h, u, d = _bwd_block(h_at, u_at, d_ptr, w_ptr, b_ptr, z_at, g_at, dz_at, part_at, c, mean, rstd,
+                                          l, e, emask, m, E, sh_e, sh_l, su_e, su_l, sz_l, False)
             dc += _bwd_inputs(g, xhat, h, u, d, c, mean_g, mean_gx, rstd, e, emask, m, l, dh_at, du_at, part_at, E,
                               sdh_e, sdh_l, sdu_e, sdu_l)
     tl.store(dc_ptr + row, dc, mask=lmask)
