@@ -142,6 +142,9 @@ def test_benchmark_appends_rows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| vmamba_tiny | ours | train | 2 | 32 |" in out
     assert benchmark.main(["--model", "no_such_model", "--device", "cpu"]) == 2
+    assert benchmark.main(["--freezing", "--device", "cpu"]) == 2  # an option of torch.compile only
+    assert benchmark.compile_mode(benchmark.parse_args(["--torchcompile", "reduce-overhead", "--freezing"])) == \
+        "reduce-overhead+freezing"
 
 
 def test_benchmark_rows_carry_host_time(tmp_path):
