@@ -472,6 +472,18 @@ def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, 
         assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
 
 
+def test_norms_off_the_kernels_add_as_the_op_does():
+    """A residual or weightless FastLayerNorm adds outside the op: its sum is the op's reference sum, bit for bit (a
+    float16 branch times its float32 drop-path scale: in float32, rounded once)."""
+    x, branch = torch.randn(3, 5, 16), torch.randn(3, 5, 16).half()
+    scale = torch.tensor([1.25, 0.0, 1.25])
+    want, _ = ssm_kernels.add_layer_norm(x, branch, torch.ones(16), torch.zeros(16), backend="reference",
+                                         branch_scale=scale)
+    for norm in (FastLayerNorm(16, residual=True), FastLayerNorm(16, elementwise_affine=False)):
+        got, normed = norm.add_forward(x, branch, scale)
+        assert torch.equal(got, want) and normed.shape == want.shape
+
+
 def test_add_layer_norm_rejects_a_bad_branch_scale():
     x = torch.randn(2, 3, 8)
     for bad in (torch.ones(3), torch.ones(2, 1), torch.ones(2, dtype=torch.float16)):

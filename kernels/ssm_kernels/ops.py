@@ -44,7 +44,7 @@ from .paths import ScanPaths, ScanPattern
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
 __all__ = ["selective_scan", "selective_scan_states", "cross_scan", "cross_merge", "scan2d", "layer_norm",
-           "add_layer_norm", "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn",
+           "add_layer_norm", "residual_add", "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn",
            "LayerNormFn", "AddLayerNormFn",
            "PUBLIC_OPS", "public_op", "is_exporting"]
 
@@ -505,6 +505,17 @@ def _norm_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
 
 
 @public_op
+def residual_add(x: torch.Tensor, branch: torch.Tensor, branch_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x + branch`` in their promoted dtype, each sample's branch times ``branch_scale`` (float32, (batch,); no
+    gradient) if given: then computed in float32 at least and rounded once, as the kernels do. The sum of
+    :func:`add_layer_norm`'s reference, and of any residual add that stands for it."""
+    if branch_scale is None:
+        return x + branch
+    wide = torch.promote_types(torch.promote_types(x.dtype, branch.dtype), torch.float32)
+    scale = branch_scale.detach().view(-1, *[1] * (x.dim() - 1)).to(wide)
+    return (x.to(wide) + branch.to(wide) * scale).to(torch.promote_types(x.dtype, branch.dtype))
+
+
 def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                    eps: float = 1e-5, backend: Optional[str] = None,
                    branch_scale: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -525,12 +536,7 @@ def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, 
                          f"{_shape(branch_scale)}")
     name = resolve_backend(x, backend)
     if not hasattr(_BACKENDS[name], "add_layer_norm_fwd"):
-        if branch_scale is None:
-            s = x + branch
-        else:  # in float32 at least, rounded once to the sum's dtype (as the kernel)
-            wide = torch.promote_types(torch.promote_types(x.dtype, branch.dtype), torch.float32)
-            scale = branch_scale.detach().view(-1, *[1] * (x.dim() - 1)).to(wide)
-            s = (x.to(wide) + branch.to(wide) * scale).to(torch.promote_types(x.dtype, branch.dtype))
+        s = residual_add(x, branch, branch_scale)
         return s, torch.nn.functional.layer_norm(s, (s.shape[-1],), weight, bias, eps)
     flags = (float(eps), torch.promote_types(x.dtype, branch.dtype), _norm_dtype(x, False), branch.dtype)
     scale = None if branch_scale is None else branch_scale.detach().contiguous()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssm_kernels import add_layer_norm, layer_norm
+from ssm_kernels.ops import residual_add
 
 
 class FastLayerNorm(nn.LayerNorm):
@@ -40,10 +41,8 @@ class FastLayerNorm(nn.LayerNorm):
         """``(s, self(s))`` with ``s = x + branch`` (each sample's branch times ``scale``, a float32 (batch,) drop-path
         multiplier, if given) in one op each way (:func:`ssm_kernels.add_layer_norm`): a pre-norm block's residual
         add and the norm of its next half."""
-        if torch.jit.is_scripting() or self.residual or not self._on_kernels():
-            if scale is not None:
-                branch = branch * scale.view([-1] + [1] * (branch.dim() - 1)).to(branch.dtype)
-            x = x + branch
+        if self.residual or not self._on_kernels():  # the sum as the op's reference makes it
+            x = residual_add(x, branch, scale)
             return x, self(x)
         return add_layer_norm(x, branch, self.weight, self.bias, self.eps, branch_scale=scale)
 
