@@ -504,7 +504,6 @@ def _norm_dtype(x: torch.Tensor, residual: bool) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32) if residual else torch.get_autocast_dtype(device)
 
 
-@public_op
 def residual_add(x: torch.Tensor, branch: torch.Tensor, branch_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x + branch`` in their promoted dtype, each sample's branch times ``branch_scale`` (float32, (batch,); no
     gradient) if given: then computed in float32 at least and rounded once, as the kernels do. The sum of
@@ -516,6 +515,7 @@ def residual_add(x: torch.Tensor, branch: torch.Tensor, branch_scale: Optional[t
     return (x.to(wide) + branch.to(wide) * scale).to(torch.promote_types(x.dtype, branch.dtype))
 
 
+@public_op
 def add_layer_norm(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                    eps: float = 1e-5, backend: Optional[str] = None,
                    branch_scale: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
