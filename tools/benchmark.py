@@ -195,10 +195,10 @@ def run_model(name: str, impl: str, args, env: dict, sizes, batches):
     model = create(name, impl, args).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # a sweep compiles each size for itself (dynamic=False): after a second size torch.compile would otherwise
-    # trace symbolic sizes, and CUDA graphs (reduce-overhead) of a dynamic graph fell back to eager speed
     if args.torchcompile:
         torch._inductor.config.freezing = args.freezing
+    # a sweep compiles each size for itself (dynamic=False): after a second size torch.compile would otherwise
+    # trace symbolic sizes, and CUDA graphs (reduce-overhead) of a dynamic graph fell back to eager speed
     run = torch.compile(model, mode=args.torchcompile, dynamic=False if args.sweep else None) \
         if args.torchcompile else model
     amp = getattr(torch, args.amp_dtype) if args.amp else None

@@ -44,8 +44,8 @@ from .paths import ScanPaths, ScanPattern
 from .reference import cross_merge_ref, cross_scan_ref, scan2d_ref
 
 __all__ = ["selective_scan", "selective_scan_states", "cross_scan", "cross_merge", "scan2d", "layer_norm",
-           "add_layer_norm", "residual_add", "resolve_backend", "BACKEND_ENV", "SelectiveScanFn", "SelectiveScanStatesFn", "Scan2dFn",
-           "LayerNormFn", "AddLayerNormFn",
+           "add_layer_norm", "residual_add", "resolve_backend", "BACKEND_ENV", "SelectiveScanFn",
+           "SelectiveScanStatesFn", "Scan2dFn", "LayerNormFn", "AddLayerNormFn",
            "PUBLIC_OPS", "public_op", "is_exporting"]
 
 BACKEND_ENV = "SSM_KERNELS_BACKEND"
