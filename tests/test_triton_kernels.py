@@ -472,6 +472,34 @@ def test_add_layer_norm_matches_reference(shape, dtype, branch_dtype, autocast, 
         assert a.dtype == t.dtype and rel(a, b) < tol, f"d{name}: {rel(a, b):.2e}"
 
 
+def test_norm_forwards_give_small_maps_more_programs(monkeypatch):
+    """At batch 1 a late stage's map has few rows: the forwards then give a program fewer rows (down to one), so
+    that every SM gets a few programs; large maps get about 2048 elements a program."""
+    from ssm_kernels.triton import merge_norm as mn
+    monkeypatch.setattr(mn, "_sms", lambda device: 132)
+    cuda = torch.device("cuda")
+    assert mn._fwd_block(384, 32 * 32, cuda) == (1, 512, 4)       # VMamba-T stage 3 at 512x512, batch 1
+    assert mn._fwd_block(96, 128 * 128, cuda) == (16, 128, 4)     # its stage 1
+    assert mn._fwd_block(768, 128 * 7 * 7, cuda) == (2, 1024, 4)  # stage 4 at 224x224, batch 128
+    assert mn._fwd_block(384, 128 * 14 * 14, cuda) == (4, 512, 4)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.bfloat16, 1e-2)])
+def test_norm_forwards_at_one_row_a_program(dtype, tol, monkeypatch):
+    """The forwards at one row a program (what a small map gets on a large GPU) match F.layer_norm."""
+    from ssm_kernels.triton import merge_norm as mn
+    monkeypatch.setattr(mn, "FWD_PROGRAMS_PER_SM", 10 ** 6)
+    assert mn._fwd_block(33, 70, torch.device("cpu")) == (1, 64, 4)
+    x, branch = (torch.randn(2, 5, 7, 33) * 3 + 1).to(dtype), torch.randn(2, 5, 7, 33).to(dtype)
+    weight, bias = torch.rand(33) + 0.5, torch.randn(33)
+    s, y = ssm_kernels.add_layer_norm(x, branch, weight, bias, 1e-5, backend="triton")
+    exact = x.double() + branch.double()
+    assert rel(s, exact) < tol
+    assert rel(y, torch.nn.functional.layer_norm(exact, (33,), weight.double(), bias.double(), 1e-5)) < tol
+    y = ssm_kernels.layer_norm(x, weight, bias, 1e-5, backend="triton")
+    assert rel(y, torch.nn.functional.layer_norm(x.double(), (33,), weight.double(), bias.double(), 1e-5)) < tol
+
+
 def test_norms_off_the_kernels_add_as_the_op_does():
     """A residual or weightless FastLayerNorm adds outside the op: its sum is the op's reference sum, bit for bit (a
     float16 branch times its float32 drop-path scale: in float32, rounded once)."""

@@ -26,6 +26,9 @@ import triton.language as tl
 
 from .launch import Launcher, cdiv, next_power_of_2
 
+#: Overrides of the forward's launch heuristic, for tools/bench_norms.py's sweep: "BM" (rows a program), "warps".
+TUNING = {}
+
 
 @triton.jit
 def _rows(blk, rows, C, BM: tl.constexpr, BC: tl.constexpr):
@@ -176,6 +179,23 @@ def _block(C: int):
     return max(1, 4096 // BC), BC, 4 if BC <= 512 else 8
 
 
+#: programs per SM that the forward asks for before it gives a program fewer rows
+FWD_PROGRAMS_PER_SM = 4
+
+
+def _fwd_block(C: int, rows: int, device: torch.device):
+    """The forward's (rows per program, padded channels, warps): about 2048 elements a program, in 4 warps, and
+    fewer rows (down to one) where the map is small (a late stage at batch 1) until every SM has a few programs.
+    tools/bench_norms.py on an H200 (kernels/NOTES.md): at 4096 elements a program (the backward's blocks) the
+    merge of 4 slices at 65536 rows of 96 channels took 30 us, at 2048 20 us; VMamba-T's stage 3 at batch 1,
+    512x512 (1024 rows of 384 channels) took 4.8 us in 128 programs of 8 rows, 2.6 us in 1024 of one row."""
+    BC = next_power_of_2(C)
+    BM = max(1, 2048 // BC)
+    while BM > 1 and cdiv(rows, BM) < FWD_PROGRAMS_PER_SM * _sms(device):
+        BM //= 2
+    return TUNING.get("BM", BM), BC, TUNING.get("warps", 4)
+
+
 def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, out_dtype=None):
     """slices (K, ..., C), contiguous -> (LayerNorm of their sum in ``out_dtype`` (default: the slices'),
     (2, rows) float32 mean and 1/std per row). K = 1: a plain LayerNorm."""
@@ -183,7 +203,7 @@ def merge_norm_fwd(slices: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     rows = slices[0].numel() // C
     y = torch.empty(slices.shape[1:], dtype=out_dtype or slices.dtype, device=slices.device)
     stats = torch.empty(2, rows, dtype=torch.float32, device=slices.device)
-    BM, BC, warps = _block(C)
+    BM, BC, warps = _fwd_block(C, rows, slices.device)
     merge_norm_fwd_kernel[(cdiv(rows, BM),)](slices, weight, bias, y, stats, K, rows, C, rows * C, eps,
                                              BM=BM, BC=BC, num_warps=warps)
     return y, stats
@@ -215,7 +235,7 @@ def add_norm_fwd(x: torch.Tensor, branch: torch.Tensor, weight: torch.Tensor, bi
     s = torch.empty(x.shape, dtype=sum_dtype, device=x.device)
     y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
     stats = torch.empty(2, rows, dtype=torch.float32, device=x.device)
-    BM, BC, warps = _block(C)
+    BM, BC, warps = _fwd_block(C, rows, x.device)
     add_norm_fwd_kernel[(cdiv(rows, BM),)](x, branch, weight, bias, s, y, stats, scale, rows, C, eps,
                                            rows // x.shape[0], BM=BM, BC=BC, SCALE=scale is not None, num_warps=warps)
     return s, y, stats
