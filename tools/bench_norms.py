@@ -18,6 +18,7 @@ import torch
 import triton
 
 from ssm_kernels.triton import merge_norm as mn
+from ssm_kernels.triton.launch import next_power_of_2
 
 #: (rows a program, warps) tried by --sweep
 SWEEP = [(1, 1), (1, 2), (1, 4), (2, 2), (2, 4), (4, 4), (8, 4), (16, 4), (32, 4)]
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
         for setting in settings:
             mn.TUNING.clear()
             if setting is not None:
-                if setting[0] * next_pow2(C) > 16384:
+                if setting[0] * next_power_of_2(C) > 16384:  # a tile too large for a program's registers
                     continue
                 mn.TUNING.update(BM=setting[0], warps=setting[1])
             try:
@@ -65,10 +66,6 @@ def main(argv=None) -> int:
             label = f"{chosen[0]}, {chosen[2]} (heuristic)" if setting is None else f"{setting[0]}, {setting[1]}"
             print(f"| s{stage + 1} | {rows} x {C} | {copy:.2f} | {label} | {add:.2f} | {merge:.2f} |", flush=True)
     return 0
-
-
-def next_pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
 
 
 if __name__ == "__main__":

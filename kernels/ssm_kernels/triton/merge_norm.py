@@ -188,7 +188,7 @@ def _fwd_block(C: int, rows: int, device: torch.device):
     fewer rows (down to one) where the map is small (a late stage at batch 1) until every SM has a few programs.
     tools/bench_norms.py on an H200 (kernels/NOTES.md): at 4096 elements a program (the backward's blocks) the
     merge of 4 slices at 65536 rows of 96 channels took 30 us, at 2048 20 us; VMamba-T's stage 3 at batch 1,
-    512x512 (1024 rows of 384 channels) took 4.8 us in 128 programs of 8 rows, 2.6 us in 1024 of one row."""
+    512x512 (1024 rows of 384 channels) took 4.8 us in 128 programs of 8 rows, 2.5 us in 1024 of one row."""
     BC = next_power_of_2(C)
     BM = max(1, 2048 // BC)
     while BM > 1 and cdiv(rows, BM) < FWD_PROGRAMS_PER_SM * _sms(device):
