@@ -35,6 +35,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=[96, 192, 384, 768], help="channels of each stage")
     parser.add_argument("--sweep", action="store_true", help="also every (rows a program, warps) of SWEEP")
     args = parser.parse_args(argv)
+    smallest = 4 * 2 ** (len(args.dims) - 1)
+    if args.batch < 1 or args.size < smallest:
+        parser.error(f"--batch must be >= 1 and --size >= {smallest} (the last stage's map is size / {smallest} "
+                     f"a side); got --batch {args.batch} --size {args.size}")
     if not torch.cuda.is_available():
         print("no CUDA GPU here")
         return 2
@@ -52,8 +56,7 @@ def main(argv=None) -> int:
         copy = bench(lambda: x.clone())
         chosen = mn._fwd_block(C, rows, x.device)
         settings = [None] + (SWEEP if args.sweep else [])
-        for setting in settings:
-            mn.TUNING.clear()
+        for setting in settings:  # TUNING is empty here: each setting's is cleared after it
             if setting is not None:
                 if setting[0] * next_power_of_2(C) > 16384:  # a tile too large for a program's registers
                     continue
