@@ -85,8 +85,10 @@ def test_segments_fill_the_gpu_only_when_the_grid_is_small(monkeypatch):
     monkeypatch.setattr(tops, "_INTERPRETED", False)
     monkeypatch.setattr(tops, "_multiprocessors", lambda device: 132)
     cuda = torch.device("cuda", 0)
-    assert tops._segments(4 * 2 * 2, 4608, cuda) == (33, 140)    # VMamba-T stage 1 at 1536x1536, batch 2
+    assert tops._segments(4 * 2 * 2, 4608, cuda) == (66, 70)     # VMamba-T stage 1 at 1536x1536, batch 2
+    assert tops._segments(4 * 2 * 1, 2048, cuda) == (128, 16)    # stage 1 at 1024x1024, batch 1
     assert tops._segments(4 * 2 * 128, 98, cuda) == (1, 98)      # 224x224, batch 128: enough programs
+    assert tops._segments(4 * 2 * 64, 98, cuda) == (2, 49)       # batch 64: segments double the grid
     assert tops._segments(24, 32, cuda) == (16, 2)               # stage 3 at 512x512, batch 1: segments of >= 2 chunks
     assert tops._segments(16, 10, cuda) == (5, 2)
     assert tops._segments(16, 3, cuda) == (1, 3)

@@ -247,8 +247,10 @@ def _multiprocessors(device: int) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-#: The forward splits sequences into segments until the grid has about this many programs per SM ...
-PROGRAMS_PER_SM = 4
+#: The forward splits sequences into segments until the grid has about this many programs per SM ... Its programs
+#: are one warp each, so at batch 1 an SM waits on few warps' loads: 8 took vmamba_tiny at batch 1 (CUDA graph,
+#: H200) from 2.62 to 2.34 ms at 1024x1024 and 9.31 to 7.91 ms at 2048x2048 against 4; 16 and 32 were slower.
+PROGRAMS_PER_SM = 8
 #: ... keeping at least this many chunks in a segment (the summary pass re-reads every segment once). 8 left VMamba-T's
 #: stage 3 at batch 1, 512x512 (L = 1024, 32 chunks) with 96 programs of 256 steps on 132 SMs: no faster than at
 #: 1024x1024 (384 programs), so the time per pixel rose at small maps; 2 gives it 384 programs of 64 steps.
@@ -258,14 +260,16 @@ MIN_SEGMENT_CHUNKS = 2
 def _segments(programs: int, n_chunks: int, device: torch.device) -> Tuple[int, int]:
     """(segments per sequence, chunks per segment) for the forward: one segment unless the grid of
     (direction, channel block, batch element) programs is too small for the GPU (a long sequence at a
-    small batch), then enough segments to give every SM a few programs. ``TUNING['segments']`` overrides
-    (tests use it under the interpreter, where the GPU's size is unknown)."""
+    small batch), then enough segments to give every SM a few programs. Segments are cut only where they
+    at least double the grid: a grid of half the target (224x224 at batch 128) gains less than the summary
+    pass costs. ``TUNING['segments']`` overrides (tests use it under the interpreter, where the GPU's size
+    is unknown)."""
     wanted = TUNING.get("segments")
     if wanted is None:
         if _INTERPRETED or device.type != "cuda":
             return 1, n_chunks
         target = PROGRAMS_PER_SM * _multiprocessors(device.index if device.index is not None else 0)
-        wanted = min(cdiv(target, programs), n_chunks // MIN_SEGMENT_CHUNKS) if programs < target else 1
+        wanted = min(target // programs, n_chunks // MIN_SEGMENT_CHUNKS)
     seg_chunks = cdiv(n_chunks, max(1, min(wanted, n_chunks)))
     return cdiv(n_chunks, seg_chunks), seg_chunks
 
