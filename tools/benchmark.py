@@ -272,9 +272,10 @@ def plot_sweep(rows, path):
 
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
     series = {}
+    modes = {r.get("compile", "eager") for r in rows}
     for r in rows:
         batch = "largest batch" if r["batch_rule"] == "max" else f"batch {r['batch_rule'] or r['batch_size']}"
-        compiled = "" if r.get("compile", "eager") == "eager" else f", {r['compile']}"
+        compiled = "" if modes == {"eager"} else f", {r.get('compile', 'eager')}"
         label = f"{r['model']} ({r['impl']}) {r['mode']}, {batch}{compiled}"
         series.setdefault(label, []).append(r)
     for label, points in series.items():
@@ -291,7 +292,8 @@ def plot_sweep(rows, path):
     if not ax_mem.lines:
         ax_mem.text(0.5, 0.5, "measured on CUDA only", ha="center", va="center", transform=ax_mem.transAxes)
     env = rows[0]
-    fig.suptitle(f"{env['device']}, {env['dtype']}, {env['compile']}, torch {env['torch']}")
+    mode = f", {next(iter(modes))}" if len(modes) == 1 else ""  # else each label names its compile mode
+    fig.suptitle(f"{env['device']}, {env['dtype']}{mode}, torch {env['torch']}")
     ax_time.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
