@@ -249,7 +249,8 @@ def _multiprocessors(device: int) -> int:
 
 #: The forward splits sequences into segments until the grid has about this many programs per SM ... Its programs
 #: are one warp each, so at batch 1 an SM waits on few warps' loads: 8 took vmamba_tiny at batch 1 (CUDA graph,
-#: H200) from 2.62 to 2.34 ms at 1024x1024 and 9.31 to 7.91 ms at 2048x2048 against 4; 16 and 32 were slower.
+#: H200) from 2.62 to 2.34 ms at 1024x1024 and 9.31 to 7.91 ms at 2048x2048 against 4, vim_small at 1024x1024 from
+#: 14.3 to 7.8 ms; no family slower; 16 and 32 were slower than 8 (kernels/NOTES.md, v10.14).
 PROGRAMS_PER_SM = 8
 #: ... keeping at least this many chunks in a segment (the summary pass re-reads every segment once). 8 left VMamba-T's
 #: stage 3 at batch 1, 512x512 (L = 1024, 32 chunks) with 96 programs of 256 steps on 132 SMs: no faster than at
