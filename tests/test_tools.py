@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import _results  # noqa: E402
+import bench_graph  # noqa: E402
 import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
 import flops  # noqa: E402
@@ -404,3 +405,18 @@ def test_build_official_fixes_a_checkout_for_cuda_13(tmp_path, capsys):
     assert build_official.main(args) == 0
     assert "fixed 0 file(s)" in capsys.readouterr().out
     assert build_official.main(["--official-root", str(tmp_path / "none"), "--patch-only"]) == 2
+
+
+def test_bench_graph_reads_its_setting_and_needs_a_gpu(capsys):
+    """bench_graph.py times CUDA graphs (GPU only); what CI can check is its --set parsing and its refusals."""
+    from ssm_kernels.triton import ops as tops
+    module, name, values = bench_graph.parse_setting("ops.PROGRAMS_PER_SM=4,8")
+    assert (module, name, values) == (tops, "PROGRAMS_PER_SM", [4, 8])
+    for bad, says in [("ops.NO_SUCH=1", "no int constant"), ("no_such.X=1", "no module"),
+                      ("ops.PROGRAMS_PER_SM=four", "integers")]:
+        with pytest.raises(ValueError, match=says):
+            bench_graph.parse_setting(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:
+            bench_graph.main(["--model", "vmamba_tiny"])
+        assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
