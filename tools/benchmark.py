@@ -280,8 +280,8 @@ def plot_sweep(rows, path):
         series.setdefault(label, []).append(r)
     for label, points in series.items():
         sizes = {r["batch_size"] for r in points}
-        if label.endswith("largest batch") and len(sizes) == 1:  # every size fit the same (the search's limit)
-            label += f" ({sizes.pop()})"
+        if points[0]["batch_rule"] == "max" and len(sizes) == 1:  # every size fit the same (the search's limit)
+            label = label.replace("largest batch", f"largest batch ({sizes.pop()})")
         points.sort(key=lambda r: int(r["img_size"]))
         megapixels = [int(r["img_size"]) ** 2 / 1e6 for r in points]
         ax_time.plot(megapixels, [float(r["ms_per_img"]) for r in points], marker="o", label=label)
