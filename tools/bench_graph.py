@@ -21,6 +21,7 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401  (registers the zoo's models)
+from tune_scan import timed
 
 
 def parse_setting(text: str):
@@ -62,19 +63,11 @@ def capture(model, x, dtype) -> torch.cuda.CUDAGraph:
 
 
 def time_graph(graph, replays: int) -> float:
-    """ms a replay: the median of 5 timings of ``replays`` replays each."""
-    for _ in range(3):
-        graph.replay()
-    times = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+    """ms a replay: the median of 5 timings of ``replays`` replays each (tune_scan's CUDA-event timer)."""
+    def run():
         for _ in range(replays):
             graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / replays)
-    return sorted(times)[2]
+    return timed(run, reps=5) / replays
 
 
 def main(argv=None) -> int:
