@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import _results  # noqa: E402
+import bench_fusion_floor  # noqa: E402
 import bench_graph  # noqa: E402
 import bench_reference  # noqa: E402
 import benchmark  # noqa: E402
@@ -419,4 +420,21 @@ def test_bench_graph_reads_its_setting_and_needs_a_gpu(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as exit_info:
             bench_graph.main(["--model", "vmamba_tiny"])
+        assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_fusion_floor_reads_every_weight_in_every_program(capsys):
+    """The floor kernel (interpreter on CPU) reads all the weights in each program; the stages' shapes are the model's."""
+    import timm
+    weights = torch.randn(5000, device="cuda" if torch.cuda.is_available() else "cpu").half()
+    sums = bench_fusion_floor.read_weights(weights, 3)
+    torch.testing.assert_close(sums, weights.float().sum().expand(3), rtol=1e-4, atol=1e-2)
+    model = timm.create_model("vmamba_tiny", dims=(16, 32, 32, 32), depths=(1, 1, 1, 1))
+    rows = bench_fusion_floor.stage_shapes(model, 96, 2)
+    # out_proj dim x dim (ssm_ratio 1), fc1 and fc2 dim x 4 dim each
+    assert [r[:4] for r in rows] == [(0, 2 * 24 ** 2, 16, 9 * 16 ** 2), (1, 2 * 12 ** 2, 32, 9 * 32 ** 2),
+                                     (2, 2 * 6 ** 2, 32, 9 * 32 ** 2), (3, 2 * 3 ** 2, 32, 9 * 32 ** 2)]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exit_info:
+            bench_fusion_floor.main([])
         assert exit_info.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err

@@ -48,17 +48,18 @@ def create(name: str, size: int) -> torch.nn.Module:
     return model.cuda().eval()
 
 
-def capture(model, x, dtype) -> torch.cuda.CUDAGraph:
-    """The forward in a graph, after warm-up passes on a side stream (Triton compiles, cuBLAS picks its kernels)."""
+def capture(fn, dtype) -> torch.cuda.CUDAGraph:
+    """``fn()`` in a graph under autocast without grad, after warm-up calls on a side stream (Triton compiles, cuBLAS
+    picks its kernels)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side), torch.no_grad(), torch.autocast("cuda", dtype):
         for _ in range(3):
-            model(x)
+            fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), torch.no_grad(), torch.autocast("cuda", dtype):
-        model(x)
+        fn()
     return graph
 
 
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
                     for value in values:
                         if module:
                             setattr(module, name, value)
-                        graph = capture(model, x, dtype)
+                        graph = capture(lambda: model(x), dtype)
                         times[value].append(time_graph(graph, args.replays))
                         del graph
                 for value, ms in times.items():
