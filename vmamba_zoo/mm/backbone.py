@@ -22,12 +22,72 @@ import vmamba_zoo
 from vmamba_zoo.models import (CheckpointMismatchError, convert_official_state_dict, load_checkpoint_file,
                                unwrap_state_dict)
 
-__all__ = ["VisualSSMBackbone", "convert_dense_state_dict"]
+__all__ = ["VisualSSMBackbone", "ZooBackbone", "convert_dense_state_dict"]
 
 _OUTNORM = re.compile(r"^outnorm(\d+)\.")
 
 
-class VisualSSMBackbone(BaseModule):
+class ZooBackbone(BaseModule):
+    """What the zoo's mm backbones share: ``init_cfg=dict(type='Pretrained', ...)`` loads through the zoo's
+    converter (:meth:`convert_checkpoint`, each backbone's own), and the layers a classification checkpoint
+    cannot hold (:attr:`MAY_STAY_INITIALISED`, e.g. the output norms) keep their initial values."""
+
+    #: the keys a checkpoint may lack (the dense-prediction layers a classifier has not)
+    MAY_STAY_INITIALISED: re.Pattern
+
+    model_name: str
+
+    def init_weights(self):
+        """mmengine's initialisation, except that ``Pretrained`` goes through the zoo's converter."""
+        original = self.init_cfg
+        cfgs = original if isinstance(original, list) else [original] if original else []
+        pretrained = [c for c in cfgs if c.get("type") == "Pretrained"]
+        if not pretrained:
+            return super().init_weights()
+        self.init_cfg = [c for c in cfgs if c.get("type") != "Pretrained"] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = original
+        for cfg in pretrained:
+            self.load_checkpoint(cfg["checkpoint"], prefix=cfg.get("prefix"))
+
+    def load_checkpoint(self, checkpoint: Union[str, os.PathLike, Mapping], prefix: Optional[str] = None):
+        """Load weights from a file / URL / state dict in any of the formats the class docstring lists.
+
+        ``prefix`` (e.g. ``'backbone.'``) selects part of a larger state dict; by default a state
+        dict whose keys start with ``backbone.`` (a whole detector or segmentor) is cut to those.
+        """
+        if not isinstance(checkpoint, Mapping):
+            checkpoint = load_checkpoint_file(_local_file(str(checkpoint)))
+        state = self.convert_checkpoint(checkpoint, prefix)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        assert not unexpected, unexpected
+        not_loaded = [k for k in missing if not self.MAY_STAY_INITIALISED.match(k)]
+        assert not not_loaded, not_loaded
+        if missing:
+            print_log(f"{type(self).__name__}: not in the checkpoint, kept initialised: "
+                      f"{sorted({k.split('.')[0] for k in missing})}", logger="current")
+        print_log(f"{type(self).__name__}({self.model_name}): loaded {len(state)} tensors", logger="current")
+
+    def convert_checkpoint(self, checkpoint: Mapping, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+        """This backbone's state dict from ``checkpoint`` (each backbone converts its own)."""
+        raise NotImplementedError
+
+    def _backbone_part(self, checkpoint: Mapping, prefix: Optional[str]) -> Dict[str, torch.Tensor]:
+        """The state dict of ``checkpoint`` cut to the keys under ``prefix``, which are stripped of it; by default
+        ``'backbone.'`` where any key has it (a whole detector or segmentor), else all of it."""
+        state = unwrap_state_dict(checkpoint)
+        if prefix is None and any(k.startswith("backbone.") for k in state):
+            prefix = "backbone."
+        if prefix:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise CheckpointMismatchError(self.model_name, [f"(no key starts with {prefix!r})"], [], [])
+        return state
+
+
+class VisualSSMBackbone(ZooBackbone):
     """A zoo model's stage outputs as a tuple of NCHW maps, for necks and decode heads.
 
     Args:
@@ -127,51 +187,14 @@ class VisualSSMBackbone(BaseModule):
                      for i, feat in zip(self.out_indices, feats))
 
     # ---- weights -------------------------------------------------------------------------------------
-    def init_weights(self):
-        """mmengine's initialisation, except that ``Pretrained`` goes through the zoo's converter."""
-        original = self.init_cfg
-        cfgs = original if isinstance(original, list) else [original] if original else []
-        pretrained = [c for c in cfgs if c.get("type") == "Pretrained"]
-        if not pretrained:
-            return super().init_weights()
-        self.init_cfg = [c for c in cfgs if c.get("type") != "Pretrained"] or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = original
-        for cfg in pretrained:
-            self.load_checkpoint(cfg["checkpoint"], prefix=cfg.get("prefix"))
-
-    def load_checkpoint(self, checkpoint: Union[str, os.PathLike, Mapping], prefix: Optional[str] = None):
-        """Load weights from a file / URL / state dict in any of the formats the class docstring lists.
-
-        ``prefix`` (e.g. ``'backbone.'``) selects part of a larger state dict; by default a state
-        dict whose keys start with ``backbone.`` (a whole detector or segmentor) is cut to those.
-        """
-        if not isinstance(checkpoint, Mapping):
-            checkpoint = load_checkpoint_file(_local_file(str(checkpoint)))
-        state = self.convert_checkpoint(checkpoint, prefix)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        assert not unexpected, unexpected
-        not_loaded = [k for k in missing if not _OUTNORM.match(k)]
-        assert not not_loaded, not_loaded
-        if missing:  # classification checkpoints have no output norms: those keep their initial values
-            print_log(f"{type(self).__name__}: checkpoint has no output norms, kept initialised: "
-                      f"{sorted({k.split('.')[0] for k in missing})}", logger="current")
-        print_log(f"{type(self).__name__}({self.model_name}): loaded {len(state)} tensors", logger="current")
+    MAY_STAY_INITIALISED = _OUTNORM  # classification checkpoints have no output norms
 
     def convert_checkpoint(self, checkpoint: Mapping, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
         """Official or zoo state dict (of a classifier, a backbone or a whole detector) -> ours.
 
         Raises :class:`CheckpointMismatchError` listing missing, unexpected and mis-shaped keys.
         """
-        state = unwrap_state_dict(checkpoint)
-        if prefix is None and any(k.startswith("backbone.") for k in state):
-            prefix = "backbone."
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise CheckpointMismatchError(self.model_name, [f"(no key starts with {prefix!r})"], [], [])
+        state = self._backbone_part(checkpoint, prefix)
         outnorms = {k: v for k, v in state.items() if _OUTNORM.match(k)}
         body = {k: v for k, v in state.items() if k not in outnorms}
         if any(k.startswith("model.") for k in body):  # our own wrapper's keys

@@ -19,22 +19,20 @@ The ViTDet simple feature pyramid of the detection recipe is a neck (:class:`~vm
 """
 from __future__ import annotations
 
-import os
+import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
 from mmcv.cnn import build_norm_layer
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from torch import nn
 
 import vmamba_zoo
-from vmamba_zoo.models import CheckpointMismatchError, family_module, load_checkpoint_file, unwrap_state_dict
+from vmamba_zoo.models import CheckpointMismatchError, family_module
 from vmamba_zoo.models import vim
 from vmamba_zoo.models.vim import Vim, checkpoint_filter_fn
 
-from .backbone import _local_file
+from .backbone import ZooBackbone
 
 __all__ = ["VimBackbone", "rope_frequencies", "apply_rope"]
 
@@ -72,7 +70,7 @@ def _mix(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block.mixer(block.norm1(x))
 
 
-class VimBackbone(BaseModule):
+class VimBackbone(ZooBackbone):
     """Intermediate block outputs of a zoo Vim model as NCHW maps, for necks and decode heads.
 
     Args:
@@ -201,43 +199,13 @@ class VimBackbone(BaseModule):
         return tuple(feats)
 
     # ---- weights -------------------------------------------------------------------------------------
-    def init_weights(self):
-        """mmengine's initialisation, except that ``Pretrained`` goes through the zoo's converter."""
-        original = self.init_cfg
-        cfgs = original if isinstance(original, list) else [original] if original else []
-        pretrained = [c for c in cfgs if c.get("type") == "Pretrained"]
-        if not pretrained:
-            return super().init_weights()
-        self.init_cfg = [c for c in cfgs if c.get("type") != "Pretrained"] or None
-        try:
-            super().init_weights()
-        finally:
-            self.init_cfg = original
-        for cfg in pretrained:
-            self.load_checkpoint(cfg["checkpoint"], prefix=cfg.get("prefix"))
-
-    def load_checkpoint(self, checkpoint: Union[str, os.PathLike, Mapping], prefix: Optional[str] = None):
-        """Load weights from a file / URL / state dict (see ``init_cfg``); a classification checkpoint
-        leaves the pyramid layers (``fpn*``) as initialised."""
-        if not isinstance(checkpoint, Mapping):
-            checkpoint = load_checkpoint_file(_local_file(str(checkpoint)))
-        state = self.convert_checkpoint(checkpoint, prefix)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        assert not unexpected, unexpected
-        assert all(k.startswith("fpn") for k in missing), missing
-        print_log(f"{type(self).__name__}({self.model_name}): loaded {len(state)} tensors", logger="current")
+    MAY_STAY_INITIALISED = re.compile(r"^fpn")  # a classification checkpoint leaves the pyramid as initialised
 
     def convert_checkpoint(self, checkpoint: Mapping, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
         """An official Vim classifier's state dict, or one of ours (of this backbone or of a whole
         detector / segmentor) -> this backbone's. Raises :class:`CheckpointMismatchError` listing the
         missing, unexpected and mis-shaped keys."""
-        state = unwrap_state_dict(checkpoint)
-        if prefix is None and any(k.startswith("backbone.") for k in state):
-            prefix = "backbone."
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not state:
-                raise CheckpointMismatchError(self.model_name, [f"(no key starts with {prefix!r})"], [], [])
+        state = self._backbone_part(checkpoint, prefix)
         own = self.state_dict()
         if any(k.startswith("model.") for k in state):  # ours: checked as it is
             mis_shaped = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
