@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ._recompute import recomputing_backend
-from .ops import is_exporting, public_op, resolve_backend
+from .ops import _backward, _forward, is_exporting, public_op, resolve_backend
 
 __all__ = ["causal_conv1d", "causal_conv1d_ref", "CausalConv1dFn"]
 
@@ -59,16 +59,11 @@ class CausalConv1dFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, backend, flags, x, weight, bias):
-        outputs, saved = _BACKENDS[backend].causal_conv1d_fwd((x, weight, bias), flags)
-        ctx.backend, ctx.flags = backend, flags
-        ctx.save_for_backward(*saved)
-        return outputs[0]
+        return _forward("causal_conv1d", ctx, backend, flags, (x, weight, bias), _BACKENDS)
 
     @staticmethod
-    def backward(ctx, grad_out):
-        grads = _BACKENDS[ctx.backend].causal_conv1d_bwd(ctx.saved_tensors, (grad_out,), ctx.flags,
-                                                         ctx.needs_input_grad[2:])
-        return (None, None, *grads)
+    def backward(ctx, *grad_outputs):
+        return _backward("causal_conv1d", ctx, grad_outputs, _BACKENDS)
 
 
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ._recompute import recomputing_backend
 from .conv2d import conv2d
-from .ops import is_exporting, public_op, resolve_backend
+from .ops import _backward, _forward, is_exporting, public_op, resolve_backend
 
 __all__ = ["dwconv2d", "dwconv2d_ref", "DepthwiseConv2dFn"]
 
@@ -65,16 +65,11 @@ class DepthwiseConv2dFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, backend, flags, x, weight, bias):
-        outputs, saved = _BACKENDS[backend].dwconv2d_fwd((x, weight, bias), flags)
-        ctx.backend, ctx.flags = backend, flags
-        ctx.save_for_backward(*saved)
-        return outputs[0]
+        return _forward("dwconv2d", ctx, backend, flags, (x, weight, bias), _BACKENDS)
 
     @staticmethod
-    def backward(ctx, grad_out):
-        grads = _BACKENDS[ctx.backend].dwconv2d_bwd(ctx.saved_tensors, (grad_out,), ctx.flags,
-                                                    ctx.needs_input_grad[2:])
-        return (None, None, *grads)
+    def backward(ctx, *grad_outputs):
+        return _backward("dwconv2d", ctx, grad_outputs, _BACKENDS)
 
 
 @torch.compiler.disable  # its backward recomputes with autograd, which torch.compile cannot trace

@@ -126,8 +126,10 @@ def resolve_backend(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
     return name
 
 
-def _forward(op, ctx, backend, flags, inputs):
-    outputs, saved = getattr(_BACKENDS[backend], op + "_fwd")(inputs, flags)
+def _forward(op, ctx, backend, flags, inputs, backends=None):
+    """An autograd Function's forward by the convention below: the backend's ``<op>_fwd(inputs, flags)`` gives
+    (outputs, tensors to save). ``backends``: the op's table of backends (default: the scan ops' ``_BACKENDS``)."""
+    outputs, saved = getattr((backends or _BACKENDS)[backend], op + "_fwd")(inputs, flags)
     ctx.backend, ctx.flags = backend, flags
     ctx.save_for_backward(*saved)
     return outputs if len(outputs) > 1 else outputs[0]
@@ -149,8 +151,9 @@ def _apply(fn, op, backend, flags, *tensors):
     return outputs if len(outputs) > 1 else outputs[0]
 
 
-def _backward(op, ctx, grad_outputs):
-    impl = getattr(_BACKENDS[ctx.backend], op + "_bwd")
+def _backward(op, ctx, grad_outputs, backends=None):
+    """The matching backward: ``<op>_bwd(saved, grad_outputs, flags, needs_grad)`` gives the tensors' gradients."""
+    impl = getattr((backends or _BACKENDS)[ctx.backend], op + "_bwd")
     return (None, None, *impl(ctx.saved_tensors, grad_outputs, ctx.flags, ctx.needs_input_grad[2:]))
 
 
