@@ -101,9 +101,9 @@ def main(argv=None) -> int:
             floors = []
             for tile in TILES:
                 programs = math.ceil(positions / tile)
-                floors.append(min(time_graph(capture(lambda: read_weights(weights, programs, block, warps),
+                floors.append(min(time_graph(capture(lambda: read_weights(weights, programs, elements, warps),
                                                      torch.float16), args.replays) * 1e3
-                                  for block, warps in READ_CONFIGS))
+                                  for elements, warps in READ_CONFIGS))
             chain = time_graph(chain_graph(block, positions), args.replays) * 1e3
             print(f"| {size} | {index + 1} | {positions} | {dim} | {numel * 2 / 1024:.0f} | {chain:.1f} | "
                   + " | ".join(f"{t:.1f}" for t in floors) + f" | {numel * 2 / min(floors) / 1e3:.0f} |", flush=True)
