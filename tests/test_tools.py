@@ -434,6 +434,9 @@ def test_bench_fusion_floor_reads_every_weight_in_every_program(capsys):
     # out_proj dim x dim (ssm_ratio 1), fc1 and fc2 dim x 4 dim each
     assert [r[:4] for r in rows] == [(0, 2 * 24 ** 2, 16, 9 * 16 ** 2), (1, 2 * 12 ** 2, 32, 9 * 32 ** 2),
                                      (2, 2 * 6 ** 2, 32, 9 * 32 ** 2), (3, 2 * 3 ** 2, 32, 9 * 32 ** 2)]
+    with pytest.raises(SystemExit) as exit_info:
+        bench_fusion_floor.main(["--sizes", "512", "16"])
+    assert exit_info.value.code == 2 and "--sizes must be at least 32" in capsys.readouterr().err
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as exit_info:
             bench_fusion_floor.main([])

@@ -87,11 +87,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--replays", type=int, default=50, help="replays a timing")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("needs a CUDA GPU (the kernels are timed as CUDA graphs)")
     if args.batch < 1 or args.replays < 1:
         parser.error("--batch and --replays must be at least 1")
-    model = timm.create_model(args.model).cuda().eval().half()  # fp16 weights: no casts in the chain
+    model = timm.create_model(args.model)
+    stride = model.feature_info[-1]["reduction"]
+    if min(args.sizes) < stride:
+        parser.error(f"--sizes must be at least {stride}, {args.model}'s last stage's stride (got {min(args.sizes)})")
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU (the kernels are timed as CUDA graphs)")
+    model = model.cuda().eval().half()  # fp16 weights: no casts in the chain
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.model}, batch {args.batch}; us a call")
     print("| size | stage | positions | dim | weights KB | chain | " + " | ".join(f"floor BM={t}" for t in TILES)
           + " | GB/s a program |\n|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(TILES) + 1))
